@@ -1,0 +1,3 @@
+from cxrlab.cli import main
+
+main()

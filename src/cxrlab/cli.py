@@ -1,0 +1,272 @@
+"""The command line: parse, call one function, print. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cxrlab.errors import CxrlabError
+
+app = typer.Typer(help="Transfer-learning studies for medical image classification.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+data_app = typer.Typer(help="Look at a data source.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+out = Console()
+
+
+def _print_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: str = typer.Argument(..., help="Dataset root, folder of class folders, .npz file or pneumoniamnist[:SIZE]."),
+    labels: str = typer.Option("folders", help="folders, or kermany3 (NORMAL/BACTERIA/VIRUS from file names)."),
+    split_seed: int = typer.Option(0, help="Seed of the patient-grouped split a run would carve."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    """Images per split and class, patients, sizes, duplicates and class balance."""
+    from cxrlab.data.inspect import inspect_source
+
+    summary = inspect_source(path, labels=labels, split_seed=split_seed, show_progress=not as_json)
+    if as_json:
+        _print_json(summary)
+        return
+    table = Table(title=f"{summary['source']} ({summary['kind']}): {summary['images']} images, "
+                        f"{summary['patients']} patients")
+    table.add_column("split")
+    for name in summary["classes"]:
+        table.add_column(name, justify="right")
+    table.add_column("images", justify="right")
+    table.add_column("patients", justify="right")
+    for split, info in summary["splits"].items():
+        table.add_row(split, *[f"{info['classes'][c]} ({info['balance'][c]:.0%})" for c in summary["classes"]],
+                      str(info["images"]), str(info["patients"]))
+    out.print(table)
+    sizes = ", ".join(f"{k} ({v})" for k, v in list(summary["image_sizes"].items())[:3])
+    out.print(f"image sizes: {summary['distinct_sizes']} distinct, most common {sizes}; modes: "
+              + ", ".join(f"{k} ({v})" for k, v in summary["modes"].items()))
+    out.print(f"duplicates: {summary['duplicate_groups']} groups of byte-identical images "
+              f"({summary['duplicate_images']} images), {summary['duplicate_groups_across_splits']} across splits; "
+              f"patients in several splits: {summary['patients_in_several_splits']}")
+    if "run_splits" in summary:
+        parts = [f"{s} " + "/".join(str(v) for v in counts.values()) for s, counts in summary["run_splits"].items()]
+        out.print(f"splits a run uses (split seed {split_seed}; {'/'.join(summary['classes'])}): " + ", ".join(parts))
+    if summary["unreadable"]:
+        out.print(f"[red]{len(summary['unreadable'])} unreadable images[/red] (a run stops on them unless "
+                  f"--on-bad-image skip): " + "; ".join(f"{u['path']}: {u['reason']}" for u in summary["unreadable"][:5]))
+    if summary["ignored_files"]:
+        out.print(f"ignored {len(summary['ignored_files'])} files that are not images (e.g. {Path(summary['ignored_files'][0]).name})")
+    for note in summary["notes"]:
+        out.print(f"note: {note}")
+
+
+@app.command()
+def models(
+    image_size: int = typer.Option(224, help="Image size for the FLOP count and the speed measurement."),
+    measure: bool = typer.Option(False, help="Measure inference images/s on this machine (slower)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    """The model registry with size, cost, ImageNet accuracy and availability (task A)."""
+    from cxrlab.models.cards import model_cards
+
+    cards = model_cards(image_size=image_size, measure=measure)
+    if as_json:
+        _print_json(cards)
+        return
+    table = Table(title=f"cxrlab models at {image_size} px (2-class head)")
+    for column in ("model", "params", "trainable frozen", "GFLOPs", "ImageNet top-1", "weights", "images/s"):
+        table.add_column(column, justify="left" if column in ("model", "weights") else "right")
+    for c in cards:
+        table.add_row(c["model"], f"{c['params']:,}", f"{c['trainable_frozen']:,}", f"{c['gflops']:.2f}",
+                      f"{c['imagenet_top1']:.1f}%" if c["imagenet_top1"] else "-", c["pretrained_weights"],
+                      f"{c['images_per_second']:.0f}" if c["images_per_second"] else "-")
+    out.print(table)
+
+
+@app.command()
+def train(
+    data: Optional[str] = typer.Option(None, help="Dataset root, folder of class folders, .npz or pneumoniamnist[:SIZE]."),
+    model: Optional[str] = typer.Option(None, help="A registry name (cxrlab models) or timm:<name>."),
+    mode: str = typer.Option("finetune", help="finetune, frozen, scratch or gradual."),
+    weights: Optional[str] = typer.Option(None, help="imagenet, none or a .pt/.pth/.safetensors file."),
+    labels: str = typer.Option("folders", help="folders, or kermany3 for NORMAL/BACTERIA/VIRUS."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default depends on the mode)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (of the network phase in gradual mode)."),
+    weight_decay: Optional[float] = typer.Option(None),
+    batch_size: int = typer.Option(32),
+    optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd (momentum 0.9)."),
+    scheduler: Optional[str] = typer.Option(None, help="none, cosine or step."),
+    warmup: Optional[float] = typer.Option(None, help="Epochs of linear warmup."),
+    image_size: int = typer.Option(224),
+    augment: Optional[str] = typer.Option(None, help="none or light."),
+    class_weights: str = typer.Option("balanced", help="none or balanced."),
+    label_smoothing: float = typer.Option(0.0),
+    select: str = typer.Option("val_loss", help="val_loss or val_accuracy: which epoch's checkpoint is kept."),
+    feature_views: int = typer.Option(4, help="Frozen mode with augmentation: augmented views of the features."),
+    head_epochs: Optional[int] = typer.Option(None, help="Gradual mode: epochs of the head on frozen features."),
+    head_lr: Optional[float] = typer.Option(None, help="Gradual mode: learning rate of the head phase."),
+    backbone_lr_scale: float = typer.Option(0.1, help="Gradual mode: backbone lr = lr x this."),
+    threshold: str = typer.Option("val-youden", help="0.5, val-youden or val-balanced (chosen on validation)."),
+    tta: int = typer.Option(0, help="Test-time augmentation: augmented views averaged."),
+    split_seed: int = typer.Option(0, help="Seed of the patient-grouped val/test split."),
+    on_bad_image: str = typer.Option("error", help="error or skip."),
+    cache_dir: Optional[str] = typer.Option(None, help="Cache folder (default $CXRLAB_CACHE or ~/.cache/cxrlab)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
+                                                 help="Bit-reproducible runs (default: on for CPU)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Log to TensorBoard in the run directory."),
+    distributed: bool = typer.Option(False, "--distributed", help="DistributedDataParallel under torchrun."),
+    out_dir: str = typer.Option("runs", "--out", help="Folder the run directory is made in."),
+    name: Optional[str] = typer.Option(None, help="Run directory name (default: model-mode-time)."),
+    resume: Optional[str] = typer.Option(None, help="Continue a killed run from its run directory."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train one run: fine-tune, fixed feature extractor, from scratch, or gradual unfreezing."""
+    from pydantic import ValidationError
+
+    from cxrlab.train.config import TrainConfig
+    from cxrlab.train.loop import fit
+
+    if resume is None and (data is None or model is None):
+        raise CxrlabError("train needs --data and --model (or --resume RUN_DIR)")
+    settings = dict(
+        data=data or "", model=model or "", mode=mode, weights=weights, labels=labels, lr=lr, epochs=epochs,
+        weight_decay=weight_decay, batch_size=batch_size, optimizer=optimizer, scheduler=scheduler, warmup=warmup,
+        image_size=image_size, augment=augment, class_weights=class_weights, label_smoothing=label_smoothing,
+        select=select, feature_views=feature_views, head_epochs=head_epochs, head_lr=head_lr,
+        backbone_lr_scale=backbone_lr_scale, threshold=threshold, tta=tta, split_seed=split_seed,
+        on_bad_image=on_bad_image, cache_dir=cache_dir, seed=seed, device=device, deterministic=deterministic,
+        compile=compile, tensorboard=tensorboard, distributed=distributed, out=out_dir, name=name)
+    try:
+        config = TrainConfig(**settings) if resume is None else None
+    except ValidationError as exc:
+        raise CxrlabError(validation_message(exc)) from exc
+    if config is not None:
+        from cxrlab.models.registry import model_entry
+
+        model_entry(config.model)  # an unknown name fails before any data is read
+    run_dir = fit(config, resume=resume, show_progress=not quiet)
+    typer.echo(str(run_dir))
+
+
+def validation_message(exc) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or "value"
+    return f"--{where.replace('_', '-')}: {error['msg']} (got {error.get('input')!r})"
+
+
+@app.command()
+def evaluate(
+    run_dir: str = typer.Argument(..., help="A finished run directory."),
+    data: str = typer.Option(..., help="A dataset root (its test split) or a folder of class folders."),
+    tta: Optional[int] = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON alone."),
+) -> None:
+    """Score a finished run on labelled data; the metrics go into the run directory too."""
+    from cxrlab.train.inference import evaluate_run
+
+    result = evaluate_run(run_dir, data, tta=tta, device=device, show_progress=not as_json)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table(title=f"{result['run']} on {result['data']} ({result['n_test']} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("test_accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc",
+                "test_loss", "ece", "threshold"):
+        if key in result and result[key] is not None:
+            table.add_row(key, f"{result[key]:.4f}")
+    out.print(table)
+    out.print(f"confusion matrix (rows true, columns predicted: {', '.join(result['per_class'])}): "
+              f"{result['confusion_matrix']}")
+
+
+@app.command()
+def predict(
+    run_dir: str = typer.Argument(..., help="A finished run directory."),
+    images: List[str] = typer.Argument(..., help="Image files or folders of images."),
+    cam: Optional[str] = typer.Option(None, help="Write Grad-CAM overlays into this folder."),
+    tta: Optional[int] = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    """The predicted class and the probability of each class, per image."""
+    from cxrlab.train.inference import predict_images
+
+    predictions = predict_images(run_dir, images, tta=tta, device=device)
+    if cam:
+        from cxrlab.train.explain import write_cam_overlays
+
+        write_cam_overlays(run_dir, [p.path for p in predictions], cam, device=device)
+    if as_json:
+        _print_json([p.__dict__ for p in predictions])
+        return
+    for p in predictions:
+        probs = "  ".join(f"{k} {v:.4f}" for k, v in p.probabilities.items())
+        typer.echo(f"{p.path}\t{p.predicted}\t{probs}")
+
+
+def _later(command: str) -> None:
+    raise CxrlabError(f"cxrlab {command} is not available in this version yet")
+
+
+@app.command()
+def sweep(
+    study_file: str = typer.Argument(..., help="A study YAML file."),
+    data: Optional[str] = typer.Option(None, help="Override the study's data source."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: SQLite in the study directory)."),
+    workers: int = typer.Option(1, help="Local worker processes."),
+    set_: List[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
+    table: bool = typer.Option(False, "--table", help="Print the results table when done."),
+) -> None:
+    """Run every run of a study (Optuna grid or TPE), resumable, shareable across workers."""
+    _later("sweep")
+
+
+@app.command()
+def compare(
+    run_dirs: List[str] = typer.Argument(..., help="Finished run directories."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for the table and figures."),
+) -> None:
+    """Compare runs: accuracy and AUC with 95% intervals, McNemar tests, curves."""
+    _later("compare")
+
+
+@app.command()
+def report(study_dir: str = typer.Argument(..., help="A study directory.")) -> None:
+    """Write report.md and report.html for a study (tasks A to E)."""
+    _later("report")
+
+
+@app.command()
+def study(
+    study_file: Optional[str] = typer.Argument(None, help="A study YAML file (default: the shipped study)."),
+    data: Optional[str] = typer.Option(None, help="Override the study's data source."),
+) -> None:
+    """The main job: sweep a study, then write its report."""
+    _later("study")
+
+
+def main() -> None:
+    try:
+        app()
+    except CxrlabError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""One labelled data set, decoded, with every image assigned to train, val or test.
+
+``load_dataset`` is the one entry point the layers above use: it lists the source, gets
+the pixels from the decoded-image cache and settles the splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cxrlab.data.cache import decoded_images
+from cxrlab.data.patients import patient_id
+from cxrlab.data.sources import SPLITS, list_source
+from cxrlab.data.splits import duplicate_groups, grouped_holdout, linked_groups
+from cxrlab.errors import BadImageError, CxrlabError
+
+# The public download's val/ holds 16 images; a split this small cannot select a model.
+MIN_VAL_FRACTION = 0.05
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+@dataclass
+class Dataset:
+    location: str
+    kind: str
+    classes: list[str]
+    paths: list[str]
+    labels: np.ndarray  # (N,) int64
+    splits: np.ndarray  # (N,) "train" / "val" / "test"
+    patients: list[str]
+    digests: list[str]
+    images: np.ndarray  # (N, size, size) uint8, memory-mapped
+    image_size: int
+    fingerprint: str  # the decoded-image cache key: what the pixels depend on
+    split_notes: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"} per undecodable image
+    ignored: list[str] = field(default_factory=list)
+    decoded: int = 0  # images this load had to decode (0: all came from the cache)
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+    def count(self, split: str) -> int:
+        return int((self.splits == split).sum())
+
+    def cross_split_duplicates(self) -> list[list[int]]:
+        """Groups of byte-identical images that sit in more than one split."""
+        return [g for g in duplicate_groups(self.digests) if len({self.splits[i] for i in g}) > 1]
+
+    @property
+    def split_fingerprint(self) -> str:
+        digest = hashlib.sha256(self.fingerprint.encode())
+        digest.update("".join(s[0] for s in self.splits).encode())
+        return digest.hexdigest()[:16]
+
+
+def load_dataset(
+    spec: str,
+    image_size: int = 224,
+    *,
+    split_seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.15,
+    labels: str = "folders",
+    on_bad_image: str = "error",
+    all_test: bool = False,
+    cache_dir: str | None = None,
+    show_progress: bool = True,
+) -> Dataset:
+    """Load ``spec`` decoded at ``image_size``.
+
+    Splits: a root's ``train/``, ``val/`` and ``test/`` folders (or a .npz's splits) are
+    kept; a missing or tiny validation split, and a missing test split, are carved out of
+    train by patient. ``all_test`` puts every image in the test split (for evaluate).
+    """
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise CxrlabError(f"unknown --on-bad-image {on_bad_image!r}: use error or skip")
+    if image_size < 16:
+        raise CxrlabError(f"--image-size {image_size} is too small: use 16 or more")
+    listing = list_source(spec, labels=labels, cache_dir=cache_dir)
+    decoded = decoded_images(listing, image_size, cache_dir=cache_dir, show_progress=show_progress)
+    if decoded.bad and on_bad_image == "error":
+        index = min(decoded.bad)
+        raise BadImageError(listing.files[index], decoded.bad[index])
+    keep = np.array([i not in decoded.bad for i in range(len(listing))], dtype=bool)
+    keep_idx = np.flatnonzero(keep)
+    skipped = [{"path": listing.files[i], "reason": decoded.bad[i]} for i in sorted(decoded.bad)]
+    if len(keep_idx) == 0:
+        raise CxrlabError(f"no readable images in {spec}")
+
+    images = decoded.pixels if keep.all() else decoded.pixels[keep_idx]
+    files = [listing.files[i] for i in keep_idx]
+    digests = [decoded.digests[i] for i in keep_idx]
+    label_array = np.asarray(listing.labels, dtype=np.int64)[keep_idx]
+    layout_splits = [listing.splits[i] for i in keep_idx]
+    patients = [patient_id(f) for f in files]
+
+    notes = list(listing.notes)
+    if all_test or listing.kind == "folder":
+        splits = np.array(["test"] * len(files), dtype=object)
+        if not all_test:
+            splits = carve_splits(label_array, patients, digests, splits_from=None, n=len(files),
+                            val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed, notes=notes)
+    else:
+        splits = carve_splits(label_array, patients, digests, splits_from=layout_splits, n=len(files),
+                        val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed, notes=notes)
+    dataset = Dataset(
+        location=listing.location,
+        kind=listing.kind,
+        classes=listing.classes,
+        paths=files,
+        labels=label_array,
+        splits=splits.astype(str),
+        patients=patients,
+        digests=digests,
+        images=images,
+        image_size=image_size,
+        fingerprint=decoded.key,
+        split_notes=notes,
+        skipped=skipped,
+        ignored=listing.ignored,
+        decoded=decoded.decoded,
+    )
+    if not all_test:
+        for group in dataset.cross_split_duplicates():
+            names = ", ".join(f"{dataset.paths[i]} ({dataset.splits[i]})" for i in group)
+            dataset.split_notes.append(f"byte-identical images in different splits: {names}")
+    return dataset
+
+
+def carve_splits(labels, patients, digests, splits_from, n, val_fraction, test_fraction, seed, notes) -> np.ndarray:
+    splits = np.array(splits_from if splits_from is not None else ["train"] * n, dtype=object)
+    groups = linked_groups(patients, digests)
+    pool = splits == "train"
+    if not (splits == "test").any() and test_fraction > 0:
+        held = grouped_holdout(labels[pool], groups[pool], test_fraction, seed)
+        splits[np.flatnonzero(pool)[held]] = "test"
+        notes.append(f"test split carved from train by patient: {int(held.sum())} images (seed {seed})")
+        pool = splits == "train"
+    n_val = int((splits == "val").sum())
+    if n_val < MIN_VAL_FRACTION * pool.sum() and val_fraction > 0:
+        if n_val:
+            # A tiny val/ cannot select a model; fold it into train and carve a real one.
+            splits[splits == "val"] = "train"
+            notes.append(f"val/ held only {n_val} images (under {MIN_VAL_FRACTION:.0%} of train): merged into train")
+            pool = splits == "train"
+        # Carve val as a fraction of the whole, not of what is left after test.
+        fraction = min(0.5, val_fraction / max(1e-9, pool.mean()))
+        held = grouped_holdout(labels[pool], groups[pool], fraction, seed + 1)
+        splits[np.flatnonzero(pool)[held]] = "val"
+        notes.append(f"validation split carved from train by patient: {int(held.sum())} images (seed {seed})")
+    for split in SPLITS:
+        if split != "train" and (splits == split).any() and len(np.unique(labels[splits == split])) < 2:
+            notes.append(f"{split} split holds one class only")
+    return splits

@@ -1,0 +1,125 @@
+"""``cxrlab data inspect``: what a data source holds, without training anything."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxrlab.data.dataset import carve_splits
+from cxrlab.data.images import decode_file
+from cxrlab.data.patients import patient_id
+from cxrlab.data.sources import SPLITS, list_source
+from cxrlab.data.splits import duplicate_groups
+from cxrlab.progress import progress_bar
+
+
+def _inspect_file(path: str) -> tuple[str, int, int, str, str]:
+    """``(sha1, width, height, mode, error)``; a full decode at a tiny size proves the file reads."""
+    pixels, digest, error = decode_file(path, 16)
+    width = height = 0
+    mode = ""
+    if not error:
+        try:
+            with Image.open(path) as image:
+                width, height, mode = image.width, image.height, image.mode
+        except Exception:  # noqa: BLE001 - DICOM: PIL cannot read the header
+            mode = "DICOM"
+    return digest, width, height, mode, error
+
+
+def inspect_source(spec: str, labels: str = "folders", split_seed: int = 0, val_fraction: float = 0.1,
+                   test_fraction: float = 0.15, cache_dir: str | None = None, show_progress: bool = True) -> dict:
+    """A JSON-ready summary of ``spec``: counts, patients, sizes, duplicates, overlap, balance."""
+    listing = list_source(spec, labels=labels, cache_dir=cache_dir)
+    n = len(listing)
+    if listing.kind == "npz":
+        digests = [hashlib.sha1(_npz_image(listing, i).tobytes()).hexdigest() for i in range(n)]
+        sizes = Counter(f"{_npz_image(listing, i).shape[1]}x{_npz_image(listing, i).shape[0]}" for i in range(min(n, 1)))
+        modes, errors = Counter({"uint8 array": n}), {}
+    else:
+        results = _inspect_files(listing.files, show_progress)
+        digests = [r[0] for r in results]
+        sizes = Counter(f"{r[1]}x{r[2]}" for r in results if not r[4])
+        modes = Counter(r[3] for r in results if not r[4])
+        errors = {listing.files[i]: r[4] for i, r in enumerate(results) if r[4]}
+    patients = [patient_id(f) for f in listing.files]
+    labels_array = np.asarray(listing.labels, dtype=np.int64)
+    layout = [s or "all" for s in listing.splits]
+
+    by_split: dict[str, dict] = {}
+    for split in dict.fromkeys(layout):
+        idx = [i for i, s in enumerate(layout) if s == split]
+        counts = Counter(listing.classes[listing.labels[i]] for i in idx)
+        by_split[split] = {
+            "images": len(idx),
+            "patients": len({patients[i] for i in idx}),
+            "classes": {c: counts.get(c, 0) for c in listing.classes},
+            "balance": {c: round(counts.get(c, 0) / max(1, len(idx)), 4) for c in listing.classes},
+        }
+    groups = duplicate_groups(digests)
+    cross = [g for g in groups if len({layout[i] for i in g}) > 1]
+    patient_splits: dict[str, set] = defaultdict(set)
+    for p, s in zip(patients, layout):
+        patient_splits[p].add(s)
+    overlap = sorted(p for p, s in patient_splits.items() if len(s) > 1)
+
+    summary = {
+        "source": listing.location,
+        "kind": listing.kind,
+        "classes": listing.classes,
+        "images": n,
+        "patients": len(set(patients)),
+        "splits": by_split,
+        "image_sizes": dict(sizes.most_common(10)),
+        "distinct_sizes": len(sizes),
+        "modes": dict(modes),
+        "duplicate_groups": len(groups),
+        "duplicate_images": sum(len(g) for g in groups),
+        "duplicate_groups_across_splits": len(cross),
+        "duplicate_examples": [[listing.files[i] for i in g] for g in groups[:5]],
+        "patients_in_several_splits": len(overlap),
+        "patient_overlap_examples": overlap[:5],
+        "unreadable": [{"path": p, "reason": r} for p, r in errors.items()],
+        "ignored_files": listing.ignored,
+        "notes": listing.notes,
+    }
+    if listing.kind != "folder":
+        # The splits a run would use: the layout's, with val (and test) carved by patient.
+        ok = np.array([f not in errors for f in listing.files])
+        keep = np.flatnonzero(ok)
+        notes: list[str] = []
+        carved = carve_splits(labels_array[keep], [patients[i] for i in keep], [digests[i] for i in keep],
+                        [listing.splits[i] for i in keep], len(keep), val_fraction, test_fraction, split_seed, notes)
+        summary["run_splits"] = {
+            s: {c: int(((carved == s) & (labels_array[keep] == k)).sum()) for k, c in enumerate(listing.classes)}
+            for s in SPLITS
+        }
+        summary["run_split_notes"] = notes
+    return summary
+
+
+def _npz_image(listing, i: int) -> np.ndarray:
+    split, _, index = listing.files[i].rpartition("#")[2].partition("/")
+    return listing.arrays[split][int(index)]
+
+
+def _inspect_files(files: list[str], show_progress: bool) -> list[tuple]:
+    results: list[tuple] = []
+    with progress_bar(f"Reading {len(files)} images", len(files), enabled=show_progress) as advance:
+        workers = min(os.cpu_count() or 1, max(1, len(files) // 64))
+        if workers <= 1:
+            for f in files:
+                results.append(_inspect_file(f))
+                advance(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for result in pool.map(_inspect_file, files, chunksize=64):
+                    results.append(result)
+                    advance(1)
+    return results

@@ -1,0 +1,61 @@
+"""Patient-grouped, stratified splits.
+
+A patient's images are correlated; if one patient sits in both train and test, test
+accuracy measures memory of that patient. Held-out splits are therefore carved by patient,
+stratified by class, and byte-identical images are tied into one group as well, so a
+carved split never holds a copy of a training image.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+
+def linked_groups(patients: list[str], digests: list[str]) -> np.ndarray:
+    """Group ids where images of one patient, or byte-identical images, share a group."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_by_digest: dict[str, str] = {}
+    for patient, digest in zip(patients, digests):
+        find(patient)
+        if digest:
+            if digest in first_by_digest:
+                parent[find(patient)] = find(first_by_digest[digest])
+            else:
+                first_by_digest[digest] = patient
+    roots = [find(p) for p in patients]
+    ids = {root: i for i, root in enumerate(dict.fromkeys(roots))}
+    return np.array([ids[r] for r in roots], dtype=np.int64)
+
+
+def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask of about ``fraction`` of the images, whole groups only, class-stratified."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    n_groups = len(np.unique(groups))
+    if fraction <= 0 or n_groups < 2:
+        return np.zeros(len(labels), dtype=bool)
+    n_splits = int(min(max(2, round(1 / fraction)), n_groups))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held = next(folds.split(np.zeros(len(labels)), labels, groups))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[held] = True
+    return mask
+
+
+def duplicate_groups(digests: list[str]) -> list[list[int]]:
+    """Indices of byte-identical images, one list per group of two or more."""
+    by_digest: dict[str, list[int]] = defaultdict(list)
+    for i, digest in enumerate(digests):
+        if digest:
+            by_digest[digest].append(i)
+    return [indices for indices in by_digest.values() if len(indices) > 1]

