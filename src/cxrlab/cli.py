@@ -216,10 +216,6 @@ def predict(
         typer.echo(f"{p.path}\t{p.predicted}\t{probs}")
 
 
-def _later(command: str) -> None:
-    raise CxrlabError(f"cxrlab {command} is not available in this version yet")
-
-
 @app.command()
 def sweep(
     study_file: str = typer.Argument(..., help="A study YAML file."),
@@ -230,7 +226,12 @@ def sweep(
     table: bool = typer.Option(False, "--table", help="Print the results table when done."),
 ) -> None:
     """Run every run of a study (Optuna grid or TPE), resumable, shareable across workers."""
-    _later("sweep")
+    from cxrlab.study.sweep import run_sweep
+
+    study_dir = run_sweep(study_file, data=data, storage=storage, workers=workers, overrides=set_)
+    if table:
+        typer.echo((study_dir / "results.md").read_text(encoding="utf-8"))
+    typer.echo(str(study_dir))
 
 
 @app.command()
@@ -239,22 +240,45 @@ def compare(
     out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for the table and figures."),
 ) -> None:
     """Compare runs: accuracy and AUC with 95% intervals, McNemar tests, curves."""
-    _later("compare")
+    from cxrlab.report.compare import compare_runs, comparison_markdown
+
+    typer.echo(comparison_markdown(compare_runs(run_dirs, out_dir=out_dir)))
 
 
 @app.command()
 def report(study_dir: str = typer.Argument(..., help="A study directory.")) -> None:
     """Write report.md and report.html for a study (tasks A to E)."""
-    _later("report")
+    from cxrlab.report.render import write_report
+
+    for path in write_report(study_dir):
+        typer.echo(str(path))
 
 
 @app.command()
 def study(
     study_file: Optional[str] = typer.Argument(None, help="A study YAML file (default: the shipped study)."),
     data: Optional[str] = typer.Option(None, help="Override the study's data source."),
+    workers: int = typer.Option(1, help="Local worker processes."),
+    set_: List[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
 ) -> None:
     """The main job: sweep a study, then write its report."""
-    _later("study")
+    from cxrlab.study.main import run_study
+
+    for path in run_study(study_file, data=data, workers=workers, overrides=set_):
+        typer.echo(str(path))
+
+
+@app.command()
+def export(
+    run_dir: str = typer.Argument(..., help="A finished run directory."),
+    format: str = typer.Option("onnx", help="onnx or torchscript."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Folder to write to (default: the run directory)."),
+) -> None:
+    """Export a run's model with a sidecar JSON that documents its preprocessing."""
+    from cxrlab.train.export import export_run
+
+    for path in export_run(run_dir, format, out_dir=out_dir):
+        typer.echo(str(path))
 
 
 def main() -> None:

@@ -89,6 +89,7 @@ class Context:
     history: list[dict] = field(default_factory=list)
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     feature_seconds: float = 0.0
+    tensorboard: object | None = None  # a cxrlab.train.tensorboard.TensorBoardLogger when asked for
 
 
 def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_progress: bool = True,
@@ -124,12 +125,18 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
             raise CxrlabError(f"run directory {run_dir} exists: choose another --name or --resume it")
     writer = RunWriter(run_dir)
     writer.status(RUNNING)
-    writer.config(_config_record(config, data, weights_id, device, deterministic))
+    record = _config_record(config, data, weights_id, device, deterministic)
+    writer.config(record)
     writer.split(data.paths, data.splits, data.labels, data.patients, data.classes)
 
     ctx = Context(config=config, data=data, model=model, device=device, writer=writer,
                   class_weights=_class_weights(config, data, device), weights_id=weights_id,
                   show_progress=show_progress)
+    if config.tensorboard:
+        from cxrlab.train.tensorboard import TensorBoardLogger
+
+        ctx.tensorboard = TensorBoardLogger(run_dir / "tensorboard", record)
+        ctx.tensorboard.examples(data)
     selection = Selection(config.select)
     start_phase, start_epoch = 0, 0
     if resume is not None and (run_dir / "last.pt").exists():
@@ -159,6 +166,8 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
         raise CxrlabError("no epoch was trained: use --epochs 1 or more")
     model.load_state_dict(selection.state)
     metrics = score_run(ctx, selection, train_seconds)
+    if ctx.tensorboard is not None:
+        ctx.tensorboard.finish(metrics)
     writer.metrics(metrics)
     writer.status(FINISHED)
     (run_dir / "last.pt").unlink(missing_ok=True)
@@ -215,6 +224,8 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         if improved:
             ctx.writer.model(selection.state, _model_meta(ctx, number))
         ctx.writer.history(ctx.history)
+        if ctx.tensorboard is not None:
+            ctx.tensorboard.epoch(row)
         _checkpoint(ctx, index, epoch + 1, optimizer, scheduler, selection)
         log(f"epoch {number:3d} {phase.name:7s} train loss {train_loss:.4f} acc {train_acc:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else '  '} | {seconds:6.1f} s")
