@@ -173,7 +173,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the JSON alone."),
 ) -> None:
     """Score a finished run on labelled data; the metrics go into the run directory too."""
-    from cxrlab.train.inference import evaluate_run
+    from cxrlab.evaluate.runs import evaluate_run
 
     result = evaluate_run(run_dir, data, tta=tta, device=device, show_progress=not as_json)
     if as_json:
@@ -201,11 +201,11 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     """The predicted class and the probability of each class, per image."""
-    from cxrlab.train.inference import predict_images
+    from cxrlab.evaluate.runs import predict_images
 
     predictions = predict_images(run_dir, images, tta=tta, device=device)
     if cam:
-        from cxrlab.train.explain import write_cam_overlays
+        from cxrlab.evaluate.cam import write_cam_overlays
 
         write_cam_overlays(run_dir, [p.path for p in predictions], cam, device=device)
     if as_json:

@@ -18,7 +18,7 @@ import torch
 from cxrlab.data.batches import batch_indices, image_batches
 from cxrlab.data.cache import pixels_checksum
 from cxrlab.data.transforms import augment_batch, to_float
-from cxrlab.evaluate.predict import autocast_for
+from cxrlab.train.predict import autocast_for
 from cxrlab.io import atomic_path, file_lock, read_json, write_json
 from cxrlab.paths import cache_root
 from cxrlab.progress import progress_bar

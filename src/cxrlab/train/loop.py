@@ -31,7 +31,7 @@ from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.data.transforms import augment_batch, to_float
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.metrics import classification_report, equal_error_threshold, youden_threshold
-from cxrlab.evaluate.predict import autocast_for, predict_logits, softmax
+from cxrlab.train.predict import autocast_for, predict_logits, softmax
 from cxrlab.io import read_yaml
 from cxrlab.models.registry import Classifier, build_model
 from cxrlab.models.weights import load_weights

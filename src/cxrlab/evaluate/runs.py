@@ -14,7 +14,7 @@ from cxrlab.data.dataset import load_dataset
 from cxrlab.data.images import decode_file, is_image_name
 from cxrlab.errors import BadImageError, CxrlabError
 from cxrlab.evaluate.metrics import classification_report
-from cxrlab.evaluate.predict import predict_logits, softmax
+from cxrlab.train.predict import predict_logits, softmax
 from cxrlab.train.loop import positive_index, resolve_device
 from cxrlab.train.rundir import RunRecord, RunWriter, load_run
 
