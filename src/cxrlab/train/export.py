@@ -1,0 +1,155 @@
+"""Export a run's selected checkpoint for use without cxrlab: ONNX or TorchScript.
+
+The exported network takes what the run's model takes, ``(B, 1, H, W)`` float32 images in
+[0, 1] at the run's image size, and returns class probabilities ``(B, C)``: the
+normalisation (grayscale to three channels, mean and std) and the softmax are inside, so
+a deployer only decodes, resizes and divides by 255. A sidecar JSON beside the file says
+exactly that, with the class names, the decision threshold chosen on validation data and
+the run the model came from.
+
+    <out>/model.onnx             + model.onnx.json
+    <out>/model.torchscript.pt   + model.torchscript.json
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cxrlab.errors import CxrlabError
+from cxrlab.io import atomic_path, write_json
+from cxrlab.train.loop import positive_index
+from cxrlab.train.rundir import RunRecord, load_run
+
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+ONNX_OPSET = 18
+
+
+class ProbabilityModel(nn.Module):
+    """The run's classifier followed by a softmax over the classes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).float().softmax(dim=1)
+
+
+def export_run(run_dir: str | os.PathLike, format: str, out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Write the run's model in ``format`` (onnx or torchscript) and its sidecar JSON into
+    ``out_dir`` (default: the run directory); returns the two paths written."""
+    if format not in FORMATS:
+        raise CxrlabError(f"--format {format}: unknown export format, choose one of {', '.join(FORMATS)}")
+    run = load_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else run.path
+    out.mkdir(parents=True, exist_ok=True)
+    classifier = run.load_model()
+    model = ProbabilityModel(classifier).eval()
+    size = int(run.config["image_size"])
+    example = torch.rand(2, 1, size, size)
+    target = out / FORMATS[format]
+    if format == "onnx":
+        _write_onnx(model, example, target)
+    else:
+        _write_torchscript(model, example, target)
+    sidecar = out / f"model.{format}.json"
+    mean, std = classifier.mean.flatten().tolist(), classifier.std.flatten().tolist()
+    write_json(sidecar, export_sidecar(run, format, target.name, mean, std))
+    return [target, sidecar]
+
+
+def _write_onnx(model: nn.Module, example: torch.Tensor, target: Path) -> None:
+    try:
+        import onnxscript  # noqa: F401  (the exporter needs it; a clear message beats its ImportError)
+    except ImportError as exc:
+        raise CxrlabError("--format onnx needs the onnx and onnxscript packages: pip install onnx onnxscript") from exc
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(model, (example,), input_names=["images"], output_names=["probabilities"],
+                                dynamic_shapes={"images": {0: batch}}, opset_version=ONNX_OPSET, dynamo=True,
+                                verbose=False)
+    with atomic_path(target) as tmp:
+        # One self-contained file: the weights inside, not in a .data file beside it.
+        program.save(str(tmp), external_data=False)
+
+
+def _write_torchscript(model: nn.Module, example: torch.Tensor, target: Path) -> None:
+    with warnings.catch_warnings():
+        # Tracing fixes the one-channel branch of the normalisation and the padding of the
+        # image size: both are what the sidecar documents as the input. torch.jit's own
+        # deprecation notice is not the user's concern here.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example)
+        with atomic_path(target) as tmp:
+            torch.jit.save(traced, str(tmp))
+
+
+def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float], std: list[float]) -> dict:
+    """What a deployer needs to feed the exported model and read its output; ``mean`` and
+    ``std`` are the normalisation inside the model."""
+    classes = run.classes
+    size = int(run.config["image_size"])
+    binary = len(classes) == 2
+    positive = classes[positive_index(classes)] if binary else None
+    threshold = run.threshold if binary else None
+    negative = next((c for c in classes if c != positive), None) if binary else None
+    return {
+        "file": file_name,
+        "format": format,
+        "input": {
+            "name": "images",
+            "shape": ["B", 1, size, size],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "batch": "any size; height and width must be exactly the image size",
+        },
+        "output": {
+            "name": "probabilities",
+            "shape": ["B", len(classes)],
+            "meaning": "softmax class probabilities, columns in the order of classes",
+        },
+        "image_size": size,
+        "preprocessing": [
+            "decode the image (JPEG, PNG or DICOM) to 8-bit grayscale",
+            f"resize to {size}x{size} pixels, bilinear, without keeping the aspect ratio",
+            "convert to float32 and divide by 255",
+            f"arrange as (B, 1, {size}, {size})",
+        ],
+        # The exact pixels of training come from this Pillow recipe; another resizer gives
+        # slightly different pixels and so slightly different probabilities.
+        "preprocessing_pillow": (f"image = Image.open(path); image.draft('L', ({size}, {size})) for JPEG; "
+                                 f"image = ImageOps.exif_transpose(image).convert('L').resize(({size}, {size}), Image.BILINEAR, "
+                                 f"reducing_gap=3.0); x = np.asarray(image, np.float32)[None, None] / 255"),
+        "normalisation_inside": {
+            "description": "the model repeats the channel to RGB and applies (x - mean) / std itself",
+            "mean": [round(v, 6) for v in mean],
+            "std": [round(v, 6) for v in std],
+        },
+        "classes": classes,
+        "positive_class": positive,
+        "threshold": threshold,
+        "decision": (f"{positive} if probabilities[:, {classes.index(positive)}] >= {threshold} else {negative}"
+                     if binary and threshold is not None else "the class with the highest probability"),
+        "threshold_rule": run.metrics.get("threshold_rule"),
+        "test_time_augmentation": "not included" + (
+            f"; the run's own metrics used tta={run.config.get('tta')}" if run.config.get("tta") else ""),
+        "source_run": {
+            "run_id": run.run_id,
+            "path": str(run.path.resolve()),
+            "model": run.config["model"],
+            "mode": run.config.get("mode"),
+            "weights": run.config.get("weights"),
+            "best_epoch": run.metrics.get("best_epoch"),
+            "test_accuracy": run.metrics.get("test_accuracy"),
+            "roc_auc": run.metrics.get("roc_auc"),
+            "data_fingerprint": run.config.get("data_info", {}).get("fingerprint"),
+            "cxrlab": run.config.get("environment", {}).get("cxrlab"),
+        },
+    }
+
