@@ -67,6 +67,7 @@ def load_dataset(
     labels: str = "folders",
     on_bad_image: str = "error",
     all_test: bool = False,
+    folder_is_test: bool = False,
     cache_dir: str | None = None,
     show_progress: bool = True,
 ) -> Dataset:
@@ -74,7 +75,9 @@ def load_dataset(
 
     Splits: a root's ``train/``, ``val/`` and ``test/`` folders (or a .npz's splits) are
     kept; a missing or tiny validation split, and a missing test split, are carved out of
-    train by patient. ``all_test`` puts every image in the test split (for evaluate).
+    train by patient. ``all_test`` puts every image in the test split; ``folder_is_test`` does
+    so for a plain folder of class folders only (evaluate scores a root's test split, or all
+    of a plain folder).
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise CxrlabError(f"unknown --on-bad-image {on_bad_image!r}: use error or skip")
@@ -99,14 +102,13 @@ def load_dataset(
     patients = [patient_id(f) for f in files]
 
     notes = list(listing.notes)
-    if all_test or listing.kind == "folder":
+    all_test = all_test or (folder_is_test and listing.kind == "folder")
+    if all_test:
         splits = np.array(["test"] * len(files), dtype=object)
-        if not all_test:
-            splits = carve_splits(label_array, patients, digests, splits_from=None, n=len(files),
-                            val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed, notes=notes)
     else:
-        splits = carve_splits(label_array, patients, digests, splits_from=layout_splits, n=len(files),
-                        val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed, notes=notes)
+        splits = carve_splits(label_array, patients, digests,
+                              splits_from=layout_splits if listing.kind != "folder" else None, n=len(files),
+                              val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed, notes=notes)
     dataset = Dataset(
         location=listing.location,
         kind=listing.kind,

@@ -44,10 +44,19 @@ def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, see
     n_groups = len(np.unique(groups))
     if fraction <= 0 or n_groups < 2:
         return np.zeros(len(labels), dtype=bool)
-    n_splits = int(min(max(2, round(1 / fraction)), n_groups))
+    # Stratifying needs at least as many groups of every class as folds.
+    fewest = min(len(np.unique(groups[labels == c])) for c in np.unique(labels))
+    n_splits = int(min(max(2, round(1 / fraction)), fewest))
+    mask = np.zeros(len(labels), dtype=bool)
+    if n_splits < 2:
+        # Too few groups to stratify: hold out whole groups at random.
+        unique = np.unique(groups)
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(unique, size=max(1, round(fraction * len(unique))), replace=False)
+        mask[np.isin(groups, chosen)] = True
+        return mask
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held = next(folds.split(np.zeros(len(labels)), labels, groups))
-    mask = np.zeros(len(labels), dtype=bool)
     mask[held] = True
     return mask
 

@@ -36,7 +36,7 @@ def evaluate_run(run: RunRecord | str | Path, data: str, *, tta: int | None = No
     config = run.config
     dataset = load_dataset(data, config["image_size"], split_seed=config["split_seed"],
                            val_fraction=config["val_fraction"], test_fraction=config["test_fraction"],
-                           labels=config["labels"], on_bad_image=config["on_bad_image"],
+                           labels=config["labels"], on_bad_image=config["on_bad_image"], folder_is_test=True,
                            cache_dir=cache_dir or config.get("cache_dir"), show_progress=show_progress)
     classes = run.classes
     if [c.upper() for c in dataset.classes] != [c.upper() for c in classes]:

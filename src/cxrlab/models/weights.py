@@ -114,7 +114,9 @@ def load_state_into(model: Classifier, state: dict[str, torch.Tensor], source: s
 
 def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
+    # Old checkpoints (torchvision's DenseNet files) predate BatchNorm's num_batches_tracked;
+    # BatchNorm fills it in itself, as torch's own loader allows.
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
     if missing or unexpected or mismatched:
@@ -126,7 +128,7 @@ def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], source
         else:
             detail = f"{len(unexpected)} unexpected tensors, e.g. {unexpected[0]}"
         raise CxrlabError(f"weights in {source} do not fit this model: {detail}; check --model and the file")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=False)
 
 
 def _load_imagenet(model: Classifier, entry: ModelEntry) -> str:
