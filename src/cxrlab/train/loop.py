@@ -332,7 +332,7 @@ def score_run(ctx: Context, selection: Selection, train_seconds: float) -> dict:
     metrics = {
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
-        **{k: test[k] for k in ("balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "ece",
+        **{k: test[k] for k in ("balanced_accuracy", "sensitivity", "specificity", "precision", "recall", "f1", "roc_auc", "ece",
                                 "confusion_matrix", "per_class", "threshold", "positive_class") if k in test},
         "threshold_rule": config.threshold if len(classes) == 2 else "argmax",
         "test_at_threshold_0.5": _short(at_half) if at_half else None,
