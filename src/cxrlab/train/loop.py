@@ -32,11 +32,13 @@ from cxrlab.data.transforms import augment_batch, to_float
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.metrics import classification_report, equal_error_threshold, youden_threshold
 from cxrlab.train.predict import autocast_for, predict_logits, softmax
-from cxrlab.io import read_yaml
+from cxrlab.io import read_json, read_yaml
 from cxrlab.models.registry import Classifier, build_model
 from cxrlab.models.weights import load_weights
 from cxrlab.progress import console, progress_bar
 from cxrlab.train.config import TrainConfig
+from cxrlab.train.distributed import (SINGLE, Ranks, init_ranks, same_text_everywhere, shard, shutdown, sync_buffers,
+                                      weights_agree)
 from cxrlab.train.features import cached_features, feature_key
 from cxrlab.train.rundir import (DIVERGED, FAILED, FINISHED, RUNNING, RunWriter, load_tensors, new_run_id,
                                  safe_run_id, save_tensors)
@@ -90,6 +92,7 @@ class Context:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     feature_seconds: float = 0.0
     tensorboard: object | None = None  # a cxrlab.train.tensorboard.TensorBoardLogger when asked for
+    ranks: Ranks = SINGLE
 
 
 def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_progress: bool = True,
@@ -100,10 +103,20 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").exists():
             raise CxrlabError(f"--resume {resume}: not a run directory (no config.yaml)")
+        status = read_json(run_dir / "status.json").get("status") if (run_dir / "status.json").exists() else None
+        if status in (FINISHED, DIVERGED):
+            raise CxrlabError(f"--resume {resume}: the run already {status}; start a new run instead")
         recorded = read_yaml(run_dir / "config.yaml")
         config = TrainConfig(**{k: v for k, v in recorded.items() if k in TrainConfig.model_fields})
     config = config.resolved()
     device = resolve_device(config.device)
+    ranks = SINGLE
+    if config.distributed:
+        ranks = init_ranks(device)
+        if device.type == "cuda":
+            device = torch.device("cuda", ranks.local_rank)
+        if not ranks.is_main:
+            log = lambda line: None  # noqa: E731 - one voice per run
     deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
     seed_everything(config.seed, deterministic)
 
@@ -120,10 +133,10 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
 
     if resume is None:
         run_id = safe_run_id(config.name) if config.name else new_run_id(config.model, config.mode)
-        run_dir = Path(config.out) / run_id
-        if (run_dir / "status.json").exists():
+        run_dir = Path(config.out) / same_text_everywhere(run_id, ranks)
+        if ranks.is_main and (run_dir / "status.json").exists():
             raise CxrlabError(f"run directory {run_dir} exists: choose another --name or --resume it")
-    writer = RunWriter(run_dir)
+    writer = RunWriter(run_dir, enabled=ranks.is_main)
     writer.status(RUNNING)
     record = _config_record(config, data, weights_id, device, deterministic)
     writer.config(record)
@@ -131,8 +144,8 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
 
     ctx = Context(config=config, data=data, model=model, device=device, writer=writer,
                   class_weights=_class_weights(config, data, device), weights_id=weights_id,
-                  show_progress=show_progress)
-    if config.tensorboard:
+                  show_progress=show_progress and ranks.is_main, ranks=ranks)
+    if config.tensorboard and ranks.is_main:
         from cxrlab.train.tensorboard import TensorBoardLogger
 
         ctx.tensorboard = TensorBoardLogger(run_dir / "tensorboard", record)
@@ -151,9 +164,9 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
     except Diverged as exc:
         writer.status(DIVERGED, epoch=exc.epoch, step=exc.step, loss=str(exc.loss),
                       best_epoch=selection.epoch or None)
-        log(f"[red]run diverged[/red]: loss became {exc.loss} at epoch {exc.epoch}, step {exc.step}; "
-            f"kept the checkpoint of epoch {selection.epoch or 'none'} in {run_dir}; try a lower --lr "
-            f"(now {config.lr:g})")
+        kept = f"kept the checkpoint of epoch {selection.epoch}" if selection.epoch else "no epoch finished, no checkpoint kept"
+        log(f"run diverged: loss became {exc.loss} at epoch {exc.epoch}, step {exc.step}; {kept} in {run_dir}; "
+            f"try a lower --lr (now {config.lr:g})")
         return run_dir
     except BaseException:
         writer.status(FAILED)
@@ -166,6 +179,10 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
         raise CxrlabError("no epoch was trained: use --epochs 1 or more")
     model.load_state_dict(selection.state)
     metrics = score_run(ctx, selection, train_seconds)
+    if ranks.enabled:
+        metrics["distributed"] = {"world_size": ranks.world, "backend": torch.distributed.get_backend(),
+                                  "ranks_identical": weights_agree(model, ranks)}
+        shutdown(ranks)
     if ctx.tensorboard is not None:
         ctx.tensorboard.finish(metrics)
     writer.metrics(metrics)
@@ -202,6 +219,10 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     compiled = torch.compile(model) if config.compile and not head_only else model
+    if ctx.ranks.enabled and not head_only:
+        from torch.nn.parallel import DistributedDataParallel
+
+        compiled = DistributedDataParallel(compiled, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     epoch_offset = sum(p.epochs for p in plan_phases(config)[:index])
 
     for epoch in range(first_epoch, phase.epochs):
@@ -214,7 +235,11 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         else:
             train_loss, train_acc = train_network_epoch(ctx, compiled, optimizer, scheduler, generator, number,
                                                         head_only=head_only)
+            sync_buffers(model, ctx.ranks)
             val_loss, val_acc = evaluate_network(ctx, model)
+        if not math.isfinite(val_loss):
+            # Finite training losses can still leave weights or BatchNorm statistics at inf.
+            raise Diverged(number, steps_per_epoch, val_loss)
         seconds = time.perf_counter() - tick
         row = dict(epoch=number, phase=phase.name, train_loss=round(train_loss, 6), train_acc=round(train_acc, 6),
                    val_loss=round(val_loss, 6), val_acc=round(val_acc, 6),
@@ -238,8 +263,9 @@ def train_network_epoch(ctx: Context, model, optimizer, scheduler, generator: to
     model.train()
     if head_only:
         ctx.model.backbone.eval()  # frozen means frozen: BatchNorm statistics must not move
-    batches = batch_indices(data.indices("train"), config.batch_size, shuffle=True, generator=generator,
-                            drop_last=True)
+    # Every rank draws the same permutation from the same generator, then keeps its shard.
+    order = data.indices("train")[torch.randperm(data.count("train"), generator=generator).numpy()]
+    batches = batch_indices(shard(order, ctx.ranks), config.batch_size, shuffle=False, drop_last=True)
     augment = config.augment != "none"
     total_loss, correct, seen = 0.0, 0, 0
     with progress_bar(f"epoch {epoch}", len(batches), enabled=ctx.show_progress,
@@ -255,7 +281,7 @@ def train_network_epoch(ctx: Context, model, optimizer, scheduler, generator: to
                 loss = F.cross_entropy(logits.float(), targets, weight=ctx.class_weights,
                                        label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
-                raise Diverged(epoch, step + 1, float(loss))
+                raise Diverged(epoch, step + 1, float(loss.detach()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -283,7 +309,7 @@ def train_head_epoch(ctx: Context, optimizer, scheduler, generator: torch.Genera
         logits = head(x)
         loss = F.cross_entropy(logits, y, weight=ctx.class_weights, label_smoothing=config.label_smoothing)
         if not torch.isfinite(loss):
-            raise Diverged(epoch, step + 1, float(loss))
+            raise Diverged(epoch, step + 1, float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -482,6 +508,8 @@ def _prepare_features(ctx: Context) -> None:
 
 
 def _checkpoint(ctx: Context, phase_index: int, epochs_done: int, optimizer, scheduler, selection: Selection) -> None:
+    if not ctx.writer.enabled:
+        return
     save_tensors(ctx.writer.path / "last.pt", {
         "phase": phase_index,
         "epochs_done": epochs_done,
@@ -501,14 +529,16 @@ def _restore(ctx: Context, run_dir: Path) -> tuple[int, int, Selection]:
     torch.set_rng_state(state["rng"])
     from cxrlab.train.rundir import read_csv
 
+    phases = plan_phases(ctx.config)
+    phase, done = int(state["phase"]), int(state["epochs_done"])
+    epochs_done = sum(p.epochs for p in phases[:phase]) + done
+    # A kill between writing history.csv and last.pt leaves a row of the epoch about to be redone.
     ctx.history = [{k: (v if k in ("phase", "lr") else float(v) if k != "epoch" else int(v)) for k, v in row.items()}
-                   for row in read_csv(run_dir / "history.csv")]
+                   for row in read_csv(run_dir / "history.csv") if int(row["epoch"]) <= epochs_done]
     ctx.feature_seconds = float(state["feature_seconds"])
     selection = Selection(ctx.config.select, score=float(state["best_score"]), epoch=int(state["best_epoch"]))
     if (run_dir / "model.pt").exists():
         selection.state = load_tensors(run_dir / "model.pt")["state_dict"]
-    phase, done = int(state["phase"]), int(state["epochs_done"])
-    phases = plan_phases(ctx.config)
     if done >= phases[phase].epochs and phase + 1 < len(phases):
         phase, done = phase + 1, 0
     return phase, done, selection

@@ -47,39 +47,52 @@ def new_run_id(model: str, mode: str) -> str:
 
 
 class RunWriter:
-    """Writes the files of one run directory."""
+    """Writes the files of one run directory; a disabled writer (a distributed run's other
+    ranks) writes nothing, so that the directory is written once."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, enabled: bool = True):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.enabled = enabled
+        if enabled:
+            self.path.mkdir(parents=True, exist_ok=True)
 
     def status(self, status: str, **extra: Any) -> None:
-        write_json(self.path / "status.json", {"status": status, "pid": os.getpid(), "host": socket.gethostname(),
-                                               "time": time.time(), **extra})
+        self._json("status.json", {"status": status, "pid": os.getpid(), "host": socket.gethostname(),
+                                   "time": time.time(), **extra})
 
     def config(self, config: dict) -> None:
-        write_yaml(self.path / "config.yaml", config)
+        if self.enabled:
+            write_yaml(self.path / "config.yaml", config)
 
     def split(self, paths: list[str], splits: np.ndarray, labels: np.ndarray, patients: list[str],
               classes: list[str]) -> None:
-        write_text(self.path / "split.csv", _csv(
+        self._text("split.csv", lambda: _csv(
             ["path", "split", "label", "patient"],
             ([p, s, classes[int(y)], pt] for p, s, y, pt in zip(paths, splits, labels, patients))))
 
     def history(self, rows: list[dict]) -> None:
-        write_text(self.path / "history.csv", _csv(HISTORY_COLUMNS, ([r.get(c, "") for c in HISTORY_COLUMNS] for r in rows)))
+        self._text("history.csv", lambda: _csv(HISTORY_COLUMNS, ([r.get(c, "") for c in HISTORY_COLUMNS] for r in rows)))
 
     def predictions(self, paths: list[str], splits: list[str], labels: np.ndarray, probs: np.ndarray,
                     classes: list[str], name: str = "predictions.csv") -> None:
         header = ["path", "split", "label"] + [f"p_{c}" for c in classes]
-        rows = ([p, s, classes[int(y)]] + [f"{v:.6f}" for v in row] for p, s, y, row in zip(paths, splits, labels, probs))
-        write_text(self.path / name, _csv(header, rows))
+        self._text(name, lambda: _csv(header, ([p, s, classes[int(y)]] + [f"{v:.6f}" for v in row]
+                                              for p, s, y, row in zip(paths, splits, labels, probs))))
 
     def metrics(self, metrics: dict, name: str = "metrics.json") -> None:
-        write_json(self.path / name, metrics)
+        self._json(name, metrics)
 
     def model(self, state: dict, meta: dict, name: str = "model.pt") -> None:
-        save_tensors(self.path / name, {"state_dict": state, "meta": meta})
+        if self.enabled:
+            save_tensors(self.path / name, {"state_dict": state, "meta": meta})
+
+    def _json(self, name: str, data: dict) -> None:
+        if self.enabled:
+            write_json(self.path / name, data)
+
+    def _text(self, name: str, render) -> None:
+        if self.enabled:  # render lazily: other ranks skip the work too
+            write_text(self.path / name, render())
 
 
 def save_tensors(path: Path, payload: dict) -> None:
@@ -125,6 +138,10 @@ class RunRecord:
         return self.status.get("status") == FINISHED
 
     @property
+    def diverged(self) -> bool:
+        return self.status.get("status") == DIVERGED
+
+    @property
     def run_id(self) -> str:
         return self.path.name
 
@@ -157,12 +174,20 @@ class RunRecord:
         return model.eval()
 
 
+def run_status(path: str | os.PathLike) -> str:
+    """``running``, ``finished``, ``diverged`` or ``failed``; ``unknown`` without a status file."""
+    status_path = Path(path) / "status.json"
+    return str(read_json(status_path).get("status", "unknown")) if status_path.exists() else "unknown"
+
+
 def load_run(path: str | os.PathLike, require_finished: bool = True) -> RunRecord:
     """Read a run directory; a run that did not finish is refused unless asked for."""
     path = Path(path)
     if not (path / "config.yaml").exists():
         raise CxrlabError(f"{path} is not a cxrlab run directory (no config.yaml)")
     status = read_json(path / "status.json") if (path / "status.json").exists() else {"status": "unknown"}
+    if require_finished and status.get("status") == DIVERGED:
+        raise CxrlabError(f"run {path} diverged at epoch {status.get('epoch')}: rerun it with a lower --lr")
     if require_finished and status.get("status") != FINISHED:
         raise CxrlabError(f"run {path} did not finish (status: {status.get('status')}): rerun it or use --resume")
     metrics = read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
