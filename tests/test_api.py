@@ -1,0 +1,134 @@
+"""The Python API: cxrlab.train / load_run / Run and its methods, on the same records the
+command line writes; and cxrlab.train as both a function and the training subpackage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cxrlab
+from cxrlab.errors import CxrlabError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> cxrlab.Run:
+    from conftest import make_dataset_root
+
+    root = make_dataset_root(tmp_path_factory.mktemp("api-data"), n_train=40)
+    return cxrlab.train(data=root, model="scratch_cnn", mode="scratch", epochs=2, image_size=32, batch_size=16,
+                        lr=2e-3, out=str(tmp_path_factory.mktemp("api-runs")), name="api", show_progress=False)
+
+
+def test_import_is_light_and_train_is_both_function_and_package():
+    code = (
+        "import sys, cxrlab\n"
+        "assert 'torch' not in sys.modules and 'pandas' not in sys.modules\n"
+        "assert callable(cxrlab.train) and cxrlab.train is sys.modules['cxrlab.train']\n"
+        # Importing a submodule rebinds the attribute to the subpackage: still callable.
+        "import cxrlab.train.config\n"
+        "assert callable(cxrlab.train) and cxrlab.train.config.TrainConfig.__name__ == 'TrainConfig'\n"
+        "from cxrlab.train.config import MODES\n"
+        "from cxrlab import train\n"
+        "assert train is cxrlab.train and callable(train)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'trian'"):
+        cxrlab.trian  # noqa: B018
+
+
+def test_train_returns_the_run(run):
+    assert isinstance(run, cxrlab.Run)
+    assert run.status == "finished"
+    assert run.path.name == "api" and (run.path / "model.pt").exists()
+    assert run.config["model"] == "scratch_cnn" and run.config["epochs"] == 2 and run.config["lr"] == 2e-3
+    assert run.metrics == json.loads((run.path / "metrics.json").read_text())
+    assert run.classes == ["NORMAL", "PNEUMONIA"]
+    # Training imported cxrlab.train.loop; the name is still the callable subpackage.
+    from cxrlab.train.loop import fit
+
+    assert callable(cxrlab.train) and cxrlab.train.loop.fit is fit
+
+
+def test_history_is_a_dataframe_of_history_csv(run):
+    history = run.history
+    assert isinstance(history, pd.DataFrame)
+    assert list(history["epoch"]) == [1, 2]
+    assert {"train_loss", "val_loss", "train_acc", "val_acc", "lr", "seconds"} <= set(history.columns)
+    assert history["lr"].dtype == float
+    written = pd.read_csv(run.path / "history.csv")
+    np.testing.assert_allclose(history["val_loss"], written["val_loss"])
+
+
+def test_load_run_reads_the_same_run(run):
+    again = cxrlab.load_run(run.path)
+    assert again.metrics == run.metrics and again.config == run.config
+    pd.testing.assert_frame_equal(again.history, run.history)
+    assert cxrlab.load_run(run).path == run.path
+    assert [r.path for r in cxrlab.list_runs(run.path.parent)] == [run.path]
+    with pytest.raises(CxrlabError, match="not a cxrlab run directory"):
+        cxrlab.load_run(run.path.parent)
+
+
+def test_evaluate_on_the_training_root_reproduces_the_test_metrics(run):
+    result = run.evaluate(run.config["data"])
+    # Same carved test split, same checkpoint, same threshold: the same numbers.
+    assert result["n_test"] == run.metrics["n_test"]
+    assert result["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"])
+    assert result["roc_auc"] == pytest.approx(run.metrics["roc_auc"], abs=1e-9)
+    assert result["confusion_matrix"] == run.metrics["confusion_matrix"]
+
+
+def test_predict_gives_the_saved_test_probabilities(run):
+    paths, _, probs = run.record.prediction_arrays("test")
+    predictions = run.predict(paths[:5], device="cpu")
+    assert [p.path for p in predictions] == paths[:5]
+    got = np.array([[p.probabilities[c] for c in run.classes] for p in predictions])
+    np.testing.assert_allclose(got, probs[:5], atol=2e-6)  # predictions.csv keeps 6 decimals
+    assert run.predict(Path(paths[0]))[0].path == paths[0]
+
+
+def test_plot_curves_draws_the_history(run):
+    from matplotlib.figure import Figure
+
+    figure = run.plot_curves()
+    assert isinstance(figure, Figure)
+    loss_axes = figure.axes[0]
+    drawn = [list(np.asarray(line.get_ydata(), dtype=float)) for line in loss_axes.get_lines()]
+    assert any(np.allclose(y, run.history["val_loss"]) for y in drawn if len(y) == 2)
+
+
+def test_export_from_the_run(run, tmp_path):
+    model_file, sidecar = run.export("torchscript", out_dir=tmp_path)
+    assert model_file.exists() and json.loads(sidecar.read_text())["source_run"]["run_id"] == "api"
+
+
+def test_bad_settings_are_one_line_errors(tiny_root, tmp_path):
+    tmp_path = tmp_path / "runs"
+    with pytest.raises(CxrlabError, match="unknown setting 'epoch'"):
+        cxrlab.train(data=tiny_root, model="scratch_cnn", mode="scratch", epoch=1, out=str(tmp_path))
+    with pytest.raises(CxrlabError, match="train: epochs: .*greater than or equal to 1"):
+        cxrlab.train(data=tiny_root, model="scratch_cnn", mode="scratch", epochs=0, out=str(tmp_path))
+    with pytest.raises(CxrlabError, match="unknown model 'resnet5'"):
+        cxrlab.train(data=tiny_root, model="resnet5", mode="scratch", out=str(tmp_path))
+    with pytest.raises(CxrlabError, match="train needs data and model"):
+        cxrlab.train(model="scratch_cnn")
+    assert not tmp_path.exists()
+
+
+def test_model_cards_table():
+    cards = cxrlab.model_cards(["scratch_cnn", "efficientnet_lite0"], image_size=32)
+    assert list(cards["model"]) == ["scratch_cnn", "efficientnet_lite0"]
+    assert (cards["params"] > cards["trainable_frozen"]).all()
+    assert cards.loc[1, "imagenet_top1"] == pytest.approx(75.1)
