@@ -497,8 +497,11 @@ def _prepare_features(ctx: Context) -> None:
     for split in ("train", "val", "test"):
         indices = data.indices(split)
         split_views = views if split == "train" else 1
+        # The seed only draws the augmented views: plain features of pretrained weights are
+        # the same for every seed, so the repeats of a frozen run share them.
+        view_seed = config.seed if augment and split == "train" else 0
         key = feature_key("features-v1", config.model, weights_part, data.fingerprint, data.image_size,
-                          data.split_fingerprint, split, split_views, augment and split == "train", config.seed)
+                          data.split_fingerprint, split, split_views, augment and split == "train", view_seed)
         ctx.features[split] = cached_features(
             ctx.model, data.images, indices, key=key, device=ctx.device, batch_size=config.eval_batch_size,
             views=split_views, augment=augment and split == "train", seed=config.seed, cache_dir=config.cache_dir,
