@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cxrlab.errors import CxrlabError
@@ -105,7 +106,7 @@ def train(
     scheduler: Optional[str] = typer.Option(None, help="none, cosine or step."),
     warmup: Optional[float] = typer.Option(None, help="Epochs of linear warmup."),
     image_size: int = typer.Option(224),
-    augment: Optional[str] = typer.Option(None, help="none or light."),
+    augment: Optional[str] = typer.Option(None, help="none, light or strong (batch augmentation)."),
     class_weights: str = typer.Option("balanced", help="none or balanced."),
     label_smoothing: float = typer.Option(0.0),
     select: str = typer.Option("val_loss", help="val_loss or val_accuracy: which epoch's checkpoint is kept."),
@@ -135,6 +136,7 @@ def train(
 
     from cxrlab.train.config import TrainConfig
     from cxrlab.train.loop import fit
+    from cxrlab.train.rundir import DIVERGED, run_status
 
     if resume is None and (data is None or model is None):
         raise CxrlabError("train needs --data and --model (or --resume RUN_DIR)")
@@ -156,6 +158,8 @@ def train(
         model_entry(config.model)  # an unknown name fails before any data is read
     run_dir = fit(config, resume=resume, show_progress=not quiet)
     typer.echo(str(run_dir))
+    if run_status(run_dir) == DIVERGED:
+        raise typer.Exit(1)  # a result, not a crash: fit has said why in one line
 
 
 def validation_message(exc) -> str:
@@ -285,7 +289,8 @@ def main() -> None:
     try:
         app()
     except CxrlabError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: file names such as "[scan].jpeg" must print as they are, not as markup.
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")

@@ -2,7 +2,9 @@
 
 Input is ``(B, 1, H, W)`` float in [0, 1]. "light" augmentation: a small random resized
 crop (85-100% of the area), rotation up to 10 degrees, brightness and contrast within
-10%, all drawn per image and applied to the whole batch in one ``grid_sample``.
+10%, all drawn per image and applied to the whole batch in one ``grid_sample``. "strong"
+widens every range (60-100% of the area, 15 degrees, 25%): X-rays from another machine or
+period differ most in framing and exposure, which is what it imitates.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("none", "light")
+AUGMENT_LEVELS = {
+    "light": dict(min_area=0.85, max_degrees=10.0, max_brightness=0.1, max_contrast=0.1),
+    "strong": dict(min_area=0.6, max_degrees=15.0, max_brightness=0.25, max_contrast=0.25),
+}
+AUGMENTS = ("none", *AUGMENT_LEVELS)
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     scheduler: Literal["none", "cosine", "step"] | None = None
     warmup: float | None = Field(None, ge=0)  # epochs of linear warmup
-    augment: Literal["none", "light"] | None = None
+    augment: Literal["none", "light", "strong"] | None = None
     class_weights: Literal["none", "balanced"] = "balanced"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     select: Literal["val_loss", "val_accuracy"] = "val_loss"

@@ -17,7 +17,7 @@ import torch
 
 from cxrlab.data.batches import batch_indices, image_batches
 from cxrlab.data.cache import pixels_checksum
-from cxrlab.data.transforms import augment_batch, to_float
+from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
 from cxrlab.train.predict import autocast_for
 from cxrlab.io import atomic_path, file_lock, read_json, write_json
 from cxrlab.paths import cache_root
@@ -32,11 +32,11 @@ def feature_key(*parts) -> str:
 
 
 def cached_features(model, images: np.ndarray, indices: np.ndarray, *, key: str, device: torch.device,
-                    batch_size: int, views: int = 1, augment: bool = False, seed: int = 0,
+                    batch_size: int, views: int = 1, augment: str = "none", seed: int = 0,
                     cache_dir: str | None = None, show_progress: bool = True, label: str = "") -> torch.Tensor:
     """Features ``(views, len(indices), F)`` on the CPU, from memory, disk, or computed now.
 
-    View 0 is the plain image, the others augmented when ``augment``; every view is drawn from its own seeded
+    View 0 is the plain image, the others augmented at level ``augment`` ("light", "strong"); every view is drawn from its own seeded
     generator so the same key always means the same numbers."""
     if key in _MEMORY:
         return _MEMORY[key]
@@ -71,17 +71,21 @@ def _load(array_path: Path, manifest_path: Path) -> np.ndarray | None:
         return None
     try:
         manifest = read_json(manifest_path)
-        features = np.load(array_path)
-    except (OSError, ValueError):
+        features = np.load(array_path, allow_pickle=False)
+        shape, checksum = manifest["shape"], manifest["checksum"]
+    except (OSError, ValueError, KeyError, TypeError):
+        # Unreadable, truncated or a manifest of another shape: recomputed, never trusted.
         return None
-    if list(features.shape) != manifest["shape"] or pixels_checksum(features.view(np.uint8)) != manifest["checksum"]:
+    if features.dtype != np.float32 or list(features.shape) != shape:
+        return None
+    if pixels_checksum(features.view(np.uint8)) != checksum:
         return None
     return features
 
 
 @torch.inference_mode()
 def compute_features(model, images: np.ndarray, indices: np.ndarray, *, device: torch.device, batch_size: int,
-                     views: int = 1, augment: bool = False, seed: int = 0, show_progress: bool = True,
+                     views: int = 1, augment: str = "none", seed: int = 0, show_progress: bool = True,
                      label: str = "") -> np.ndarray:
     """Run the backbone (in eval mode: BatchNorm statistics never move) over ``indices``."""
     model.eval()
@@ -94,8 +98,8 @@ def compute_features(model, images: np.ndarray, indices: np.ndarray, *, device: 
             generator = torch.Generator().manual_seed(seed * 1000 + view)
             for pixels, _, rows in image_batches(images, None, batches, device):
                 x = to_float(pixels)
-                if augment and view > 0:
-                    x = augment_batch(x, generator)
+                if augment != "none" and view > 0:
+                    x = augment_batch(x, generator, **AUGMENT_LEVELS[augment])
                 with autocast_for(device):
                     feats = model.features(x).float().cpu().numpy()
                 if out is None:

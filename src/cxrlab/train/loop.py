@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from cxrlab.data.batches import batch_indices, image_batches
 from cxrlab.data.dataset import Dataset, load_dataset
-from cxrlab.data.transforms import augment_batch, to_float
+from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.metrics import classification_report, equal_error_threshold, youden_threshold
 from cxrlab.train.predict import autocast_for, predict_logits, softmax
@@ -273,7 +273,7 @@ def train_network_epoch(ctx: Context, model, optimizer, scheduler, generator: to
         for step, (pixels, targets, _) in enumerate(image_batches(data.images, data.labels, batches, ctx.device)):
             images = to_float(pixels)
             if augment:
-                images = augment_batch(images, generator)
+                images = augment_batch(images, generator, **AUGMENT_LEVELS[config.augment])
             if _channels_last(config, ctx.device):
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast_for(ctx.device):
@@ -493,6 +493,7 @@ def _prepare_features(ctx: Context) -> None:
     config, data = ctx.config, ctx.data
     augment = config.augment != "none"
     views = config.feature_views if augment else 1
+    level = {split: config.augment if split == "train" else "none" for split in ("train", "val", "test")}
     weights_part = ctx.weights_id if ctx.weights_id != "none" else f"random-seed-{config.seed}"
     for split in ("train", "val", "test"):
         indices = data.indices(split)
@@ -501,10 +502,10 @@ def _prepare_features(ctx: Context) -> None:
         # the same for every seed, so the repeats of a frozen run share them.
         view_seed = config.seed if augment and split == "train" else 0
         key = feature_key("features-v1", config.model, weights_part, data.fingerprint, data.image_size,
-                          data.split_fingerprint, split, split_views, augment and split == "train", view_seed)
+                          data.split_fingerprint, split, split_views, level[split], view_seed)
         ctx.features[split] = cached_features(
             ctx.model, data.images, indices, key=key, device=ctx.device, batch_size=config.eval_batch_size,
-            views=split_views, augment=augment and split == "train", seed=config.seed, cache_dir=config.cache_dir,
+            views=split_views, augment=level[split], seed=config.seed, cache_dir=config.cache_dir,
             show_progress=ctx.show_progress, label=split)
         ctx.features[f"{split}_labels"] = torch.from_numpy(data.labels[indices])
     ctx.feature_seconds += time.perf_counter() - tick
