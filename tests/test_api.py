@@ -114,6 +114,23 @@ def test_export_from_the_run(run, tmp_path):
     assert model_file.exists() and json.loads(sidecar.read_text())["source_run"]["run_id"] == "api"
 
 
+def test_compare_takes_runs_and_paths(run, tmp_path):
+    result = cxrlab.compare([run, str(run.path)], out_dir=tmp_path / "compare")
+    assert len(result["runs"]) == 2 and len(result["pairs"]) == 1
+    assert result["n_test"] == run.metrics["n_test"]
+    assert (tmp_path / "compare" / "comparison.md").exists()
+
+
+def test_sweep_with_overrides_as_a_mapping(tiny_root, tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: api-sweep\ndata: {tiny_root}\ndefaults: {{image_size: 32, batch_size: 16}}\n"
+                     "runs:\n  - {model: scratch_cnn, mode: scratch, epochs: 3}\n")
+    study_dir = cxrlab.sweep(study, overrides={"epochs": 1}, out=tmp_path / "studies", show_progress=False)
+    assert study_dir == tmp_path / "studies" / "api-sweep"
+    (swept,) = cxrlab.list_runs(study_dir / "runs")
+    assert swept.config["epochs"] == 1 and len(swept.history) == 1
+
+
 def test_bad_settings_are_one_line_errors(tiny_root, tmp_path):
     tmp_path = tmp_path / "runs"
     with pytest.raises(CxrlabError, match="unknown setting 'epoch'"):

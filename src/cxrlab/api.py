@@ -141,15 +141,18 @@ def compare(runs: Sequence[Run | str | os.PathLike], out_dir: str | os.PathLike 
 
 
 def sweep(study: str | os.PathLike, *, data: str | os.PathLike | None = None,
-          overrides: Mapping[str, Any] | Sequence[str] = (), storage: str | None = None, workers: int = 1) -> Path:
-    """Run every run of a study file (``cxrlab sweep``) and return the study directory.
-    ``overrides`` set a value for every run: ``{"epochs": 2}`` or ``["epochs=2"]``."""
+          overrides: Mapping[str, Any] | Sequence[str] = (), out: str | os.PathLike | None = None,
+          storage: str | None = None, workers: int = 1, show_progress: bool = True) -> Path:
+    """Run every run of a study file (``cxrlab sweep``) and return the study directory, made
+    in ``out`` (default ``runs``). ``overrides`` set a value for every run: ``{"epochs": 2}``
+    or ``["epochs=2"]``; ``data`` replaces the study's data."""
     from cxrlab.study.sweep import run_sweep
 
     if isinstance(overrides, Mapping):
         overrides = [f"{key}={value}" for key, value in overrides.items()]
     return Path(run_sweep(str(study), data=None if data is None else str(data), storage=storage, workers=workers,
-                          overrides=list(overrides)))
+                          overrides=list(overrides), out=None if out is None else str(out),
+                          show_progress=show_progress))
 
 
 def model_cards(names: Sequence[str] | None = None, image_size: int = 224, measure: bool = False) -> pd.DataFrame:
