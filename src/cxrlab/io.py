@@ -17,6 +17,8 @@ from typing import Any, Iterator
 import yaml
 from filelock import FileLock
 
+from cxrlab.errors import CxrlabError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -54,8 +56,17 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
-    # safe_load: a study or run file must never be able to construct Python objects.
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    """The plain data of a YAML file; tags that would build Python objects are refused."""
+    try:
+        # safe_load: a study or run file must never be able to construct Python objects.
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        hint = ("cxrlab reads plain YAML only, never !!python tags" if isinstance(exc, yaml.constructor.ConstructorError)
+                else "fix the YAML syntax")
+        raise CxrlabError(f"cannot read {path}{where}: {problem}; {hint}") from exc
 
 
 def file_lock(path: str | os.PathLike, timeout: float = -1) -> FileLock:

@@ -68,7 +68,10 @@ def decoded_images(
         if cached is not None:
             return DecodedImages(*cached, key=key, decoded=0)
         _build_entry(entry, listing, size, show_progress)
-    pixels, digests, bad = _load_entry(entry)
+        loaded = _load_entry(entry)
+    if loaded is None:
+        raise OSError(f"the decoded-image cache entry {entry} did not read back after it was written")
+    pixels, digests, bad = loaded
     return DecodedImages(pixels, digests, bad, key=key, decoded=len(listing))
 
 
@@ -87,14 +90,19 @@ def _load_entry(entry: Path):
         return None
     try:
         manifest = read_json(manifest_path)
-        pixels = np.load(pixels_path, mmap_mode="r")
-    except (OSError, ValueError):
+        pixels = np.load(pixels_path, mmap_mode="r", allow_pickle=False)
+        shape, checksum, digests = manifest["shape"], manifest["checksum"], manifest["digests"]
+        bad = {int(k): str(v) for k, v in manifest["bad"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        # Unreadable, truncated or a manifest of another shape: rebuilt, never trusted.
         return None
-    if list(pixels.shape) != manifest["shape"] or pixels.dtype != np.uint8:
+    if manifest.get("format") != CACHE_FORMAT or list(pixels.shape) != shape or pixels.dtype != np.uint8:
         return None
-    if pixels_checksum(pixels) != manifest["checksum"]:
+    if len(digests) != shape[0] or any(not 0 <= k < shape[0] for k in bad):
         return None
-    return pixels, manifest["digests"], {int(k): v for k, v in manifest["bad"].items()}
+    if pixels_checksum(pixels) != checksum:
+        return None
+    return pixels, digests, bad
 
 
 def _build_entry(entry: Path, listing: SourceListing, size: int, show_progress: bool) -> None:

@@ -13,11 +13,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 # Files that operating systems leave beside images; never data, never worth a warning.
 IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+
+
+class ImageTooLarge(Exception):
+    """A DICOM file over Pillow's decompression-bomb limit (Pillow guards the other formats)."""
 
 
 def is_image_name(name: str) -> bool:
@@ -38,14 +42,20 @@ def decode_file(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
             pixels = _decode_dicom(data, size)
         else:
             pixels = _decode_pil(data, size)
-    except Image.DecompressionBombError as exc:
-        return None, digest, f"image too large ({exc})"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, ImageTooLarge) as exc:
+        return None, digest, f"image too large ({_first_line(exc)})"
+    except UnidentifiedImageError:
+        return None, digest, "not an image in a known format (JPEG, PNG, BMP, TIFF or DICOM)"
     except ImportError as exc:
         return None, digest, str(exc)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad image
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, digest, f"not a readable image ({reason})"
+        return None, digest, f"not a readable image ({_first_line(exc)})"
     return pixels, digest, ""
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _decode_pil(data: bytes, size: int) -> np.ndarray:
@@ -80,8 +90,15 @@ def _decode_dicom(data: bytes, size: int) -> np.ndarray:
         import pydicom
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("DICOM needs pydicom: pip install 'cxrlab[dicom]'") from exc
-    dataset = pydicom.dcmread(io.BytesIO(data))
-    pixels = dataset.pixel_array.astype(np.float32)
+    with warnings.catch_warnings():
+        # pydicom warns about each odd element; a file that does not decode is reported once, as a bad image.
+        warnings.simplefilter("ignore")
+        dataset = pydicom.dcmread(io.BytesIO(data))
+        # The same guard Pillow applies to other formats, checked before the pixels are unpacked.
+        pixel_count = int(getattr(dataset, "Rows", 0) or 0) * int(getattr(dataset, "Columns", 0) or 0)
+        if Image.MAX_IMAGE_PIXELS and pixel_count > Image.MAX_IMAGE_PIXELS:
+            raise ImageTooLarge(f"{pixel_count} pixels, over the limit of {Image.MAX_IMAGE_PIXELS}")
+        pixels = dataset.pixel_array.astype(np.float32)
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
         pixels = pixels[..., :3].mean(axis=-1)
     elif pixels.ndim == 3:  # a multi-frame file: the first frame

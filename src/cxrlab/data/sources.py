@@ -71,7 +71,7 @@ def list_source(spec: str, labels: str = "folders", cache_dir: str | None = None
 
 def _subdirs(path: Path) -> list[Path]:
     try:
-        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p for p in path.iterdir() if p.is_dir() and not _ignored_folder(p.name))
     except OSError as exc:
         raise CxrlabError(f"cannot list folder {path}: {exc.strerror}") from exc
 
@@ -160,17 +160,26 @@ def _class_folder_entries(folder: Path, listing: SourceListing) -> dict[str, lis
     return entries
 
 
+def _ignored_folder(name: str) -> bool:
+    # Hidden folders and the __MACOSX folder that macOS archives carry are never classes.
+    return name.startswith(".") or name.lower() == "__macosx"
+
+
 def _image_files(class_dir: Path, listing: SourceListing) -> list[str]:
     files: list[str] = []
     visited: set[str] = set()
+    class_real = os.path.realpath(class_dir)
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in visited:
+        # A link back to this folder or above it would list it again, or list the other
+        # classes' images under this class: a loop, never followed.
+        loops_back = dirpath != str(class_dir) and (real == class_real or class_real.startswith(real + os.sep))
+        if real in visited or loops_back:
             listing.notes.append(f"skipped {dirpath}: a symbolic link loop")
             dirnames[:] = []
             continue
         visited.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not _ignored_folder(d))
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             if name.lower() in IGNORED_NAMES or name.startswith("._"):
@@ -188,7 +197,9 @@ def _list_npz(path: str) -> SourceListing:
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001
-        raise CxrlabError(f"cannot read {path} as a .npz file ({exc})") from exc
+        raise CxrlabError(f"cannot read {path} as a .npz file ({_first_line(exc)})") from exc
+    if not hasattr(npz, "files"):  # a plain .npy array saved under a .npz name
+        raise CxrlabError(f"{path} holds a single array, not a .npz archive: a MedMNIST .npz holds <split>_images and <split>_labels")
     listing = SourceListing(kind="npz", location=path, classes=[], files=[], labels=[], splits=[], arrays={})
     with npz:
         keys = set(npz.files)
@@ -201,7 +212,16 @@ def _list_npz(path: str) -> SourceListing:
                 continue
             if image_key not in keys or label_key not in keys:
                 raise CxrlabError(f"{path} has {image_key if image_key in keys else label_key} without its partner key")
-            images, split_labels = npz[image_key], np.asarray(npz[label_key]).reshape(-1)
+            try:
+                images, split_labels = npz[image_key], np.asarray(npz[label_key]).reshape(-1)
+            except Exception as exc:  # noqa: BLE001 - object arrays (pickles) and damaged members
+                raise CxrlabError(f"cannot read {image_key}/{label_key} of {path} ({_first_line(exc)}): "
+                                  "a MedMNIST .npz holds plain numeric arrays") from exc
+            if images.dtype.kind not in "uif" or split_labels.dtype.kind not in "ui":
+                raise CxrlabError(f"{path}: {image_key} must hold numbers and {label_key} integers "
+                                  f"(got {images.dtype} and {split_labels.dtype})")
+            if split_labels.size and split_labels.min() < 0:
+                raise CxrlabError(f"{path}: {label_key} holds a negative label ({split_labels.min()}): labels are class indices 0, 1, ...")
             if len(images) != len(split_labels):
                 raise CxrlabError(
                     f"{path}: {image_key} holds {len(images)} images but {label_key} holds {len(split_labels)} labels"
@@ -242,3 +262,8 @@ def _fetch_pneumoniamnist(spec: str, cache_dir: str | None) -> Path:
     if not target.exists():
         raise CxrlabError(f"medmnist did not leave {target}: {hint}")
     return target
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__

@@ -1,0 +1,263 @@
+"""Kill and resume: a run killed with SIGKILL and resumed ends exactly where an uninterrupted run does.
+
+Real ``cxrlab train`` processes run side by side and are killed with ``kill -9`` at points
+drawn at random (printed with the seed that drew them; ``CXRLAB_KILL_SEED`` replays one):
+
+* a fine-tune run, at a random time inside epoch 2;
+* a gradual run, in its head phase just after a checkpoint; then ``cxrlab train --resume``
+  in a new process, killed again at a random time inside a network-phase epoch.
+
+Each killed run is then finished with ``cxrlab train --resume RUN_DIR`` and compared with the
+same command run without interruption: the selected weights (model.pt) must be
+bit-identical, and metrics.json, history.csv and predictions.csv identical apart from times.
+Both runs augment their batches, and the fine-tuned torchvision EfficientNet-B0 keeps
+dropout and stochastic depth (drop path) active in training, so the per-epoch generator and
+the saved global RNG state both matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_dataset_root
+from cxrlab.cli import main
+from cxrlab.train.rundir import read_csv
+
+SEED = int(os.environ.get("CXRLAB_KILL_SEED") or random.SystemRandom().randrange(1_000_000))
+HEAD_EPOCHS = 10
+
+COMMON = ["--image-size", "32", "--batch-size", "8", "--seed", "7", "--quiet"]
+CONFIGS = {
+    "finetune": ["--model", "efficientnet_b0", "--mode", "finetune", "--weights", "none", "--epochs", "3", *COMMON],
+    "gradual": ["--model", "scratch_cnn", "--mode", "gradual", "--weights", "none", "--head-epochs", str(HEAD_EPOCHS),
+                "--head-lr", "0.01", "--epochs", "4", *COMMON],
+}
+
+
+@dataclass
+class KillPoint:
+    """Kill ``delay(rows)`` seconds after last.pt holds ``after_rows`` epochs."""
+
+    after_rows: int
+    delay: Callable[[list[dict]], float]
+    what: str
+    # What last.pt says at the kill, and how far history.csv had got.
+    waited: float = 0.0
+    phase: int = -1
+    epochs_done: int = -1
+    history_rows: int = -1
+
+    def describe(self) -> str:
+        return (f"{self.what}: killed {self.waited * 1000:.0f} ms after the checkpoint of epoch {self.after_rows}; last.pt "
+                f"phase {self.phase + 1}, {self.epochs_done} epochs done; history.csv {self.history_rows} rows")
+
+
+@dataclass
+class Chain:
+    """One run: started, killed at each point in turn (later starts are ``--resume``), resumed in-process last."""
+
+    name: str
+    config: str
+    points: list[KillPoint]
+    run_dir: Path = Path()
+
+
+def _chains(rng: random.Random) -> list[Chain]:
+    def inside_next_epoch(rows: list[dict]) -> float:
+        # A random moment inside the epoch after the last finished one, well before its end.
+        return rng.uniform(0.1, 0.8) * float(rows[-1]["seconds"])
+
+    head_after = rng.randint(1, HEAD_EPOCHS // 2)
+    network_after = HEAD_EPOCHS + rng.randint(1, 2)
+    return [
+        Chain("finetune", "finetune", [KillPoint(1, inside_next_epoch, "finetune: a random time inside epoch 2")]),
+        Chain("gradual", "gradual", [
+            KillPoint(head_after, lambda rows: rng.uniform(0.0, 0.01),
+                      f"gradual, head phase: 0-10 ms after head epoch {head_after}'s checkpoint"),
+            KillPoint(network_after, inside_next_epoch,
+                      f"gradual, network phase, after a resume: a random time inside epoch {network_after + 1}"),
+        ]),
+    ]
+
+
+CHAINS = _chains(random.Random(SEED))
+
+
+def _history(run_dir: Path) -> list[dict]:
+    try:
+        return read_csv(run_dir / "history.csv")
+    except (OSError, ValueError):
+        return []
+
+
+def _checkpointed_rows(run_dir: Path) -> list[dict]:
+    """history.csv's rows once last.pt has caught up with them (it is written after), else []."""
+    rows = _history(run_dir)
+    try:
+        caught_up = (run_dir / "last.pt").stat().st_mtime_ns >= (run_dir / "history.csv").stat().st_mtime_ns
+    except OSError:
+        return []
+    return rows if caught_up else []
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_dataset_root(tmp_path_factory.mktemp("resume") / "data", n_train=12)
+
+
+@pytest.fixture(scope="module")
+def killed_runs(data_root, tmp_path_factory) -> dict[str, Chain]:
+    """Run every chain side by side: real ``cxrlab train`` processes, each ended by kill -9 at its point."""
+    out = tmp_path_factory.mktemp("killed")
+
+    def start(chain: Chain, stage: int) -> subprocess.Popen:
+        if stage == 0:
+            args = ["--data", str(data_root), *CONFIGS[chain.config], "--out", str(out), "--name", chain.name]
+        else:
+            args = ["--resume", str(chain.run_dir), "--quiet"]
+        with open(out / f"{chain.name}-{stage}.stderr", "w") as stderr:
+            return subprocess.Popen([sys.executable, "-m", "cxrlab", "train", *args], stdout=subprocess.DEVNULL,
+                                    stderr=stderr)
+
+    running: dict[str, tuple[Chain, int, subprocess.Popen]] = {}
+    for chain in CHAINS:
+        chain.run_dir = out / chain.name
+        running[chain.name] = (chain, 0, start(chain, 0))
+    kill_at: dict[str, float] = {}
+    deadline = time.monotonic() + 300
+    try:
+        while running:
+            assert time.monotonic() < deadline, f"no kill point reached: {sorted(running)}"
+            for name, (chain, stage, process) in list(running.items()):
+                point = chain.points[stage]
+                if process.poll() is not None:
+                    message = (out / f"{name}-{stage}.stderr").read_text()
+                    pytest.fail(f"{point.what}: the process ended (exit {process.returncode}) first:\n{message}")
+                if name not in kill_at:
+                    rows = _checkpointed_rows(chain.run_dir)
+                    if len(rows) >= point.after_rows:
+                        point.waited = point.delay(rows)
+                        kill_at[name] = time.monotonic() + point.waited
+                elif time.monotonic() >= kill_at[name]:
+                    os.kill(process.pid, signal.SIGKILL)
+                    assert process.wait(timeout=30) == -signal.SIGKILL
+                    state = torch.load(chain.run_dir / "last.pt", map_location="cpu", weights_only=True)
+                    point.phase, point.epochs_done = int(state["phase"]), int(state["epochs_done"])
+                    point.history_rows = len(_history(chain.run_dir))
+                    del kill_at[name], running[name]
+                    if stage + 1 < len(chain.points):
+                        running[name] = (chain, stage + 1, start(chain, stage + 1))
+            time.sleep(0.002)
+    finally:
+        for _, _, process in running.values():
+            process.kill()
+            process.wait()
+    return {chain.name: chain for chain in CHAINS}
+
+
+_REFERENCES: dict[str, Path] = {}
+
+
+def uninterrupted(config: str, data_root: Path, out: Path, cli) -> Path:
+    """The same command, run to the end without a kill (once per config)."""
+    if config not in _REFERENCES:
+        result = cli("train", "--data", str(data_root), *CONFIGS[config], "--out", str(out), "--name", f"ref-{config}")
+        assert result.code == 0, result.err
+        _REFERENCES[config] = out / f"ref-{config}"
+    return _REFERENCES[config]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    def run(*args: str) -> Result:
+        monkeypatch.setattr(sys, "argv", ["cxrlab", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+    return run
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    a = torch.load(resumed / "model.pt", map_location="cpu", weights_only=True)
+    b = torch.load(reference / "model.pt", map_location="cpu", weights_only=True)
+    assert a["meta"] == b["meta"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), f"model.pt differs at {key}"
+
+    def untimed(path: Path) -> str:
+        metrics = json.loads(path.read_text())
+        return json.dumps({k: v for k, v in metrics.items() if not k.endswith("_seconds")}, sort_keys=True)
+
+    assert untimed(resumed / "metrics.json") == untimed(reference / "metrics.json")
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert strip(read_csv(resumed / "history.csv")) == strip(read_csv(reference / "history.csv"))
+    assert (resumed / "predictions.csv").read_text() == (reference / "predictions.csv").read_text()
+    assert not (resumed / "last.pt").exists()
+
+
+def test_dropout_and_drop_path_are_active_in_the_finetuned_model():
+    """Without them the finetune case would not test that the RNG state survives a kill."""
+    from torchvision.ops import StochasticDepth
+
+    from cxrlab.models.registry import build_model
+
+    model = build_model("efficientnet_b0")
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+    assert any(isinstance(m, StochasticDepth) and m.p > 0 for m in model.modules())
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=[c.name for c in CHAINS])
+def test_resumed_run_is_identical_to_an_uninterrupted_one(chain, killed_runs, data_root, tmp_path_factory, cli):
+    for point in chain.points:
+        assert point.epochs_done >= 1
+    if chain.config == "gradual":
+        assert [p.phase for p in chain.points] == [0, 1], "one kill in each phase"
+    assert json.loads((chain.run_dir / "status.json").read_text())["status"] == "running"
+    assert not (chain.run_dir / "metrics.json").exists()
+
+    result = cli("train", "--resume", str(chain.run_dir), "--quiet")
+    assert result.code == 0, result.err
+    assert f"resuming {chain.run_dir}" in result.err
+    assert json.loads((chain.run_dir / "status.json").read_text())["status"] == "finished"
+    record = yaml.safe_load((chain.run_dir / "config.yaml").read_text())
+    assert record["augment"] == "light" and record["environment"]["deterministic"] is True
+    reference = uninterrupted(chain.config, data_root, tmp_path_factory.getbasetemp() / "uninterrupted", cli)
+    assert_same_run(chain.run_dir, reference)
+    for point in chain.points:  # the kill points tried, for the record (pytest -rP shows them)
+        print(f"seed {SEED}: {point.describe()}: resumed run identical")
+
+
+def test_a_finished_run_is_not_resumed(killed_runs, cli):
+    """Resuming a finished run must not train it again."""
+    run_dir = killed_runs["gradual"].run_dir
+    if json.loads((run_dir / "status.json").read_text())["status"] != "finished":
+        assert cli("train", "--resume", str(run_dir), "--quiet").code == 0
+    before = (run_dir / "model.pt").read_bytes()
+    result = cli("train", "--resume", str(run_dir), "--quiet")
+    assert result.code == 2 and "already finished" in result.err
+    assert (run_dir / "model.pt").read_bytes() == before
