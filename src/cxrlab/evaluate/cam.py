@@ -120,17 +120,17 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, size: int | None = None) -> 
 
 def run_cam_overlays(run: RunRecord, pixels: np.ndarray, device: str = "auto",
                      targets: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Grad-CAM overlays of ``run``'s model on decoded images (at the run's image size):
-    ``(overlays (RGB uint8, at least DISPLAY_SIZE px), predicted class indices, probs)``;
-    the heatmaps explain ``targets`` when given, else the predicted classes."""
+    """Grad-CAM of ``run``'s model on decoded images (at the run's image size): ``(overlays
+    (RGB uint8, at least DISPLAY_SIZE px), heatmaps (N, S, S), targets)``. The heatmaps
+    explain ``targets`` (class indices), by default the classes the run predicts."""
     torch_device = resolve_device(device)
     model = run.load_model().to(torch_device)
-    probs = softmax(predict_logits(model, pixels, np.arange(len(pixels)), torch_device).astype(np.float64))
-    predicted = predicted_classes(run, probs)
-    entry = model_entry(run.config["model"])
-    maps = cam_maps(model, entry.cam_layer, pixels, predicted if targets is None else targets, torch_device)
+    if targets is None:
+        probs = softmax(predict_logits(model, pixels, np.arange(len(pixels)), torch_device).astype(np.float64))
+        targets = predicted_classes(run, probs)
+    maps = cam_maps(model, model_entry(run.config["model"]).cam_layer, pixels, targets, torch_device)
     size = max(DISPLAY_SIZE, pixels.shape[-1])
-    return [overlay(image, heatmap, size) for image, heatmap in zip(pixels, maps)], predicted, probs
+    return [overlay(image, heatmap, size) for image, heatmap in zip(pixels, maps)], maps, np.asarray(targets)
 
 
 def write_cam_overlays(run_dir: str | os.PathLike | RunRecord, image_paths: list[str], out_dir: str | os.PathLike,
@@ -140,7 +140,7 @@ def write_cam_overlays(run_dir: str | os.PathLike | RunRecord, image_paths: list
     run = run_dir if isinstance(run_dir, RunRecord) else load_run(run_dir)
     files = expand_images([str(p) for p in image_paths])
     pixels = decode_images(files, run.config["image_size"])
-    overlays, predicted, _ = run_cam_overlays(run, pixels, device)
+    overlays, _, predicted = run_cam_overlays(run, pixels, device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -1,0 +1,149 @@
+"""Figures drawn from real run directories: what they plot is what the runs recorded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrlab.evaluate.cam import read_images
+from cxrlab.evaluate.metrics import expected_calibration_error, roc_auc, roc_curve
+from cxrlab.report import figures
+from cxrlab.report.analysis import confident_mistakes, scored_test
+from cxrlab.report.compare import curve_inputs, run_confusion
+from cxrlab.train.rundir import list_runs
+from test_report import tiny_study
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return {r.run_id: r for r in list_runs(tiny_study(tmp_path_factory) / "runs")}
+
+
+def texts(figure) -> list[str]:
+    """Every piece of text drawn on the figure (titles, labels, legends, annotations)."""
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in figure.findobj(Text) if t.get_text()]
+
+
+def test_history_figure_plots_the_recorded_curves_and_shades_the_head_phase(runs, tmp_path):
+    run = runs["efficientnet_lite0-gradual"]
+    figure = figures.history_figure(run, "gradual run")
+    loss_axes, acc_axes = figure.axes
+    lines = {line.get_label(): line for line in loss_axes.get_lines()}
+    assert list(lines["validation"].get_ydata()) == [r["val_loss"] for r in run.history]
+    assert list(lines["train"].get_xdata()) == [r["epoch"] for r in run.history]
+    acc = {line.get_label(): line for line in acc_axes.get_lines()}
+    assert np.allclose(acc["validation"].get_ydata(), [100 * r["val_acc"] for r in run.history])
+    labels = texts(figure)
+    assert "head only (backbone frozen)" in labels
+    assert f"kept epoch ({run.metrics['best_epoch']})" in labels
+    assert {"epoch", "loss (cross-entropy)", "accuracy (%)", "gradual run"} <= set(labels)
+    # A run with one phase has nothing to shade.
+    assert "head only (backbone frozen)" not in texts(figures.history_figure(runs["efficientnet_lite0-finetune"]))
+    path = figures.save_png(figure, tmp_path / "curves.png")
+    assert Image.open(path).size == (1000, 380)
+
+
+def test_overlay_of_several_runs(runs):
+    chosen = [runs["efficientnet_lite0-finetune"], runs["efficientnet_lite0-frozen"], runs["efficientnet_lite0-gradual"]]
+    figure = figures.history_overlay_figure(chosen, ["fine-tune", "frozen", "gradual"], "modes")
+    legend = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
+    assert legend == ["fine-tune", "frozen", "gradual"]
+    # Validation solid, train dashed: two lines per run on each panel.
+    assert len(figure.axes[0].get_lines()) == 2 * len(chosen)
+    assert "shaded: the head-only phase of gradual runs" in figure.get_suptitle()
+
+
+def test_roc_and_precision_recall_curves_are_the_runs_test_predictions(runs):
+    chosen = [runs["scratch_cnn-scratch-lr=1e-3"], runs["efficientnet_lite0-frozen"]]
+    curves = curve_inputs(chosen, ["scratch", "frozen"])
+    figure = figures.roc_figure(curves)
+    axes = figure.axes[0]
+    for curve, label in zip(curves, ["scratch", "frozen"]):
+        test = scored_test(chosen[0] if label == "scratch" else chosen[1])
+        fpr, tpr, _ = roc_curve(test.labels, test.probs[:, test.positive], positive=test.positive)
+        auc = roc_auc(test.labels, test.probs[:, test.positive], positive=test.positive)
+        line = next(l for l in axes.get_lines() if l.get_label().startswith(label + " "))
+        assert np.allclose(line.get_xdata(), fpr) and np.allclose(line.get_ydata(), tpr)
+        assert line.get_label() == f"{label} (AUC {auc:.3f})"
+    assert axes.get_xlabel() == "false positive rate (1 − specificity)"
+    pr = figures.precision_recall_figure(curves)
+    assert pr.axes[0].get_xlabel() == "recall (sensitivity)"
+    assert sum(1 for line in pr.axes[0].get_lines() if "(AP " in line.get_label()) == 2
+
+
+def test_three_class_roc_draws_one_curve_per_class():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 10)
+    probs = rng.dirichlet([1, 1, 1], 30)
+    curve = {"label": "run", "labels": labels, "probs": probs, "classes": ["NORMAL", "BACTERIA", "VIRUS"],
+             "positive": 1, "operating_point": None}
+    names = [l.get_label() for l in figures.roc_figure([curve]).axes[0].get_lines()]
+    assert sum("vs rest" in n for n in names) == 3
+    assert np.allclose(figures.confusion_figure(np.eye(3, dtype=int) * 5, curve["classes"], "3 classes")
+                       .axes[0].get_images()[0].get_array(), np.eye(3))
+
+
+def test_confusion_matrix_shows_the_counts(runs):
+    run = runs["efficientnet_lite0-frozen"]
+    matrix = run_confusion(run)
+    assert matrix.tolist() == run.metrics["confusion_matrix"]
+    annotations = texts(figures.confusion_figure(matrix, run.classes, "frozen"))
+    for t in range(2):
+        for p in range(2):
+            assert any(a.startswith(f"{matrix[t, p]}\n") for a in annotations)
+    assert {"true class", "predicted class", "share of the true class"} <= set(annotations)
+
+
+def test_reliability_diagram_reports_each_runs_ece(runs):
+    chosen = [runs["scratch_cnn-scratch-lr=1e-3"], runs["efficientnet_lite0-finetune"]]
+    curves = curve_inputs(chosen, ["a", "b"])
+    figure = figures.reliability_figure(curves)
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    for curve, label in zip(curves, ["a", "b"]):
+        ece = expected_calibration_error(curve["labels"], curve["probs"])
+        assert f"{label} (ECE {ece:.3f})" in legend
+    counts = sum(bar.get_height() for bar in figure.axes[1].patches)
+    assert counts == 2 * len(curves[0]["labels"])
+
+
+def test_training_time_bars_are_the_recorded_seconds(runs):
+    chosen = list(runs.values())
+    seconds = [r.metrics["train_seconds"] for r in chosen]
+    figure = figures.training_time_figure([r.run_id for r in chosen], seconds, [r.config["mode"] for r in chosen])
+    widths = [bar.get_width() for bar in figure.axes[0].patches]
+    assert widths == pytest.approx(seconds)
+    assert figure.axes[0].get_xlabel().startswith("training time (s)")
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == \
+        ["fine-tune", "fixed feature extractor", "from scratch", "gradual unfreezing"]
+
+
+def test_mistakes_grid_from_the_original_files(runs, tmp_path):
+    # The run with the most test mistakes.
+    test = min((scored_test(r) for r in runs.values()), key=lambda t: t.correct.sum())
+    wrong = confident_mistakes(test, 4)
+    assert all(not test.correct[i] for i in wrong)
+    confidence = test.probs[wrong, test.predicted[wrong]]
+    assert list(confidence) == sorted(confidence, reverse=True)
+    if len(wrong) == 0:
+        pytest.skip("this run made no test mistakes")
+    pixels, found = read_images([test.paths[i] for i in wrong], 96)
+    assert found.all()
+    figure = figures.mistakes_figure(list(pixels), [test.paths[i] for i in wrong],
+                                     [test.classes[test.labels[i]] for i in wrong],
+                                     [test.classes[test.predicted[i]] for i in wrong], list(confidence), "mistakes")
+    shown = [axes.get_images()[0].get_array() for axes in figure.axes if axes.get_images()]
+    assert len(shown) == len(wrong) and np.array_equal(shown[0], pixels[0])
+    captions = texts(figure)
+    assert any(c.startswith(test.paths[wrong[0]].rsplit("/", 1)[1][:20]) for c in captions)
+    figures.save_png(figure, tmp_path / "mistakes.png")
+
+
+def test_dollar_signs_in_data_text_are_drawn_verbatim(tmp_path):
+    image = np.zeros((8, 8), dtype=np.uint8)
+    figure = figures.image_grid_figure([image], ["cost $5 and $x^2$.png"], "run $1$")
+    path = figures.save_png(figure, tmp_path / "dollars.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert r"cost \$5 and \$x^2\$.png" in texts(figure)

@@ -1,0 +1,224 @@
+"""The study report: written from real tiny runs, opened in a real headless browser.
+
+``tiny_study`` builds one study directory per test session (five runs on the synthetic
+48-px data at 32 px: two scratch settings, and EfficientNet-Lite0 frozen, fine-tuned and
+gradual); test_figures and test_compare reuse it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrlab.errors import CxrlabError
+from cxrlab.report.analysis import run_analysis
+from cxrlab.report.formatting import percent_ci
+from cxrlab.report.render import write_report
+from cxrlab.train.config import TrainConfig
+from cxrlab.train.loop import fit
+from cxrlab.train.rundir import list_runs
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+TASK_HEADINGS = ["A. Model selection", "B. Hyperparameters and results", "C. The fixed feature extractor",
+                 "D. Comparing fine-tuning", "E. Test analysis against the from-scratch baseline"]
+SMALL = dict(image_size=32, batch_size=16)
+STUDY_RUNS = [
+    dict(model="scratch_cnn", mode="scratch", epochs=2, lr=1e-3, name="scratch_cnn-scratch-lr=1e-3"),
+    dict(model="scratch_cnn", mode="scratch", epochs=2, lr=3e-3, name="scratch_cnn-scratch-lr=3e-3"),
+    dict(model="efficientnet_lite0", mode="frozen", epochs=3, name="efficientnet_lite0-frozen"),
+    dict(model="efficientnet_lite0", mode="finetune", epochs=2, name="efficientnet_lite0-finetune"),
+    dict(model="efficientnet_lite0", mode="gradual", epochs=1, head_epochs=2, name="efficientnet_lite0-gradual"),
+]
+
+
+def build_study(folder: Path, runs: list[dict], classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA")) -> Path:
+    """A study directory ``folder/study`` with ``runs`` fitted into ``study/runs`` (once: a
+    finished study is reused)."""
+    from conftest import make_dataset_root
+
+    study = folder / "study"
+    if (study / "done").exists():
+        return study
+    data = make_dataset_root(folder / "data", n_train=40, classes=classes)
+    for settings in runs:
+        fit(TrainConfig(data=str(data), out=str(study / "runs"), **SMALL, **settings), show_progress=False,
+            log=lambda line: None)
+    (study / "done").write_text("")
+    return study
+
+
+def tiny_study(tmp_path_factory) -> Path:
+    """The session's binary study (built by whichever test asks first)."""
+    return build_study(tmp_path_factory.getbasetemp() / "report-study", STUDY_RUNS)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    study = tiny_study(tmp_path_factory)
+    paths = write_report(study)
+    return study, paths
+
+
+def test_report_files_and_sections(report):
+    study, paths = report
+    assert [p.name for p in paths] == ["report.md", "report.html"]
+    markdown = paths[0].read_text(encoding="utf-8")
+    for heading in TASK_HEADINGS:
+        assert re.search(rf"^## {re.escape(heading)}", markdown, re.M), heading
+    # The split the test numbers come from, and what validation chose.
+    runs = list_runs(study / "runs")
+    n_test = runs[0].metrics["n_test"]
+    assert f"test split ({n_test} images)" in markdown
+    assert "chosen on the validation split" in markdown
+    # Section A: the model cards of the models used, at the runs' image size.
+    assert "GFLOPs at 32 px" in markdown and "efficientnet_lite0" in markdown and "scratch_cnn" in markdown
+    # Every figure the Markdown links exists beside it.
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (study / link).is_file(), link
+
+
+def test_findings_are_built_from_the_numbers(report):
+    study, paths = report
+    markdown = paths[0].read_text(encoding="utf-8")
+    runs = {r.run_id: r for r in list_runs(study / "runs")}
+    # Section D: the winning mode of efficientnet_lite0 is named with its own interval.
+    lite = [run_analysis(runs[name], n_boot=2000) for name in runs if name.startswith("efficientnet_lite0")]
+    top = max(lite, key=lambda a: (a["accuracy"]["estimate"], a["roc_auc"]["estimate"]))
+    tied = [a for a in lite if a["accuracy"]["estimate"] == top["accuracy"]["estimate"]]
+    assert any(f"reached the highest test accuracy, {percent_ci(a['accuracy'])}" in markdown for a in tied)
+    # Section E: the baseline is the scratch run with the better validation accuracy.
+    scratch = [runs[n] for n in runs if n.startswith("scratch_cnn")]
+    baseline = min(scratch, key=lambda r: (-r.metrics["val_accuracy"], r.metrics["val_loss"], r.run_id))
+    baseline_row = run_analysis(baseline)
+    assert f"reached {percent_ci(baseline_row['accuracy'])} test accuracy" in markdown
+    assert "McNemar p = " in markdown
+    assert re.search(r"\d+ of 3 transfer-learning runs beat the baseline significantly at 5%", markdown)
+    # Section B: two scratch settings make a spread to weigh against the test split's noise.
+    assert "Across 2 settings of scratch_cnn" in markdown
+
+
+def test_html_is_self_contained_and_every_image_is_a_png(report):
+    _, paths = report
+    html = paths[1].read_text(encoding="utf-8")
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) >= 8
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in html and "https://" not in html
+    assert "Content-Security-Policy" in html
+
+
+def test_file_names_and_labels_are_escaped(tmp_path_factory, tmp_path):
+    study = tmp_path / "study"
+    shutil.copytree(tiny_study(tmp_path_factory), study, ignore=shutil.ignore_patterns("report*"))
+    hostile = "/nowhere/<script>alert(1)</script>.png"
+    for run_dir in sorted((study / "runs").iterdir()):
+        # The same test image, renamed in every run (the runs stay paired) and made a confident
+        # mistake, so that the report lists it among the mistakes.
+        lines = (run_dir / "predictions.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        index = next(i for i, line in enumerate(lines) if ",test," in line)
+        cells = lines[index].split(",")
+        label = cells[2]
+        for k, column in enumerate(header[3:], start=3):
+            cells[k] = "0.010000" if column == f"p_{label}" else "0.990000"
+        cells[0] = hostile
+        lines[index] = ",".join(cells)
+        (run_dir / "predictions.csv").write_text("\n".join(lines) + "\n")
+    markdown_path, html_path = write_report(study)
+    html = html_path.read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.png" in html
+    assert "<script" not in html.lower()
+    assert "<script>" not in markdown_path.read_text(encoding="utf-8")
+
+
+def test_sections_without_runs_say_so(tmp_path):
+    study = build_study(tmp_path, [dict(model="scratch_cnn", mode="scratch", epochs=1, name="only-scratch")])
+    markdown = write_report(study)[0].read_text(encoding="utf-8")
+    for heading in TASK_HEADINGS:
+        assert heading in markdown
+    assert "This study has no fixed-feature-extractor (frozen) runs" in markdown
+    assert "no modes to compare" in markdown
+    assert "The from-scratch baseline (scratch_cnn, from scratch) is the only run" in markdown
+
+
+def test_three_class_study(tmp_path):
+    # scratch_cnn has no pretrained weights: "finetune" trains it from random weights too, which
+    # is enough to give section D two modes and section E a pair to test.
+    study = build_study(tmp_path, [dict(model="scratch_cnn", mode="scratch", epochs=1, name="scratch3"),
+                                   dict(model="scratch_cnn", mode="finetune", epochs=1, name="finetune3")],
+                        classes=("NORMAL", "BACTERIA", "VIRUS"))
+    runs = list_runs(study / "runs")
+    analysis = run_analysis(runs[0])
+    assert np.array(analysis["confusion_matrix"]).shape == (3, 3)
+    assert analysis["sensitivity"] is None and 0 <= analysis["roc_auc"]["estimate"] <= 1
+    markdown = write_report(study)[0].read_text(encoding="utf-8")
+    assert "(macro one-vs-rest)" in markdown and "balanced accuracy" in markdown
+    assert "| BACTERIA |" in markdown and "| VIRUS |" in markdown
+    assert "McNemar" in markdown
+
+
+def test_a_folder_with_no_finished_runs_is_refused(tmp_path):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(CxrlabError, match="no finished runs"):
+        write_report(tmp_path)
+    with pytest.raises(CxrlabError, match="does not exist"):
+        write_report(tmp_path / "missing")
+
+
+# Runs in the page, after load: are the images decoded, which headings are there?
+PAGE_CHECK = """
+<script>
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; });
+  var headings = Array.prototype.map.call(document.querySelectorAll("h2"), function (h) { return h.textContent; });
+  var out = document.createElement("pre");
+  out.id = "page-check";
+  out.textContent = JSON.stringify({images: images.length, broken: broken.length, headings: headings});
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+def chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", *arguments], capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_in_a_headless_browser(report, tmp_path):
+    _, paths = report
+    html = paths[1].read_text(encoding="utf-8")
+    # A copy with the check script; the report's own policy forbids scripts, so it goes too.
+    checked = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html).replace("</body>",
+                                                                                            PAGE_CHECK + "</body>")
+    page = tmp_path / "checked.html"
+    page.write_text(checked, encoding="utf-8")
+    dom = chromium("--virtual-time-budget=10000", "--dump-dom", page.as_uri(), profile=tmp_path / "profile").stdout
+    found = re.search(r'<pre id="page-check">(.*?)</pre>', dom, re.S)
+    assert found, "the page did not finish loading"
+    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert result["images"] == html.count("<img ") and result["broken"] == 0
+    for heading in TASK_HEADINGS:
+        assert any(h.startswith(heading) for h in result["headings"]), heading
+    # And the report itself, as a reader opens it, renders to a screenshot with content.
+    shot = tmp_path / "report.png"
+    chromium(f"--screenshot={shot}", "--window-size=1280,4000", paths[1].as_uri(), profile=tmp_path / "profile")
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (4000, 1280)
+    assert (pixels < 128).mean() > 0.01, "the screenshot is blank"
