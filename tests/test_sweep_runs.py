@@ -1,0 +1,154 @@
+"""Sweeps of tiny runs in this process: run directories, the results table, reuse of
+finished runs, shared frozen features, diverged runs, and local worker processes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import optuna
+import pytest
+
+from cxrlab.errors import CxrlabError
+from cxrlab.io import read_json, read_yaml
+from cxrlab.study.sweep import run_sweep
+from cxrlab.study.trials import RUN_ID
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def trials(study_dir: Path, name: str) -> list:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}").get_trials()
+
+
+def test_sweep_writes_one_run_dir_per_run_and_a_row_per_setting(tmp_path, tiny_root):
+    # Two settings at two seeds, plus one that diverges (SGD at lr 1e6 blows up in epoch 1).
+    study = write(tmp_path / "tiny.yaml", f"""
+name: tiny
+data: {tiny_root}
+repeats: 2
+defaults: {{batch_size: 16, epochs: 1}}
+runs:
+  - {{model: scratch_cnn, mode: scratch, lr: 1.0e-3}}
+  - {{model: scratch_cnn, mode: scratch, lr: 3.0e-3}}
+  - {{model: scratch_cnn, mode: scratch, lr: 1.0e+6, optimizer: sgd, epochs: 2}}
+""")
+    study_dir = run_sweep(study, overrides=["image_size=32"], out=tmp_path / "out", show_progress=False)
+
+    assert study_dir == tmp_path / "out" / "tiny"
+    settings = ["scratch_cnn-scratch-lr=1e-3", "scratch_cnn-scratch-lr=3e-3", "scratch_cnn-scratch-lr=1e6-optimizer=sgd-ep=2"]
+    expected = {f"{s}-seed={seed}" for s in settings for seed in (0, 1)}
+    assert {p.name for p in (study_dir / "runs").iterdir()} == expected
+    for run_id in expected:
+        status = read_json(study_dir / "runs" / run_id / "status.json")["status"]
+        assert status == ("diverged" if "sgd" in run_id else "finished")
+        config = read_yaml(study_dir / "runs" / run_id / "config.yaml")
+        assert config["image_size"] == 32 and config["seed"] == int(run_id[-1])
+    assert read_yaml(study_dir / "overrides.yaml") == {"set": ["image_size=32"], "values": {"image_size": 32}}
+    assert len(read_yaml(study_dir / "study.yaml")["runs"]) == 6
+
+    # The diverged run is recorded as done (objective inf), not as a failure to redo.
+    done = trials(study_dir, "tiny")
+    assert sorted(t.user_attrs[RUN_ID] for t in done) == sorted(expected)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
+    assert {t.value for t in done if "sgd" in t.user_attrs[RUN_ID]} == {float("inf")}
+
+    with open(study_dir / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["setting"] for r in rows][-1] == settings[2], "a diverged setting sorts last"
+    finished = [r for r in rows if r["status"] == "finished"]
+    assert len(rows) == 3 and len(finished) == 2
+    assert float(finished[0]["val_loss"]) <= float(finished[1]["val_loss"]), "sorted by validation loss"
+    assert all(r["n"] == "2" and r["image_size"] == "32" for r in rows)
+    assert rows[2]["status"] == "diverged" and rows[2]["test_accuracy"] == ""
+    table = (study_dir / "results.md").read_text()
+    body = [line for line in table.splitlines() if line.startswith("| scratch_cnn")]
+    assert len(body) == 3 and "diverged" in body[-1]
+    assert all(" ± " in line for line in body[:2]), "two seeds: mean ± std"
+
+    # A rerun keeps every run: nothing is trained again.
+    stamps = {p: p.stat().st_mtime_ns for p in (study_dir / "runs").rglob("*") if p.is_file()}
+    assert run_sweep(study, overrides=["image_size=32"], out=tmp_path / "out", show_progress=False) == study_dir
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert len(trials(study_dir, "tiny")) == 6
+
+    # Other settings than the recorded runs are refused, not silently mixed in.
+    with pytest.raises(CxrlabError, match=r"was run with image_size=32 but the study now asks for image_size=48"):
+        run_sweep(study, overrides=["image_size=48"], out=tmp_path / "out", show_progress=False)
+
+
+def test_frozen_runs_of_one_backbone_compute_its_features_once(tmp_path, tiny_root, monkeypatch):
+    import cxrlab.train.features as features
+
+    calls = []
+    compute = features.compute_features
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("label"))
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(features, "compute_features", counting)
+    features.clear_memory_cache()
+    study = write(tmp_path / "frozen.yaml", f"""
+name: frozen
+data: {tiny_root}
+repeats: 2
+defaults: {{image_size: 32, batch_size: 16, epochs: 2, cache_dir: {tmp_path / 'cache'}}}
+grids:
+  - {{model: efficientnet_lite0, mode: frozen, lr: [1.0e-3, 1.0e-2]}}
+""")
+    study_dir = run_sweep(study, out=tmp_path, show_progress=False)
+    runs = sorted((study_dir / "runs").iterdir())
+    assert len(runs) == 4 and all(read_json(r / "status.json")["status"] == "finished" for r in runs)
+    # One backbone pass per split for all four runs (two learning rates, two seeds).
+    assert sorted(calls) == ["test", "train", "val"]
+
+
+def test_two_local_workers_run_each_run_once(tmp_path, tiny_root):
+    study = write(tmp_path / "pair.yaml", f"""
+name: pair
+data: {tiny_root}
+defaults: {{image_size: 32, batch_size: 16, epochs: 1}}
+grids:
+  - {{model: scratch_cnn, mode: scratch, lr: [1.0e-3, 2.0e-3, 3.0e-3, 4.0e-3]}}
+""")
+    study_dir = run_sweep(study, workers=2, out=tmp_path, show_progress=False)
+    runs = {p.name for p in (study_dir / "runs").iterdir()}
+    assert len(runs) == 4
+    done = trials(study_dir, "pair")
+    assert sorted(t.user_attrs[RUN_ID] for t in done) == sorted(runs)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
+    for run in runs:
+        history = (study_dir / "runs" / run / "history.csv").read_text().splitlines()
+        assert len(history) == 2, "one epoch, trained once"
+    assert len([line for line in (study_dir / "results.md").read_text().splitlines() if line.startswith("| scratch")]) == 4
+
+
+def test_search_block_spends_its_budget_on_validation_loss(tmp_path, tiny_root):
+    study = write(tmp_path / "tpe.yaml", f"""
+name: tpe
+data: {tiny_root}
+defaults: {{image_size: 32, batch_size: 16, epochs: 1}}
+search:
+  - model: scratch_cnn
+    mode: scratch
+    trials: 3
+    space:
+      lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}
+""")
+    study_dir = run_sweep(study, out=tmp_path, show_progress=False)
+    done = trials(study_dir, "tpe/scratch_cnn-scratch-search")
+    assert len(done) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
+    runs = sorted(p.name for p in (study_dir / "runs").iterdir())
+    assert len(runs) == 3 and all(r.startswith("scratch_cnn-scratch-search-t00") for r in runs)
+    for trial in done:
+        (run_id,) = trial.user_attrs["run_ids"]
+        metrics = read_json(study_dir / "runs" / run_id / "metrics.json")
+        assert trial.value == pytest.approx(metrics["val_loss"])  # never a test number
+        assert read_yaml(study_dir / "runs" / run_id / "config.yaml")["lr"] == pytest.approx(trial.params["lr"])
+    # The budget is spent: a rerun adds no trial.
+    run_sweep(study, out=tmp_path, show_progress=False)
+    assert len(trials(study_dir, "tpe/scratch_cnn-scratch-search")) == 3
