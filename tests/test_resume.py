@@ -261,3 +261,39 @@ def test_a_finished_run_is_not_resumed(killed_runs, cli):
     result = cli("train", "--resume", str(run_dir), "--quiet")
     assert result.code == 2 and "already finished" in result.err
     assert (run_dir / "model.pt").read_bytes() == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(data_root, tmp_path, cli):
+    """No last.pt yet (killed while epoch 1's checkpoint was being written): --resume starts afresh."""
+    import shutil
+
+    args = ["train", "--data", str(data_root), "--model", "scratch_cnn", "--mode", "scratch", "--epochs", "2", *COMMON,
+            "--out", str(tmp_path)]
+    assert cli(*args, "--name", "early").code == 0
+    shutil.copytree(tmp_path / "early", tmp_path / "reference")
+    # What such a kill leaves: the run marked running, epoch 1's history row and model.pt, no last.pt.
+    run_dir = tmp_path / "early"
+    (run_dir / "status.json").write_text(json.dumps({"status": "running"}))
+    history = (run_dir / "history.csv").read_text().splitlines()
+    (run_dir / "history.csv").write_text("\n".join(history[:2]) + "\n")
+    for name in ("metrics.json", "predictions.csv"):
+        (run_dir / name).unlink()
+
+    result = cli("train", "--resume", str(run_dir), "--quiet")
+    assert result.code == 0, result.err
+    assert_same_run(run_dir, tmp_path / "reference")
+
+
+def test_resume_refuses_data_that_changed(data_root, tmp_path, cli):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    assert cli("train", "--data", str(root), "--model", "scratch_cnn", "--mode", "scratch", "--epochs", "1", *COMMON,
+               "--out", str(tmp_path), "--name", "moved").code == 0
+    run_dir = tmp_path / "moved"
+    (run_dir / "status.json").write_text(json.dumps({"status": "running"}))  # as a kill -9 leaves it
+    extra = next((root / "train" / "NORMAL").iterdir())
+    shutil.copy(extra, extra.with_name("IM-9999-0001.jpeg"))
+    result = cli("train", "--resume", str(run_dir), "--quiet")
+    assert result.code == 2 and "changed since the run started" in result.err

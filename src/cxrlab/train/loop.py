@@ -125,6 +125,10 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
                         labels=config.labels, on_bad_image=config.on_bad_image, cache_dir=config.cache_dir,
                         show_progress=show_progress)
     _check_splits(data)
+    if resume is not None and recorded.get("data_info", {}).get("split_fingerprint") not in (None, data.split_fingerprint):
+        # Resuming on other images would mix two data sets in one run's weights and records.
+        raise CxrlabError(f"--resume {resume}: the data at {config.data} changed since the run started "
+                          "(files, their sizes or times, or the splits): start a new run")
     model = build_model(config.model, num_classes=len(data.classes))
     weights_id = load_weights(model, config.model, config.weights)
     model.to(device)
