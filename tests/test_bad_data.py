@@ -423,6 +423,9 @@ def test_bad_data(case: Case, tmp_path, cli, monkeypatch):
         summary = inspect_json(cli, data)
         assert [Path(u["path"]).name for u in summary["unreadable"]] == [name]
         assert case.reason in summary["unreadable"][0]["reason"].lower()
+        shown = cli("data", "inspect", str(data))  # the table a person reads names the file as it is
+        assert shown.code == 0 and "1 unreadable images" in shown.out
+        assert "".join(name.split()) in "".join(shown.out.split())
 
         run_dir = finished_run(cli(*train_args(data, out, "--on-bad-image", "skip")), out)
         record = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))

@@ -61,11 +61,11 @@ def data_inspect(
         out.print(f"splits a run uses (split seed {split_seed}; {'/'.join(summary['classes'])}): " + ", ".join(parts))
     if summary["unreadable"]:
         out.print(f"[red]{len(summary['unreadable'])} unreadable images[/red] (a run stops on them unless "
-                  f"--on-bad-image skip): " + "; ".join(f"{u['path']}: {u['reason']}" for u in summary["unreadable"][:5]))
+                  f"--on-bad-image skip): " + "; ".join(escape(f"{u['path']}: {u['reason']}") for u in summary["unreadable"][:5]))
     if summary["ignored_files"]:
-        out.print(f"ignored {len(summary['ignored_files'])} files that are not images (e.g. {Path(summary['ignored_files'][0]).name})")
+        out.print(f"ignored {len(summary['ignored_files'])} files that are not images (e.g. {escape(Path(summary['ignored_files'][0]).name)})")
     for note in summary["notes"]:
-        out.print(f"note: {note}")
+        out.print(f"note: {escape(note)}")
 
 
 @app.command()
