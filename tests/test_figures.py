@@ -101,7 +101,7 @@ def test_reliability_diagram_reports_each_runs_ece(runs):
     chosen = [runs["scratch_cnn-scratch-lr=1e-3"], runs["efficientnet_lite0-finetune"]]
     curves = curve_inputs(chosen, ["a", "b"])
     figure = figures.reliability_figure(curves)
-    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
     for curve, label in zip(curves, ["a", "b"]):
         ece = expected_calibration_error(curve["labels"], curve["probs"])
         assert f"{label} (ECE {ece:.3f})" in legend

@@ -75,7 +75,7 @@ def test_report_files_and_sections(report):
     # The split the test numbers come from, and what validation chose.
     runs = list_runs(study / "runs")
     n_test = runs[0].metrics["n_test"]
-    assert f"test split ({n_test} images)" in markdown
+    assert f"test split ({n_test} images, carved from the training images by patient)" in markdown
     assert "chosen on the validation split" in markdown
     # Section A: the model cards of the models used, at the runs' image size.
     assert "GFLOPs at 32 px" in markdown and "efficientnet_lite0" in markdown and "scratch_cnn" in markdown

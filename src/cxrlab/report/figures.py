@@ -135,7 +135,7 @@ def roc_figure(curves: list[dict], title: str = "ROC curves on the test split") 
     """ROC curves. Each curve is ``{"label", "labels", "probs", "classes", "positive",
     "operating_point": (fpr, tpr) or None}``; two classes give one curve per run (the disease
     class), more classes one one-vs-rest curve per class."""
-    figure = new_figure(6.2, 5.4)
+    figure = new_figure(5.4, 5.0)
     axes = figure.subplots()
     axes.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1, label="chance")
     for i, curve in enumerate(curves):
@@ -170,7 +170,7 @@ def precision_recall_figure(curves: list[dict], title: str = "Precision-recall c
     with the class prevalence as the no-skill line; the legend gives average precision."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    figure = new_figure(6.2, 5.4)
+    figure = new_figure(5.4, 5.0)
     axes = figure.subplots()
     prevalences = set()
     for i, curve in enumerate(curves):
@@ -223,35 +223,38 @@ def confusion_figure(matrix, classes: list[str], title: str) -> Figure:
 def reliability_figure(curves: list[dict], n_bins: int = 10, title: str = "Calibration on the test split") -> Figure:
     """Reliability diagram: accuracy against confidence (probability of the predicted class)
     in bins, per run, with the perfect-calibration diagonal; below, how many images fall in
-    each bin. The legend gives each run's expected calibration error."""
+    each bin. The legend gives each run's expected calibration error. The confidence axis
+    starts at 1/C: the most probable of C classes is never less likely than that."""
     from cxrlab.evaluate.metrics import expected_calibration_error
 
-    figure = new_figure(6.2, 6.2)
+    figure = new_figure(5.4, 6.2)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    top.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1, label="perfectly calibrated")
-    edges = np.linspace(0, 1, n_bins + 1)
-    width = 1 / n_bins / (len(curves) + 1)
+    floor = 1 / max(np.asarray(c["probs"]).shape[1] for c in curves) if curves else 0.0
+    top.plot([floor, 1], [floor, 1], color="#999999", linestyle=":", linewidth=1, label="perfectly calibrated")
+    edges = np.linspace(floor, 1, n_bins + 1)
+    width = (1 - floor) / n_bins / (len(curves) + 1)
     for i, curve in enumerate(curves):
         probs, labels = np.asarray(curve["probs"]), np.asarray(curve["labels"])
         confidence = probs.max(axis=1)
         correct = probs.argmax(axis=1) == labels
-        bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+        bins = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
         filled = [b for b in range(n_bins) if (bins == b).any()]
         mean_conf = [confidence[bins == b].mean() for b in filled]
         accuracy = [correct[bins == b].mean() for b in filled]
-        ece = expected_calibration_error(labels, probs, n_bins=15)
+        ece = expected_calibration_error(labels, probs)
         top.plot(mean_conf, accuracy, "-o", color=colour(i), markersize=4, label=plain(f"{curve['label']} (ECE {ece:.3f})"))
         counts = np.bincount(bins, minlength=n_bins)
         bottom.bar(edges[:-1] + width * (i + 0.5), counts, width=width, color=colour(i), align="edge")
     top.set_ylabel("accuracy in the bin")
-    top.set_xlim(0, 1.0)
+    top.set_xlim(floor, 1.0)
     top.set_ylim(0, 1.02)
     top.grid(alpha=0.3)
-    top.legend(fontsize=7, loc="upper left")
     top.set_title(wrapped(title, 70) + "\n(top-label confidence; the most probable class)", fontsize=10)
     bottom.set_xlabel("confidence (probability of the most probable class)")
     bottom.set_ylabel("images")
     bottom.grid(alpha=0.3)
+    # Below the axes: inside, it would hide the points it explains.
+    figure.legend(*top.get_legend_handles_labels(), loc="outside lower center", fontsize=7, ncols=1)
     return figure
 
 

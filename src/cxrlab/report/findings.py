@@ -149,10 +149,15 @@ def curve_findings(rows: list[dict]) -> list[str]:
     gaps = [r for r in rows if not missing(r.get("generalisation_gap"))]
     if gaps:
         widest = max(gaps, key=lambda r: r["generalisation_gap"])
-        narrowest = min(gaps, key=lambda r: abs(r["generalisation_gap"]))
-        sentences.append(f"Largest generalisation gap (train − validation accuracy at the kept epoch): "
-                         f"{points(widest['generalisation_gap'])} ({widest['label']}); smallest: "
-                         f"{points(narrowest['generalisation_gap'])} ({narrowest['label']}).")
+        lowest = min(gaps, key=lambda r: r["generalisation_gap"])
+        if widest["generalisation_gap"] == lowest["generalisation_gap"]:
+            sentences.append(f"Every run has the same generalisation gap (train − validation accuracy at the kept "
+                             f"epoch): {points(widest['generalisation_gap'])}.")
+        else:
+            sentences.append(f"Generalisation gap (train − validation accuracy at the kept epoch): from "
+                             f"{points(lowest['generalisation_gap'])} ({lowest['label']}) to "
+                             f"{points(widest['generalisation_gap'])} ({widest['label']}); a large positive gap "
+                             f"is overfitting.")
     steady = [r for r in rows if not missing(r.get("stability"))]
     if len(steady) >= 2:
         calm = min(steady, key=lambda r: r["stability"])

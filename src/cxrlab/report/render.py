@@ -26,9 +26,12 @@ from cxrlab.report.analysis import (best_run, confident_hits, confident_mistakes
                                     run_labels, run_analysis, scored_test)
 from cxrlab.report.compare import curve_inputs, pairs_table, run_confusion, runs_table
 from cxrlab.report.formatting import decimal, markdown_table, number_ci, percent, percent_ci, seconds
-from cxrlab.train.rundir import RunRecord, list_runs
+from cxrlab.train.rundir import DIVERGED, RunRecord, list_runs
 
 MODE_ORDER = ("finetune", "gradual", "frozen", "scratch")
+THRESHOLD_WORDS = {"val-youden": "maximum of Youden's J", "val-balanced": "equal sensitivity and specificity",
+                   "0.5": "fixed at 0.5", "argmax": "the most probable class"}
+SELECTION_WORDS = {"val_loss": "lowest validation loss", "val_accuracy": "highest validation accuracy"}
 FIGURES_FOLDER = "report_files"
 CAM_CASES = 3  # right and wrong test images shown with Grad-CAM, each
 
@@ -43,8 +46,10 @@ def write_report(study_dir: str | os.PathLike, n_boot: int = N_BOOT, seed: int =
     runs = [r for r in every_run if r.finished]
     if not runs:
         raise CxrlabError(f"{study_dir / 'runs'} holds no finished runs: run cxrlab sweep on the study first")
-    report = build_report(study_dir, runs, n_boot=n_boot, seed=seed, cam_device=cam_device,
-                          unfinished=[r for r in every_run if not r.finished])
+    # Diverged runs came to an end and belong in the results table; failed or still running
+    # ones (another worker's) do not.
+    diverged = [r for r in every_run if r.status.get("status") == DIVERGED]
+    report = build_report(study_dir, runs, n_boot=n_boot, seed=seed, cam_device=cam_device, unfinished=diverged)
     markdown_path, html_path = study_dir / "report.md", study_dir / "report.html"
     write_text(markdown_path, markdown_text(report))
     write_text(html_path, html_text(report, study_dir))
@@ -159,10 +164,13 @@ def summary_lines(study: Study, study_dir: Path) -> list[str]:
 def split_statement(study: Study) -> str:
     """Where the test numbers come from, and what was chosen on validation instead."""
     row = study.row(study.best) if study.best else next(iter(study.analyses.values()))
-    notes = study.runs[0].config.get("data_info", {}).get("split_notes") or []
-    rules = sorted({a["threshold_rule"] for a in study.analyses.values()})
-    select = sorted({a["select"].replace("_", " ") for a in study.analyses.values()})
-    text = (f"Every test number comes from the test split ({row['n_test']} images), scored once per run. "
+    notes = [str(n) for n in study.runs[0].config.get("data_info", {}).get("split_notes") or []]
+    carved = any(n.startswith("test split") for n in notes)
+    rules = sorted({THRESHOLD_WORDS.get(a["threshold_rule"], a["threshold_rule"]) for a in study.analyses.values()})
+    select = sorted({SELECTION_WORDS.get(a["select"], a["select"]) for a in study.analyses.values()})
+    text = (f"Every test number comes from the test split ({row['n_test']} images, "
+            f"{'carved from the training images by patient' if carved else 'the data set’s own test split'}), "
+            f"scored once per run. "
             f"The epoch ({' or '.join(select)}) and the decision threshold ({', '.join(rules)}) were chosen on the "
             f"validation split ({row['n_val']} images), and the runs that stand for each model and mode below are "
             f"the best by validation accuracy: the test split chose nothing.")
@@ -360,7 +368,7 @@ def run_test_blocks(study: Study, run: RunRecord, out: Path) -> list[dict]:
     if a["binary"]:
         line += (f"; sensitivity {percent_ci(a['sensitivity'])} and specificity {percent_ci(a['specificity'])} "
                  f"at the threshold p({a['positive_class']}) ≥ {a['threshold']:.3f} chosen on validation "
-                 f"({a['threshold_rule']})")
+                 f"({THRESHOLD_WORDS.get(a['threshold_rule'], a['threshold_rule'])})")
     blocks.append(paragraph(line + f"; kept epoch {a['best_epoch']} of {a['epochs_run']}."))
     path = figures.save_png(figures.confusion_figure(a["confusion_matrix"], a["classes"],
                                                      f"{label}: test confusion matrix"),
