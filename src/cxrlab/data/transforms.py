@@ -51,10 +51,21 @@ def augment_batch(
     theta = torch.stack(
         [torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1
     ).to(images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = affine_grid(theta, images.shape[-2], images.shape[-1])
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     brightness = uniform(1 - max_brightness, 1 + max_brightness).view(n, 1, 1, 1).to(images.dtype)
     contrast = uniform(1 - max_contrast, 1 + max_contrast).view(n, 1, 1, 1).to(images.dtype)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = (out - mean) * contrast + mean
-    return (out * brightness).clamp_(0.0, 1.0)
+    # ((out - mean) * contrast + mean) * brightness, in place: two passes over the batch, not five.
+    return out.mul_(contrast * brightness).add_(mean * (1 - contrast) * brightness).clamp_(0.0, 1.0)
+
+
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, height, width), align_corners=False)``, computed as
+    broadcast multiply-adds: on the CPU affine_grid's batched matrix product with an inner
+    size of 3 took half of ``augment_batch``'s time at 224 px."""
+    xs = (torch.arange(width, device=theta.device, dtype=theta.dtype) * 2 + 1) / width - 1
+    ys = (torch.arange(height, device=theta.device, dtype=theta.dtype) * 2 + 1) / height - 1
+    t = theta[:, :, :, None, None]  # (B, 2, 3, 1, 1)
+    coords = t[:, :, 0] * xs + t[:, :, 1] * ys[:, None] + t[:, :, 2]  # (B, 2, height, width)
+    return coords.permute(0, 2, 3, 1)
