@@ -143,7 +143,11 @@ def test_file_names_and_labels_are_escaped(tmp_path_factory, tmp_path):
 
 def test_sections_without_runs_say_so(tmp_path):
     study = build_study(tmp_path, [dict(model="scratch_cnn", mode="scratch", epochs=1, name="only-scratch")])
+    # A diverged run is listed, never analysed.
+    shutil.copytree(study / "runs" / "only-scratch", study / "runs" / "only-scratch-again")
+    (study / "runs" / "only-scratch-again" / "status.json").write_text('{"status": "diverged"}')
     markdown = write_report(study)[0].read_text(encoding="utf-8")
+    assert "1 finished run, 1 diverged" in markdown and "1 finished, 1 diverged" in markdown
     for heading in TASK_HEADINGS:
         assert heading in markdown
     assert "This study has no fixed-feature-extractor (frozen) runs" in markdown

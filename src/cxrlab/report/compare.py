@@ -73,7 +73,8 @@ def pairs_table(pairs: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def comparison_markdown(result: dict) -> str:
     """The comparison as Markdown: the runs table, the pairwise tests, and the figures."""
-    lines = [f"# Comparison of {len(result['runs'])} runs on {result['n_test']} test images", "",
+    count = len(result["runs"])
+    lines = [f"# Comparison of {count} run{'s' if count != 1 else ''} on {result['n_test']} test images", "",
              "Accuracy, AUC, sensitivity, specificity and loss are on the test split. "
              f"Intervals are 95%: percentile bootstrap ({result['n_boot']} resamples) for accuracy, AUC and the "
              "accuracy differences; Wilson for sensitivity and specificity. Each run predicts at its own "

@@ -24,7 +24,7 @@ from cxrlab.io import write_text
 from cxrlab.report import figures, findings
 from cxrlab.report.analysis import (best_run, confident_hits, confident_mistakes, mode_name, paired_comparison,
                                     run_labels, run_analysis, scored_test)
-from cxrlab.report.compare import curve_inputs, pairs_table, run_confusion, runs_table
+from cxrlab.report.compare import curve_inputs, pairs_table, runs_table
 from cxrlab.report.formatting import decimal, markdown_table, number_ci, percent, percent_ci, seconds
 from cxrlab.train.rundir import DIVERGED, RunRecord, list_runs
 
@@ -49,7 +49,7 @@ def write_report(study_dir: str | os.PathLike, n_boot: int = N_BOOT, seed: int =
     # Diverged runs came to an end and belong in the results table; failed or still running
     # ones (another worker's) do not.
     diverged = [r for r in every_run if r.status.get("status") == DIVERGED]
-    report = build_report(study_dir, runs, n_boot=n_boot, seed=seed, cam_device=cam_device, unfinished=diverged)
+    report = build_report(study_dir, runs, n_boot=n_boot, seed=seed, cam_device=cam_device, diverged=diverged)
     markdown_path, html_path = study_dir / "report.md", study_dir / "report.html"
     write_text(markdown_path, markdown_text(report))
     write_text(html_path, html_text(report, study_dir))
@@ -79,16 +79,16 @@ def subheading(text: str) -> dict:
 
 
 class Study:
-    """The runs of a study with their analyses, labels and the runs chosen to stand for each
-    model and mode."""
+    """The finished runs of a study with their analyses, labels and the runs chosen to stand
+    for each model and mode; ``diverged`` runs are only listed."""
 
-    def __init__(self, runs: list[RunRecord], n_boot: int, seed: int):
+    def __init__(self, runs: list[RunRecord], n_boot: int, seed: int, diverged: list[RunRecord] | None = None):
         self.runs = runs
+        self.diverged = list(diverged or [])
         self.labels = dict(zip((r.run_id for r in runs), run_labels(runs)))
         self.analyses = {r.run_id: {"label": self.labels[r.run_id], **run_analysis(r, n_boot=n_boot, seed=seed)}
                          for r in runs}
         self.n_boot, self.seed = n_boot, seed
-        self.unfinished: list[RunRecord] = []
         self._pairs: dict[tuple[str, str], dict | None] = {}
         groups: dict[tuple[str, str], list[RunRecord]] = {}
         for run in runs:
@@ -125,12 +125,11 @@ def _mode_rank(mode: str) -> int:
 
 
 def build_report(study_dir: Path, runs: list[RunRecord], n_boot: int = N_BOOT, seed: int = 0,
-                 cam_device: str = "cpu", unfinished: list[RunRecord] | None = None) -> dict:
+                 cam_device: str = "cpu", diverged: list[RunRecord] | None = None) -> dict:
     """The report as ``{"title", "summary", "sections": [{"id", "title", "blocks"}]}``,
     with its figures written into ``study_dir / report_files``. Finished ``runs`` are
-    analysed; ``unfinished`` ones (diverged, failed, still running) only listed in B."""
-    study = Study(runs, n_boot, seed)
-    study.unfinished = list(unfinished or [])
+    analysed; ``diverged`` ones are only listed (summary and section B)."""
+    study = Study(runs, n_boot, seed, diverged)
     out = study_dir / FIGURES_FOLDER
     out.mkdir(parents=True, exist_ok=True)
     sections = [
@@ -151,10 +150,11 @@ def summary_lines(study: Study, study_dir: Path) -> list[str]:
     info = first.config.get("data_info", {})
     n = Counter((r.metrics.get("n_train"), r.metrics.get("n_val"), r.metrics.get("n_test")) for r in study.runs)
     (n_train, n_val, n_test), _ = n.most_common(1)[0]
-    unfinished = Counter(r.status.get("status", "unknown") for r in study.unfinished)
-    others = "".join(f", {n} {status}" for status, n in sorted(unfinished.items()))
-    lines = [f"{len(study.runs)} finished runs{others} of {len({r.config['model'] for r in study.runs})} models in "
-             f"{study_dir}, written {time.strftime('%Y-%m-%d %H:%M')}.",
+    finished = f"{len(study.runs)} finished run" + ("s" if len(study.runs) != 1 else "")
+    diverged = f", {len(study.diverged)} diverged" if study.diverged else ""
+    models = len({r.config["model"] for r in study.runs})
+    lines = [f"{finished}{diverged} of {models} model{'s' if models != 1 else ''} in {study_dir}, "
+             f"written {time.strftime('%Y-%m-%d %H:%M')}.",
              f"Data: {info.get('location', first.config.get('data'))} ({', '.join(first.classes)}); "
              f"{n_train} training, {n_val} validation and {n_test} test images.",
              split_statement(study)]
@@ -220,7 +220,7 @@ def section_settings(study: Study) -> list[dict]:
         "Every setting the study ran, one row per setting, sorted by validation loss (never by a test number), "
         "with its training time, test loss and test accuracy; mean ± standard deviation over n seeds where n > 1. "
         "Training time is fitting time: every epoch, plus computing frozen features once.")]
-    rows = results_rows(study.runs + study.unfinished)
+    rows = results_rows(study.runs + study.diverged)
     if rows:
         columns, cells = table_cells(results_markdown(rows))
         blocks.append(table("Results by setting", columns, cells))
