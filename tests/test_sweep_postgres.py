@@ -66,6 +66,7 @@ def postgres_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_on_one_postgres_study_run_each_run_once(tmp_path, tiny_root, postgres_url):
     study = tmp_path / "shared.yaml"
     study.write_text(f"""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from cxrlab.study.trials import RUN_ID
 
@@ -26,6 +27,7 @@ def status(run_dir: Path) -> str | None:
         return None
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path, tiny_root):
     # The second run is long (10 epochs) so that the kill lands inside it.
     study = tmp_path / "resume.yaml"

@@ -107,6 +107,7 @@ grids:
     assert sorted(calls) == ["test", "train", "val"]
 
 
+@pytest.mark.slow
 def test_two_local_workers_run_each_run_once(tmp_path, tiny_root):
     study = write(tmp_path / "pair.yaml", f"""
 name: pair

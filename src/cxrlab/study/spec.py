@@ -28,6 +28,7 @@ model fails at once with one line naming the key and its line in the file.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import itertools
 import typing
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ ALIASES = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "b
            "bs": "batch_size", "epoch": "epochs", "size": "image_size", "img_size": "image_size",
            "optim": "optimizer", "arch": "model", "network": "model"}
 # How a setting reads in a run id; others appear as key=value.
+MAX_SETTING_ID = 96  # run ids (setting + "-seed=N") stay within safe_run_id's 120 characters
 SHORT_NAMES = {"lr": "lr", "epochs": "ep", "weight_decay": "wd", "batch_size": "bs", "image_size": "px"}
 
 
@@ -437,7 +439,11 @@ def _setting_id(config: TrainConfig, keys: list[str]) -> str:
     values = config.model_dump()
     parts = [config.model.replace(":", "_"), config.mode]
     parts += [_id_part(k, values[k]) for k in keys if k not in ("model", "mode")]
-    return safe_run_id("-".join(parts))
+    joined = "-".join(parts)
+    if len(joined) > MAX_SETTING_ID:
+        # Cut long ids but keep them unique (and room for "-seed=N"): a hash of the whole.
+        joined = f"{joined[:MAX_SETTING_ID - 9].rstrip('-=')}-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
+    return safe_run_id(joined)
 
 
 def _id_part(key: str, value: Any) -> str:

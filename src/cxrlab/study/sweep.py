@@ -171,7 +171,7 @@ def run_search_trial(claim: Claim, search: SearchPlan, seeds: list[int], runs_di
         try:
             for seed in seeds:
                 run_id = search_run_id(search, number, claim.params, seed)
-                log(f"[bold]{run_id}[/bold] (search {search.label}, trial {number + 1} of {search.trials})")
+                log(f"[bold]{run_id}[/bold] (search {search.label}, trial {number}, budget {search.trials} trials)")
                 record = execute_run(search_settings(search, claim.params, seed), run_id, runs_dir,
                                      show_progress=show_progress, log=log)
                 run_ids.append(run_id)

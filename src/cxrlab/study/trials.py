@@ -2,8 +2,9 @@
 
 Each run of a study's table and grids is one Optuna trial, enqueued with its run id as a
 user attribute. Workers (processes here, or machines sharing a PostgreSQL storage) take
-queued trials; Optuna moves a trial from WAITING to RUNNING in one guarded update, so two
-workers never take the same trial. Two workers that start together may both enqueue the
+queued trials; Optuna moves a trial from WAITING to RUNNING in one guarded update (on
+SQLite once every transaction takes the write lock at its start), so two workers never
+take the same trial. Two workers that start together may both enqueue the
 same run, so a claimed trial runs only if it is the run's canonical trial: no other trial
 of the run has completed, and none numbered below it is waiting or running.
 
@@ -24,6 +25,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -54,10 +56,6 @@ class Ledger:
     study: optuna.Study
     storage: RDBStorage
     study_id: int
-
-    @property
-    def name(self) -> str:
-        return self.study.study_name
 
 
 @dataclass
@@ -106,7 +104,8 @@ def open_storage(url: str) -> RDBStorage:
         except (ImportError, sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as exc:
             hint = " (pip install 'cxrlab[postgres]')" if "postgres" in url else ""
             raise CxrlabError(f"--storage {shown_url(url)}: {str(exc).splitlines()[0]}{hint}") from exc
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as exc:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError,
+                optuna.exceptions.StorageInternalError) as exc:
             last = exc
             time.sleep(0.5 + attempt)
     raise CxrlabError(f"cannot open the study storage {shown_url(url)}: {str(last).splitlines()[0]}")
@@ -208,13 +207,17 @@ def fail(claim: Claim, message: str) -> None:
 def fail_dead_trials(ledger: Ledger) -> int:
     """Fail the RUNNING trials whose worker is gone, and queue a copy of each.
 
-    Dead here: the claim names this host and a process that no longer runs (returns how
-    many). Dead elsewhere: no heartbeat for GRACE_S (Optuna's stale-trial check, which
-    queues the copy itself)."""
+    Dead here: the claim names this host and a process that no longer runs. Never claimed:
+    taken more than GRACE_S ago by a worker that died before it wrote its claim. (These two
+    are counted in the return value.) Dead elsewhere: no heartbeat for GRACE_S (Optuna's
+    stale-trial check, which queues the copy itself)."""
     failed = 0
     for trial in trials_of(ledger, (TrialState.RUNNING,)):
         claim = trial.user_attrs.get(CLAIM)
-        if not claim or claim.get("trial") != trial.number or claim.get("host") != HOST or _alive(int(claim["pid"])):
+        if claim and claim.get("trial") == trial.number:
+            if claim.get("host") != HOST or _alive(int(claim["pid"])):
+                continue
+        elif trial.datetime_start is None or (datetime.now() - trial.datetime_start).total_seconds() < GRACE_S:
             continue
         trial_id = ledger.storage.get_trial_id_from_study_id_trial_number(ledger.study_id, trial.number)
         try:
@@ -301,11 +304,12 @@ def _take(ledger: Ledger, waiting: FrozenTrial, run_id: str) -> Claim | None:
 
 
 def _mark(ledger: Ledger, trial_id: int, number: int) -> None:
-    # The trial number is part of the claim: a queued copy of a dead trial inherits the user
-    # attributes, and must not be mistaken for a dead claim of its own.
+    # The heartbeat first: from here on a worker that dies is found, by its claim or its
+    # silence. The trial number is part of the claim: a queued copy of a dead trial inherits
+    # the user attributes, and must not be mistaken for a dead claim of its own.
+    ledger.storage.record_heartbeat(trial_id)
     ledger.storage.set_trial_user_attr(trial_id, CLAIM, {"host": HOST, "pid": os.getpid(), "trial": number,
                                                          "time": time.time()})
-    ledger.storage.record_heartbeat(trial_id)
 
 
 def _is_duplicate(ledger: Ledger, claim: Claim) -> bool:
