@@ -182,3 +182,15 @@ def test_shipped_offline_study_is_the_default_and_runs_offline_models():
     assert sum(r.settings["mode"] == "finetune" for r in plan.runs) == 4
     # The repository root's studies/ is the shipped folder.
     assert (Path(__file__).parents[1] / "studies" / "offline.yaml").resolve() == default.resolve()
+
+
+def test_long_run_ids_stay_short_unique_and_keep_their_seed(tmp_path):
+    keys = ("{model: efficientnet_lite0, mode: gradual, head_epochs: 10, head_lr: 1.0e-3, backbone_lr_scale: 0.25, "
+            "label_smoothing: 0.1, warmup: 0.5, feature_views: 2, select: val_accuracy, threshold: val-balanced")
+    study = write(tmp_path / "long.yaml", f"data: d\nrepeats: 2\nruns:\n  - {keys}, lr: 1.0e-4}}\n"
+                                          f"  - {keys}, lr: 2.0e-4}}\n")
+    plan = load_plan(study)
+    ids = [r.run_id for r in plan.runs]
+    assert len(set(ids)) == 4 and all(len(i) <= 120 for i in ids)
+    assert all(r.run_id == f"{r.setting_id}-seed={r.seed}" for r in plan.runs)
+    assert len({r.setting_id for r in plan.runs}) == 2

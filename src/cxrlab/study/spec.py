@@ -55,8 +55,8 @@ RESERVED = {
 ALIASES = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "batch": "batch_size",
            "bs": "batch_size", "epoch": "epochs", "size": "image_size", "img_size": "image_size",
            "optim": "optimizer", "arch": "model", "network": "model"}
-# How a setting reads in a run id; others appear as key=value.
 MAX_SETTING_ID = 96  # run ids (setting + "-seed=N") stay within safe_run_id's 120 characters
+# How a setting reads in a run id; others appear as key=value.
 SHORT_NAMES = {"lr": "lr", "epochs": "ep", "weight_decay": "wd", "batch_size": "bs", "image_size": "px"}
 
 
@@ -291,7 +291,7 @@ def search_settings(plan: SearchPlan, params: dict[str, Any], seed: int) -> dict
 def search_run_id(plan: SearchPlan, trial_number: int, params: dict[str, Any], seed: int) -> str:
     """``<label>-t003-lr=2.5e-4-bs=16-seed=0``: the trial number keeps ids unique, the values readable."""
     parts = [plan.label, f"t{trial_number:03d}"] + [_id_part(k, v) for k, v in params.items()]
-    return safe_run_id("-".join(parts + [f"seed={seed}"]))
+    return f"{_bounded_id('-'.join(parts))}-seed={seed}"
 
 
 def format_value(value: Any) -> str:
@@ -439,7 +439,10 @@ def _setting_id(config: TrainConfig, keys: list[str]) -> str:
     values = config.model_dump()
     parts = [config.model.replace(":", "_"), config.mode]
     parts += [_id_part(k, values[k]) for k in keys if k not in ("model", "mode")]
-    joined = "-".join(parts)
+    return _bounded_id("-".join(parts))
+
+
+def _bounded_id(joined: str) -> str:
     if len(joined) > MAX_SETTING_ID:
         # Cut long ids but keep them unique (and room for "-seed=N"): a hash of the whole.
         joined = f"{joined[:MAX_SETTING_ID - 9].rstrip('-=')}-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
