@@ -15,7 +15,8 @@ the outcome:
 * ``NOTE``: usable but worth knowing; the run finishes and records the note in
   ``config.yaml``, and ``data inspect`` prints it.
 * ``DECODED``: an unusual but valid image; it decodes to the right pixels, and (where the
-  case says so) a run uses it under its own name.
+  case says so) a run uses it under its own name and label.
+* ``ACCEPTED``: an unusual but valid layout; the run uses it as a user would mean it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from cxrlab.train.rundir import read_csv
 SIZE = 32
 BASE_IMAGES = 16  # 8 NORMAL + 8 PNEUMONIA in train/
 
-BAD, ERROR, IGNORED, NOTE, DECODED = "bad", "error", "ignored", "note", "decoded"
+BAD, ERROR, IGNORED, NOTE, DECODED, ACCEPTED = "bad", "error", "ignored", "note", "decoded", "accepted"
 
 
 # --- making data ----------------------------------------------------------------------------
@@ -287,7 +288,7 @@ class Case:
     name: str
     make: Callable[[Path], tuple[Path, str]]  # tmp folder -> (--data argument, the name the outcome mentions)
     outcome: str
-    check: Callable[[np.ndarray], None] | None = None  # DECODED: the 32-px pixels of the file
+    check: Callable[[np.ndarray], None] = lambda pixels: None  # DECODED: the 32-px pixels of the file
     run: bool = False  # DECODED: also train on it and find it in split.csv
     setup: Callable[[pytest.MonkeyPatch], None] | None = None
     reason: str = ""  # BAD: words the reason must hold
@@ -335,7 +336,7 @@ CASES = [
     Case("plain .npy named .npz", npy_as_npz, ERROR),
     Case("class folder in train/ but not in test/", class_missing_from_test, NOTE),
     Case("empty class folder in test/", empty_class_in_test, NOTE),
-    Case("class folders in other letter case in test/", other_case_in_test, DECODED),
+    Case("class folders in other letter case in test/", other_case_in_test, ACCEPTED),
     Case("CMYK jpeg", add_file("IM-0910-0001.jpeg", cmyk_jpeg()), DECODED, check=close_to_gradient(6)),
     Case("16-bit png", add_file("IM-0911-0001.png", encoded(sixteen_bit(), "PNG")), DECODED, check=stretched_16bit),
     Case("RGBA png", add_file("IM-0912-0001.png", encoded(rgba(), "PNG", "RGBA")), DECODED, check=rgba_over_black),
@@ -436,6 +437,7 @@ def test_bad_data(case: Case, tmp_path, cli, monkeypatch):
 
     elif case.outcome == ERROR:
         assert_one_line_error(cli(*train_args(data, out)), name)
+        assert_one_line_error(cli(*train_args(data, out, "--on-bad-image", "skip")), name)  # not an image to skip
         assert not out.exists() or not any(out.iterdir())
         assert_one_line_error(cli("data", "inspect", str(data), "--json"), name)
 
@@ -464,30 +466,32 @@ def test_bad_data(case: Case, tmp_path, cli, monkeypatch):
 
     elif case.outcome == DECODED:
         summary = inspect_json(cli, data)
-        assert summary["unreadable"] == [] and summary["images"] >= BASE_IMAGES
-        if case.check is not None:
-            path = next(Path(data).rglob(name))
-            pixels, digest, reason = decode_file(str(path), SIZE)
-            assert reason == "" and pixels.shape == (SIZE, SIZE) and pixels.dtype == np.uint8
-            case.check(pixels)
-            assert summary["images"] == BASE_IMAGES + 1
-        if case.run or case.check is None:
-            run_dir = finished_run(cli(*train_args(data, out)), out)
-            rows = read_csv(run_dir / "split.csv")
-            if case.check is not None:
-                assert [r["label"] for r in rows if Path(r["path"]).name == name] == ["NORMAL"]
-            else:  # test/normal and test/Pneumonia are train's NORMAL and PNEUMONIA
-                record = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-                assert record["data_info"]["classes"] == ["NORMAL", "PNEUMONIA"]
-                tested = {(Path(r["path"]).parent.name, r["label"]) for r in rows if r["split"] == "test"}
-                assert tested == {("normal", "NORMAL"), ("Pneumonia", "PNEUMONIA")}
+        assert summary["unreadable"] == [] and summary["images"] == BASE_IMAGES + 1
+        path = next(Path(data).rglob(name))
+        pixels, digest, reason = decode_file(str(path), SIZE)
+        assert reason == "" and pixels.shape == (SIZE, SIZE) and pixels.dtype == np.uint8
+        case.check(pixels)
+        if case.run:
+            rows = read_csv(finished_run(cli(*train_args(data, out)), out) / "split.csv")
+            assert [r["label"] for r in rows if Path(r["path"]).name == name] == ["NORMAL"]
+
+    elif case.outcome == ACCEPTED:  # test/normal and test/Pneumonia are train's NORMAL and PNEUMONIA
+        summary = inspect_json(cli, data)
+        assert summary["classes"] == ["NORMAL", "PNEUMONIA"] and summary["splits"]["test"]["images"] == 8
+        run_dir = finished_run(cli(*train_args(data, out)), out)
+        record = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        assert record["data_info"]["classes"] == ["NORMAL", "PNEUMONIA"]
+        rows = read_csv(run_dir / "split.csv")
+        tested = {(Path(r["path"]).parent.name, r["label"]) for r in rows if r["split"] == "test"}
+        assert tested == {("normal", "NORMAL"), ("Pneumonia", "PNEUMONIA")}
+
     else:  # pragma: no cover - a typo in the table
         raise AssertionError(case.outcome)
 
 
 def test_the_table_covers_every_outcome():
     assert len(CASES) >= 20
-    assert {c.outcome for c in CASES} == {BAD, ERROR, IGNORED, NOTE, DECODED}
+    assert {c.outcome for c in CASES} == {BAD, ERROR, IGNORED, NOTE, DECODED, ACCEPTED}
 
 
 def test_console_script_exits_2_with_one_line(tmp_path):

@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +37,7 @@ from cxrlab.cli import main
 from cxrlab.train.rundir import read_csv
 
 SEED = int(os.environ.get("CXRLAB_KILL_SEED") or random.SystemRandom().randrange(1_000_000))
-HEAD_EPOCHS = 10
+HEAD_EPOCHS = 16
 
 COMMON = ["--image-size", "32", "--batch-size", "8", "--seed", "7", "--quiet"]
 CONFIGS = {
@@ -54,14 +54,15 @@ class KillPoint:
     after_rows: int
     delay: Callable[[list[dict]], float]
     what: str
-    # What last.pt says at the kill, and how far history.csv had got.
+    # When the checkpoint was seen, what last.pt says at the kill, and how far history.csv had got.
+    seen_rows: int = 0
     waited: float = 0.0
     phase: int = -1
     epochs_done: int = -1
     history_rows: int = -1
 
     def describe(self) -> str:
-        return (f"{self.what}: killed {self.waited * 1000:.0f} ms after the checkpoint of epoch {self.after_rows}; last.pt "
+        return (f"{self.what}: killed {self.waited * 1000:.0f} ms after the checkpoint of epoch {self.seen_rows}; last.pt "
                 f"phase {self.phase + 1}, {self.epochs_done} epochs done; history.csv {self.history_rows} rows")
 
 
@@ -73,6 +74,7 @@ class Chain:
     config: str
     points: list[KillPoint]
     run_dir: Path = Path()
+    logs: list[Path] = field(default_factory=list)  # stderr of each killed process
 
 
 def _chains(rng: random.Random) -> list[Chain]:
@@ -80,7 +82,7 @@ def _chains(rng: random.Random) -> list[Chain]:
         # A random moment inside the epoch after the last finished one, well before its end.
         return rng.uniform(0.1, 0.8) * float(rows[-1]["seconds"])
 
-    head_after = rng.randint(1, HEAD_EPOCHS // 2)
+    head_after = rng.randint(1, 6)  # at least ten head epochs to go: the kill cannot miss the phase
     network_after = HEAD_EPOCHS + rng.randint(1, 2)
     return [
         Chain("finetune", "finetune", [KillPoint(1, inside_next_epoch, "finetune: a random time inside epoch 2")]),
@@ -128,7 +130,8 @@ def killed_runs(data_root, tmp_path_factory) -> dict[str, Chain]:
             args = ["--data", str(data_root), *CONFIGS[chain.config], "--out", str(out), "--name", chain.name]
         else:
             args = ["--resume", str(chain.run_dir), "--quiet"]
-        with open(out / f"{chain.name}-{stage}.stderr", "w") as stderr:
+        chain.logs.append(out / f"{chain.name}-{stage}.stderr")
+        with open(chain.logs[-1], "w") as stderr:
             return subprocess.Popen([sys.executable, "-m", "cxrlab", "train", *args], stdout=subprocess.DEVNULL,
                                     stderr=stderr)
 
@@ -144,12 +147,12 @@ def killed_runs(data_root, tmp_path_factory) -> dict[str, Chain]:
             for name, (chain, stage, process) in list(running.items()):
                 point = chain.points[stage]
                 if process.poll() is not None:
-                    message = (out / f"{name}-{stage}.stderr").read_text()
+                    message = chain.logs[stage].read_text()
                     pytest.fail(f"{point.what}: the process ended (exit {process.returncode}) first:\n{message}")
                 if name not in kill_at:
                     rows = _checkpointed_rows(chain.run_dir)
                     if len(rows) >= point.after_rows:
-                        point.waited = point.delay(rows)
+                        point.seen_rows, point.waited = len(rows), point.delay(rows)
                         kill_at[name] = time.monotonic() + point.waited
                 elif time.monotonic() >= kill_at[name]:
                     os.kill(process.pid, signal.SIGKILL)
@@ -240,9 +243,12 @@ def test_resumed_run_is_identical_to_an_uninterrupted_one(chain, killed_runs, da
     assert json.loads((chain.run_dir / "status.json").read_text())["status"] == "running"
     assert not (chain.run_dir / "metrics.json").exists()
 
+    # Each resume picks up at the epoch after the last checkpoint, not from the start.
+    logs = [log.read_text() for log in chain.logs[1:]]
     result = cli("train", "--resume", str(chain.run_dir), "--quiet")
     assert result.code == 0, result.err
-    assert f"resuming {chain.run_dir}" in result.err
+    for point, log in zip(chain.points, logs + [result.err]):
+        assert f"resuming {chain.run_dir} at phase {point.phase + 1}, epoch {point.epochs_done + 1}" in log, log
     assert json.loads((chain.run_dir / "status.json").read_text())["status"] == "finished"
     record = yaml.safe_load((chain.run_dir / "config.yaml").read_text())
     assert record["augment"] == "light" and record["environment"]["deterministic"] is True
@@ -297,3 +303,40 @@ def test_resume_refuses_data_that_changed(data_root, tmp_path, cli):
     shutil.copy(extra, extra.with_name("IM-9999-0001.jpeg"))
     result = cli("train", "--resume", str(run_dir), "--quiet")
     assert result.code == 2 and "changed since the run started" in result.err
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_kill_between_history_and_checkpoint_redoes_that_epoch(data_root, tmp_path):
+    """history.csv (and model.pt) are written before last.pt: a kill in between leaves a row of
+    an epoch that the checkpoint does not hold; the resumed run redoes that epoch once."""
+    import shutil
+
+    from cxrlab.train.config import TrainConfig
+    from cxrlab.train.loop import fit
+
+    def config(name: str) -> TrainConfig:
+        return TrainConfig(data=str(data_root), model="scratch_cnn", mode="scratch", epochs=3, image_size=32,
+                           batch_size=8, seed=7, out=str(tmp_path), name=name)
+
+    reference = fit(config("reference"), show_progress=False, log=lambda line: None)
+
+    def stop_after_epoch_2(line: str) -> None:
+        # Called just after each epoch's checkpoint: keep epoch 1's, stop once epoch 2's is written.
+        if line.startswith("epoch   1"):
+            shutil.copy(tmp_path / "cut" / "last.pt", tmp_path / "last-epoch-1.pt")
+        if line.startswith("epoch   2"):
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        fit(config("cut"), show_progress=False, log=stop_after_epoch_2)
+    shutil.copy(tmp_path / "last-epoch-1.pt", tmp_path / "cut" / "last.pt")
+    assert len(read_csv(tmp_path / "cut" / "history.csv")) == 2
+
+    lines: list[str] = []
+    fit(config("cut"), resume=tmp_path / "cut", show_progress=False, log=lines.append)
+    assert any("resuming" in line and "epoch 2" in line for line in lines)
+    assert [int(row["epoch"]) for row in read_csv(tmp_path / "cut" / "history.csv")] == [1, 2, 3]
+    assert_same_run(tmp_path / "cut", reference)
