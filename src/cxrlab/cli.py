@@ -95,38 +95,38 @@ def models(
 def train(
     data: Optional[str] = typer.Option(None, help="Dataset root, folder of class folders, .npz or pneumoniamnist[:SIZE]."),
     model: Optional[str] = typer.Option(None, help="A registry name (cxrlab models) or timm:<name>."),
-    mode: str = typer.Option("finetune", help="finetune, frozen, scratch or gradual."),
+    mode: Optional[str] = typer.Option(None, help="finetune (default), frozen, scratch or gradual."),
     weights: Optional[str] = typer.Option(None, help="imagenet, none or a .pt/.pth/.safetensors file."),
-    labels: str = typer.Option("folders", help="folders, or kermany3 for NORMAL/BACTERIA/VIRUS."),
+    labels: Optional[str] = typer.Option(None, help="folders, or kermany3 for NORMAL/BACTERIA/VIRUS."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default depends on the mode)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (of the network phase in gradual mode)."),
     weight_decay: Optional[float] = typer.Option(None),
-    batch_size: int = typer.Option(32),
+    batch_size: Optional[int] = typer.Option(None, help="Default 32."),
     optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd (momentum 0.9)."),
     scheduler: Optional[str] = typer.Option(None, help="none, cosine or step."),
     warmup: Optional[float] = typer.Option(None, help="Epochs of linear warmup."),
-    image_size: int = typer.Option(224),
+    image_size: Optional[int] = typer.Option(None, help="Default 224."),
     augment: Optional[str] = typer.Option(None, help="none, light or strong (batch augmentation)."),
-    class_weights: str = typer.Option("balanced", help="none or balanced."),
-    label_smoothing: float = typer.Option(0.0),
-    select: str = typer.Option("val_loss", help="val_loss or val_accuracy: which epoch's checkpoint is kept."),
-    feature_views: int = typer.Option(4, help="Frozen mode with augmentation: augmented views of the features."),
+    class_weights: Optional[str] = typer.Option(None, help="none or balanced."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Default 0.1."),
+    select: Optional[str] = typer.Option(None, help="val_loss or val_accuracy: which epoch's checkpoint is kept."),
+    feature_views: Optional[int] = typer.Option(None, help="Frozen mode with augmentation: augmented views of the features."),
     head_epochs: Optional[int] = typer.Option(None, help="Gradual mode: epochs of the head on frozen features."),
     head_lr: Optional[float] = typer.Option(None, help="Gradual mode: learning rate of the head phase."),
-    backbone_lr_scale: float = typer.Option(0.1, help="Gradual mode: backbone lr = lr x this."),
-    threshold: str = typer.Option("val-youden", help="0.5, val-youden or val-balanced (chosen on validation)."),
-    tta: int = typer.Option(0, help="Test-time augmentation: augmented views averaged."),
-    split_seed: int = typer.Option(0, help="Seed of the patient-grouped val/test split."),
-    on_bad_image: str = typer.Option("error", help="error or skip."),
+    backbone_lr_scale: Optional[float] = typer.Option(None, help="Gradual mode: backbone lr = lr x this."),
+    threshold: Optional[str] = typer.Option(None, help="0.5, val-youden (default) or val-balanced, chosen on validation."),
+    tta: Optional[int] = typer.Option(None, help="Test-time augmentation: augmented views averaged."),
+    split_seed: Optional[int] = typer.Option(None, help="Seed of the patient-grouped val/test split."),
+    on_bad_image: Optional[str] = typer.Option(None, help="error or skip."),
     cache_dir: Optional[str] = typer.Option(None, help="Cache folder (default $CXRLAB_CACHE or ~/.cache/cxrlab)."),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: Optional[int] = typer.Option(None, help="Default 0."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
                                                  help="Bit-reproducible runs (default: on for CPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Log to TensorBoard in the run directory."),
     distributed: bool = typer.Option(False, "--distributed", help="DistributedDataParallel under torchrun."),
-    out_dir: str = typer.Option("runs", "--out", help="Folder the run directory is made in."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Folder the run directory is made in (default runs)."),
     name: Optional[str] = typer.Option(None, help="Run directory name (default: model-mode-time)."),
     resume: Optional[str] = typer.Option(None, help="Continue a killed run from its run directory."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -140,14 +140,16 @@ def train(
 
     if resume is None and (data is None or model is None):
         raise CxrlabError("train needs --data and --model (or --resume RUN_DIR)")
-    settings = dict(
-        data=data or "", model=model or "", mode=mode, weights=weights, labels=labels, lr=lr, epochs=epochs,
+    given = dict(
+        data=data, model=model, mode=mode, weights=weights, labels=labels, lr=lr, epochs=epochs,
         weight_decay=weight_decay, batch_size=batch_size, optimizer=optimizer, scheduler=scheduler, warmup=warmup,
         image_size=image_size, augment=augment, class_weights=class_weights, label_smoothing=label_smoothing,
         select=select, feature_views=feature_views, head_epochs=head_epochs, head_lr=head_lr,
         backbone_lr_scale=backbone_lr_scale, threshold=threshold, tta=tta, split_seed=split_seed,
         on_bad_image=on_bad_image, cache_dir=cache_dir, seed=seed, device=device, deterministic=deterministic,
         compile=compile, tensorboard=tensorboard, distributed=distributed, out=out_dir, name=name)
+    # Flags left out take TrainConfig's defaults: the one place defaults are written.
+    settings = {key: value for key, value in given.items() if value is not None}
     try:
         config = TrainConfig(**settings) if resume is None else None
     except ValidationError as exc:
