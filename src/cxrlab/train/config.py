@@ -17,8 +17,8 @@ MODES = ("finetune", "frozen", "scratch", "gradual")
 # The defaults of each mode: the default recipe (docs/recipe.md gives the evidence). They
 # serve a GPU user; a study file sets smaller sizes where a 2-core budget calls for them.
 MODE_DEFAULTS: dict[str, dict] = {
-    "finetune": dict(lr=3e-4, epochs=10, optimizer="adamw", weight_decay=1e-2, scheduler="cosine", warmup=0.5,
-                     augment="strong"),
+    "finetune": dict(lr=3e-4, epochs=10, optimizer="adamw", weight_decay=1e-2, scheduler="cosine", warmup=1.0,
+                     augment="light"),
     "gradual": dict(lr=4e-4, epochs=10, optimizer="adamw", weight_decay=1e-2, scheduler="cosine", warmup=0.5,
                     augment="strong", head_epochs=10, head_lr=1e-3),
     "frozen": dict(lr=1e-3, epochs=30, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=0.0,
