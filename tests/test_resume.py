@@ -120,11 +120,9 @@ def data_root(tmp_path_factory) -> Path:
     return make_dataset_root(tmp_path_factory.mktemp("resume") / "data", n_train=12)
 
 
-@pytest.fixture(scope="module")
-def killed_runs(data_root, tmp_path_factory) -> dict[str, Chain]:
+def kill_chains(data_root: Path, out: Path) -> None:
     """Run every chain side by side: real ``cxrlab train`` processes, each ended by kill -9 at its point."""
-    out = tmp_path_factory.mktemp("killed")
-
+    out.mkdir(parents=True, exist_ok=True)
     def start(chain: Chain, stage: int) -> subprocess.Popen:
         if stage == 0:
             args = ["--data", str(data_root), *CONFIGS[chain.config], "--out", str(out), "--name", chain.name]
@@ -168,19 +166,13 @@ def killed_runs(data_root, tmp_path_factory) -> dict[str, Chain]:
         for _, _, process in running.values():
             process.kill()
             process.wait()
-    return {chain.name: chain for chain in CHAINS}
-
-
-_REFERENCES: dict[str, Path] = {}
 
 
 def uninterrupted(config: str, data_root: Path, out: Path, cli) -> Path:
-    """The same command, run to the end without a kill (once per config)."""
-    if config not in _REFERENCES:
-        result = cli("train", "--data", str(data_root), *CONFIGS[config], "--out", str(out), "--name", f"ref-{config}")
-        assert result.code == 0, result.err
-        _REFERENCES[config] = out / f"ref-{config}"
-    return _REFERENCES[config]
+    """The same command, run to the end without a kill."""
+    result = cli("train", "--data", str(data_root), *CONFIGS[config], "--out", str(out), "--name", f"ref-{config}")
+    assert result.code == 0, result.err
+    return out / f"ref-{config}"
 
 
 @dataclass
@@ -234,39 +226,38 @@ def test_dropout_and_drop_path_are_active_in_the_finetuned_model():
     assert any(isinstance(m, StochasticDepth) and m.p > 0 for m in model.modules())
 
 
-@pytest.mark.parametrize("chain", CHAINS, ids=[c.name for c in CHAINS])
-def test_resumed_run_is_identical_to_an_uninterrupted_one(chain, killed_runs, data_root, tmp_path_factory, cli):
-    for point in chain.points:
-        assert point.epochs_done >= 1
-    if chain.config == "gradual":
-        assert [p.phase for p in chain.points] == [0, 1], "one kill in each phase"
-    assert json.loads((chain.run_dir / "status.json").read_text())["status"] == "running"
-    assert not (chain.run_dir / "metrics.json").exists()
+def test_killed_runs_resume_identical_to_uninterrupted_ones(data_root, tmp_path, cli):
+    # One test for all chains: they run side by side, and pytest-xdist keeps a test on one worker.
+    kill_chains(data_root, tmp_path / "killed")
+    tried: list[str] = []
+    for chain in CHAINS:
+        for point in chain.points:
+            assert point.epochs_done >= 1, point.describe()
+        if chain.config == "gradual":
+            assert [p.phase for p in chain.points] == [0, 1], "one kill in each phase"
+        assert json.loads((chain.run_dir / "status.json").read_text())["status"] == "running"
+        assert not (chain.run_dir / "metrics.json").exists()
 
-    # Each resume picks up at the epoch after the last checkpoint, not from the start.
-    logs = [log.read_text() for log in chain.logs[1:]]
-    result = cli("train", "--resume", str(chain.run_dir), "--quiet")
-    assert result.code == 0, result.err
-    for point, log in zip(chain.points, logs + [result.err]):
-        assert f"resuming {chain.run_dir} at phase {point.phase + 1}, epoch {point.epochs_done + 1}" in log, log
-    assert json.loads((chain.run_dir / "status.json").read_text())["status"] == "finished"
-    record = yaml.safe_load((chain.run_dir / "config.yaml").read_text())
-    assert record["augment"] == "light" and record["environment"]["deterministic"] is True
-    reference = uninterrupted(chain.config, data_root, tmp_path_factory.getbasetemp() / "uninterrupted", cli)
-    assert_same_run(chain.run_dir, reference)
-    for point in chain.points:  # the kill points tried, for the record (pytest -rP shows them)
-        print(f"seed {SEED}: {point.describe()}: resumed run identical")
+        # Each resume picks up at the epoch after the last checkpoint, not from the start.
+        logs = [log.read_text() for log in chain.logs[1:]]
+        result = cli("train", "--resume", str(chain.run_dir), "--quiet")
+        assert result.code == 0, result.err
+        for point, log in zip(chain.points, logs + [result.err]):
+            assert f"resuming {chain.run_dir} at phase {point.phase + 1}, epoch {point.epochs_done + 1}" in log, log
+        assert json.loads((chain.run_dir / "status.json").read_text())["status"] == "finished"
+        record = yaml.safe_load((chain.run_dir / "config.yaml").read_text())
+        assert record["augment"] != "none" and record["environment"]["deterministic"] is True
+        reference = uninterrupted(chain.config, data_root, tmp_path / "uninterrupted", cli)
+        assert_same_run(chain.run_dir, reference)
+        tried += [f"seed {SEED}: {point.describe()}: resumed run identical" for point in chain.points]
 
-
-def test_a_finished_run_is_not_resumed(killed_runs, cli):
-    """Resuming a finished run must not train it again."""
-    run_dir = killed_runs["gradual"].run_dir
-    if json.loads((run_dir / "status.json").read_text())["status"] != "finished":
-        assert cli("train", "--resume", str(run_dir), "--quiet").code == 0
+    # Resuming a finished run must not train it again.
+    run_dir = CHAINS[-1].run_dir
     before = (run_dir / "model.pt").read_bytes()
     result = cli("train", "--resume", str(run_dir), "--quiet")
     assert result.code == 2 and "already finished" in result.err
     assert (run_dir / "model.pt").read_bytes() == before
+    print("\n".join(tried))  # the kill points tried, for the record (pytest -rP shows them)
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_over(data_root, tmp_path, cli):
