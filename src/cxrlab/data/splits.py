@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 
 def linked_groups(patients: list[str], digests: list[str]) -> np.ndarray:
@@ -55,6 +54,8 @@ def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, see
         chosen = rng.choice(unique, size=max(1, round(fraction * len(unique))), replace=False)
         mask[np.isin(groups, chosen)] = True
         return mask
+    from sklearn.model_selection import StratifiedGroupKFold  # 2 s to import: only when carving
+
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held = next(folds.split(np.zeros(len(labels)), labels, groups))
     mask[held] = True
