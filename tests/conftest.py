@@ -7,6 +7,8 @@ class is learnable in a few steps) plus the handful of real images in tests/fixt
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +76,28 @@ def tiny_root(tmp_path) -> Path:
 def kermany_fixture() -> Path:
     """Six real Kermany images in class folders (a folder of class folders)."""
     return FIXTURES / "kermany"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run the real command line in-process (``main()``, which maps errors to exit codes)."""
+    from cxrlab.cli import main
+
+    def run(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["cxrlab", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -34,8 +34,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import make_class_folders
-from cxrlab.cli import main
+from conftest import CliResult, make_class_folders
 from cxrlab.data.images import decode_file
 from cxrlab.train.rundir import read_csv
 
@@ -350,25 +349,6 @@ CASES = [
 
 # --- running the command line ------------------------------------------------------------------
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def run(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["cxrlab", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-    return run
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -376,7 +356,7 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
             "--image-size", str(SIZE), "--batch-size", "8", "--out", str(out), "--quiet", *extra]
 
 
-def assert_one_line_error(result: Result, name: str) -> None:
+def assert_one_line_error(result: CliResult, name: str) -> None:
     assert result.code == 2, (result.code, result.err)
     lines = result.err.strip().splitlines()
     assert len(lines) == 1, result.err
@@ -390,7 +370,7 @@ def only_run(out: Path) -> Path:
     return runs[0]
 
 
-def finished_run(result: Result, out: Path) -> Path:
+def finished_run(result: CliResult, out: Path) -> Path:
     assert result.code == 0, result.err
     run_dir = only_run(out)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"

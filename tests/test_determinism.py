@@ -10,35 +10,15 @@ so the equality is not an accident of a run that learns nothing.
 from __future__ import annotations
 
 import json
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from cxrlab.cli import main
 from cxrlab.train.features import clear_memory_cache
 from cxrlab.train.rundir import load_run, read_csv
 
 
-@dataclass
-class Result:
-    code: int
-    err: str
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def run(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["cxrlab", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-        return Result(code, capsys.readouterr().err)
-    return run
 
 
 MODES = {

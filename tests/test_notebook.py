@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-import pytest
 
 NOTEBOOK = Path(__file__).parents[1] / "docs" / "notebook.ipynb"
 

@@ -33,7 +33,6 @@ import torch
 import yaml
 
 from conftest import make_dataset_root
-from cxrlab.cli import main
 from cxrlab.train.rundir import read_csv
 
 SEED = int(os.environ.get("CXRLAB_KILL_SEED") or random.SystemRandom().randrange(1_000_000))
@@ -175,25 +174,6 @@ def uninterrupted(config: str, data_root: Path, out: Path, cli) -> Path:
     return out / f"ref-{config}"
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def run(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["cxrlab", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-    return run
 
 
 def assert_same_run(resumed: Path, reference: Path) -> None:

@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import CliResult
 import torch
 
-from cxrlab.cli import main
 from cxrlab.errors import CxrlabError
 from cxrlab.io import read_yaml
 from cxrlab.train.config import TrainConfig
@@ -39,25 +38,6 @@ class MakesFolder:
         return (os.mkdir, (self.marker,))
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def run(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["cxrlab", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-    return run
 
 
 @pytest.fixture
@@ -65,7 +45,7 @@ def marker(tmp_path) -> Path:
     return tmp_path / "code-ran"
 
 
-def assert_refused(result: Result, name: str, marker: Path) -> None:
+def assert_refused(result: CliResult, name: str, marker: Path) -> None:
     assert result.code == 2, result.err
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and name in lines[0], result.err

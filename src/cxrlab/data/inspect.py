@@ -6,7 +6,6 @@ import hashlib
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from PIL import Image

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cxrlab.data.dataset import load_dataset
 from cxrlab.data.images import decode_file, is_image_name

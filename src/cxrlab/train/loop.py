@@ -12,7 +12,6 @@ learning rate for the backbone).
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import platform
