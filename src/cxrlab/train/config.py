@@ -76,7 +76,7 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     deterministic: bool | None = None  # None: on for CPU
     compile: bool = False
-    channels_last: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on (faster on CPU and GPU alike, bench/fast_paths.py)
     eval_batch_size: int = Field(256, ge=1)
     tensorboard: bool = False
     distributed: bool = False

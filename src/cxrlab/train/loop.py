@@ -464,7 +464,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def _channels_last(config: TrainConfig, device: torch.device) -> bool:
-    return config.channels_last if config.channels_last is not None else device.type == "cuda"
+    # Measured on a 2-core CPU (bench/fast_paths.py): 1.5x faster training and 1.9x faster
+    # inference for EfficientNet-Lite0; on GPUs the tensor cores want it too.
+    return config.channels_last if config.channels_last is not None else True
 
 
 def _check_splits(data: Dataset) -> None:
