@@ -51,7 +51,8 @@ def save_png(figure: Figure, path: str | os.PathLike) -> Path:
     """Write ``figure`` as a PNG (atomically) and return its path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
+        # "tight" as a last guard: long class names must never be cut at the edge.
+        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight", pad_inches=0.08)
     return path
 
 
