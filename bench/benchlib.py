@@ -8,10 +8,12 @@ that whatever else the machine is doing hits both; figures are ratios, never abs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -19,7 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -132,24 +134,33 @@ def split_folders(data: Dataset, dest: Path) -> Path:
 
 # --- a cxrlab run, timed from outside ---------------------------------------------------------
 
-def cxrlab_run(root: Path, mode: str, *, epochs: int, image_size: int, batch_size: int, weights: str,
-               cache_dir: str | None, out: Path, **options) -> dict:
-    """One ``fit`` run, its wall time, and what its run directory recorded.
-
-    The run gets a scratch cache folder whose ``images/`` links to the real one: decoded
-    pixels are reused (decode once) while frozen features start cold, as in a first run,
-    instead of coming from an earlier repeat of this benchmark.
-    """
+@contextlib.contextmanager
+def scratch_cache(cache_dir: str | None = None) -> Iterator[str]:
+    """A temporary cache folder whose ``images/`` links to the real one: decoded pixels are
+    reused (decode once) while frozen features start cold, as in a first run, instead of
+    coming from an earlier repeat of the benchmark."""
     real_images = cache_root(cache_dir) / "images"
+    real_images.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cxrlab-bench-cache-") as scratch:
         (Path(scratch) / "images").symlink_to(real_images.resolve(), target_is_directory=True)
         clear_memory_cache()
+        yield scratch
+        clear_memory_cache()
+
+
+def cxrlab_run(root: Path, mode: str, *, epochs: int, image_size: int, batch_size: int, weights: str,
+               cache_dir: str | None, out: Path, **options) -> dict:
+    """One ``fit`` run in a scratch cache (cold features), its wall time, and what its run
+    directory recorded."""
+    # A folder of its own: run ids are unique per second and process, and tiny runs are faster.
+    out.mkdir(parents=True, exist_ok=True)
+    run_out = tempfile.mkdtemp(prefix=f"{mode}-", dir=out)
+    with scratch_cache(cache_dir) as scratch:
         config = TrainConfig(data=str(root), model=MODEL, mode=mode, epochs=epochs, image_size=image_size,
-                             batch_size=batch_size, weights=weights, cache_dir=scratch, out=str(out), **options)
+                             batch_size=batch_size, weights=weights, cache_dir=scratch, out=run_out, **options)
         tick = time.perf_counter()
         run_dir = fit(config, show_progress=False, log=lambda line: None)
         wall = time.perf_counter() - tick
-        clear_memory_cache()
     run = load_run(run_dir)
     metrics = run.metrics
     epoch_seconds = [float(row["seconds"]) for row in run.history]
@@ -187,8 +198,14 @@ def alternate(sides: dict[str, Callable[[], dict]], repeats: int, log: Callable[
 
 
 def summary(result: dict) -> str:
-    keys = [k for k in ("wall_seconds", "seconds", "images_per_second") if k in result]
+    keys = [k for k in ("wall_seconds", "seconds", "images_per_second", "cpu_ms_per_image") if k in result]
     return ", ".join(f"{k} {result[k]:.2f}" for k in keys)
+
+
+def cpu_seconds() -> float:
+    """CPU time used so far by this process and its finished children (loader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def pair_ratios(numerators: list[float], denominators: list[float]) -> list[float]:

@@ -1,9 +1,10 @@
-"""Do channels_last and torch.compile pay on this machine? Each measured against cxrlab's
-plain path, side by side: training images/s through ``fit`` (fine-tune, epoch times) and
-inference images/s through ``predict_logits`` (evaluation's path, inference_mode, batch 256).
+"""Do channels_last, torch.compile and a large evaluation batch pay on this machine? Each
+measured against cxrlab's plain path, side by side: training images/s through ``fit``
+(fine-tune, epoch times) and inference images/s through ``predict_logits`` (evaluation's and
+the frozen features' path, under inference_mode) at batch 256, cxrlab's default, and 32.
 
 cxrlab's defaults: channels_last on for CUDA only (TrainConfig.channels_last None), compile
-off (--compile). With --compile the compiled variants are measured too; their first epoch
+off (--compile), evaluation batch 256 (TrainConfig.eval_batch_size). With --compile the compiled variants are measured too; their first epoch
 holds the compilation, so their rate is taken over the later epochs and the compile time is
 reported beside it (use --epochs 3 or more).
 
@@ -64,8 +65,11 @@ def measure(args) -> dict:
         eprint("training (fit, finetune):")
         trained = alternate({name: train(options) for name, options in variants.items()}, args.repeats, eprint)
     eprint("inference (predict_logits):")
-    inferred = alternate({name: (lambda cl=options["channels_last"]: inference(data, args.weights, cl, args.eval_batch_size))
-                          for name, options in variants.items() if "compile" not in options}, args.repeats, eprint)
+    small = args.small_eval_batch_size
+    inference_variants = {"plain": (False, args.eval_batch_size), "channels_last": (True, args.eval_batch_size),
+                          f"batch {small}": (False, small), f"channels_last+batch {small}": (True, small)}
+    inferred = alternate({name: (lambda cl=cl, batch=batch: inference(data, args.weights, cl, batch))
+                          for name, (cl, batch) in inference_variants.items()}, args.repeats, eprint)
 
     skip_first = args.compile  # compiled variants compile in epoch 1; compare every variant on the same epochs
     train_rates = {name: [train_rate(r, skip_first) for r in runs] for name, runs in trained.items()}
@@ -77,7 +81,9 @@ def measure(args) -> dict:
     compiled = [f"{name} training {train_speedup[name]:.2f}x (+{seconds:.0f} s to compile); "
                 for name, seconds in compile_seconds.items()]
     line = (f"fast paths against plain fp32 NCHW, {MODEL} at {args.image_size} px, {args.threads} CPU thread(s): "
-            f"{''.join(compiled)}channels_last inference {infer_speedup['channels_last']:.2f}x, "
+            f"{''.join(compiled)}inference at batch {small} instead of {args.eval_batch_size} "
+            f"{infer_speedup[f'batch {small}']:.2f}x, channels_last inference {infer_speedup['channels_last']:.2f}x, "
+            f"both {infer_speedup[f'channels_last+batch {small}']:.2f}x; "
             f"channels_last training {train_speedup['channels_last']:.2f}x")
     return {"line": line, "value": train_speedup["channels_last"], "train_speedup": train_speedup,
             "inference_speedup": infer_speedup, "train_images_per_second": train_rates,
@@ -88,7 +94,8 @@ def measure(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = benchlib.parser(__doc__.splitlines()[0], subset=320, image_size=96, epochs=2)
     p.add_argument("--compile", action="store_true", help="measure torch.compile too (minutes to compile here)")
-    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--eval-batch-size", type=int, default=256, help="cxrlab's default evaluation batch")
+    p.add_argument("--small-eval-batch-size", type=int, default=32, help="the smaller evaluation batch measured beside it")
     args = p.parse_args(argv)
     record = measure(args)
     return benchlib.finish("fast_paths", record.pop("line"), record, args)

@@ -1,15 +1,16 @@
 """Peak resident memory of a cxrlab run on the whole training set, against the size of the
 decoded array (N x S x S bytes, memory-mapped from the cache).
 
-The run is ``cxrlab train`` in a child process; its peak RSS comes from ``wait4`` (the
-kernel's high-water mark), and /proc is sampled while it runs to split resident memory into
-anonymous (the process's own allocations) and file-backed (pages of the memory-mapped
-cache, which the kernel may drop and read again). The same run on a small subset gives
-what does not depend on the data (Python, torch, the model, one batch of activations); the
-figure is how much the whole set adds, over the size of its decoded array: about 1x means
-the pixels are mapped once and never copied (a float32 copy alone would add 4x).
+The run is ``cxrlab train`` in a child process, with a scratch cache so that its frozen
+features are computed, not found from an earlier run. Its peak RSS comes from ``wait4``
+(the kernel's high-water mark); while it runs, /proc is sampled for its anonymous memory
+(the process's own allocations) and for the resident pages of the cache's ``pixels.npy``
+mapping (file-backed: shared, and dropped by the kernel when memory is short). The same run
+on a small subset shows what does not depend on the number of images: its train split
+fills a whole evaluation batch of 256 too (hence 640 images), so both runs hold the same
+activations at their peak.
 
-    python bench/memory.py [--image-size 128] [--mode frozen] [--baseline-subset 256]
+    python bench/memory.py [--image-size 128] [--mode frozen] [--baseline-subset 640]
 """
 
 from __future__ import annotations
@@ -25,19 +26,21 @@ import benchlib
 from benchlib import MODEL, eprint
 
 MB = 1024 * 1024
+CACHE_FILE = "pixels.npy"  # the decoded array's file in the cache
 
 
-def run_child(command: list[str], env: dict[str, str], sample_seconds: float = 0.1) -> dict:
-    """Run ``command``; its exit code, peak RSS and peak anonymous and file-backed RSS."""
+def run_child(command: list[str], env: dict[str, str], sample_seconds: float = 0.2) -> dict:
+    """Run ``command``: its wall time, peak RSS, peak anonymous RSS and peak resident pages of
+    the decoded cache's mapping, in MB."""
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peaks = {"RssAnon": 0, "RssFile": 0}
+    peak_anon = peak_cache = 0
     tick = time.perf_counter()
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
-        for key, kb in _status_fields(proc.pid, peaks).items():
-            peaks[key] = max(peaks[key], kb)
+        anon, cache = resident_kb(proc.pid)
+        peak_anon, peak_cache = max(peak_anon, anon), max(peak_cache, cache)
         time.sleep(sample_seconds)
     seconds = time.perf_counter() - tick
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped above by wait4, not by Popen
@@ -45,21 +48,26 @@ def run_child(command: list[str], env: dict[str, str], sample_seconds: float = 0
     proc.stderr.close()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{stderr[-2000:]}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "peak_anon_mb": peaks["RssAnon"] / 1024,
-            "peak_file_mb": peaks["RssFile"] / 1024}
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "peak_anon_mb": peak_anon / 1024,
+            "peak_cache_mb": peak_cache / 1024}
 
 
-def _status_fields(pid: int, keys) -> dict[str, int]:
+def resident_kb(pid: int) -> tuple[int, int]:
+    """``(RssAnon, resident kB of mappings of the cache file)`` of ``pid`` now; zeros once it is gone."""
     try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        status = Path(f"/proc/{pid}/status").read_text()
+        smaps = Path(f"/proc/{pid}/smaps").read_text()
     except OSError:
-        return {}
-    fields = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        if name in keys:
-            fields[name] = int(value.split()[0])
-    return fields
+        return 0, 0
+    anon = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:")), 0)
+    cache, in_cache = 0, False
+    for line in smaps.splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            in_cache = len(fields) >= 6 and fields[-1].endswith(CACHE_FILE)
+        elif in_cache and fields and fields[0] == "Rss:":
+            cache += int(fields[1])
+    return anon, cache
 
 
 def train_command(root: Path, args, out: Path) -> list[str]:
@@ -74,29 +82,29 @@ def measure(args) -> dict:
     full, _ = benchlib.prepared_dataset(full_root, args.image_size, args.cache_dir)
     small, _ = benchlib.prepared_dataset(small_root, args.image_size, args.cache_dir)
     array_mb = full.images.nbytes / MB
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    if args.cache_dir:
-        env["CXRLAB_CACHE"] = args.cache_dir
     with tempfile.TemporaryDirectory(prefix="cxrlab-bench-runs-") as out:
         runs = {}
         for name, root in (("small", small_root), ("full", full_root)):
-            runs[name] = run_child(train_command(root, args, Path(out)), env)
+            with benchlib.scratch_cache(args.cache_dir) as scratch:
+                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "CXRLAB_CACHE": scratch}
+                runs[name] = run_child(train_command(root, args, Path(out)), env)
             eprint(f"  {name} ({len(small.paths) if name == 'small' else len(full.paths)} images): "
-                   f"peak RSS {runs[name]['peak_rss_mb']:.0f} MB, {runs[name]['seconds']:.0f} s")
-    growth = runs["full"]["peak_rss_mb"] - runs["small"]["peak_rss_mb"]
-    figure = growth / array_mb
+                   f"{benchlib.summary(runs[name])}, peak RSS {runs[name]['peak_rss_mb']:.0f} MB")
+    peak = runs["full"]["peak_rss_mb"]
+    figure = peak / array_mb
     line = (f"peak RSS of a cxrlab {args.mode} run ({args.epochs} epoch(s)) on {len(full.paths)} images at "
-            f"{args.image_size} px: {runs['full']['peak_rss_mb']:.0f} MB ({runs['full']['peak_anon_mb']:.0f} MB anonymous, "
-            f"{runs['full']['peak_file_mb']:.0f} MB mapped files); decoded array {array_mb:.0f} MB; "
-            f"{growth:.0f} MB more than the same run on {len(small.paths)} images: {figure:.2f}x the decoded array")
-    return {"line": line, "value": figure, "array_mb": array_mb, "growth_mb": growth,
-            "images": {"full": len(full.paths), "small": len(small.paths)}, "runs": runs}
+            f"{args.image_size} px: {peak:.0f} MB, of which anonymous {runs['full']['peak_anon_mb']:.0f} MB and the "
+            f"mapped cache {runs['full']['peak_cache_mb']:.0f} MB; on {len(small.paths)} images {runs['small']['peak_rss_mb']:.0f} "
+            f"MB; decoded array {array_mb:.0f} MB; peak RSS over the decoded array: {figure:.1f}x")
+    return {"line": line, "value": figure, "array_mb": array_mb,
+            "images": {"full": len(full.paths), "small": len(small.paths)},
+            "peak_ratio_full_over_small": peak / runs["small"]["peak_rss_mb"], "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = benchlib.parser(__doc__.splitlines()[0], subset=0, image_size=128, epochs=1, repeats=1)
     p.add_argument("--mode", default="frozen", choices=("frozen", "finetune", "scratch"))
-    p.add_argument("--baseline-subset", type=int, default=256, help="images in the small run (default: %(default)s)")
+    p.add_argument("--baseline-subset", type=int, default=640, help="images in the small run (default: %(default)s)")
     args = p.parse_args(argv)
     record = measure(args)
     return benchlib.finish("memory", record.pop("line"), record, args)

@@ -7,6 +7,7 @@ Each test checks that a script's record holds what its README line promises.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -101,10 +102,17 @@ def test_input_pipeline(bench_root, tmp_path):
     assert tutorial_run["images"] == 58  # the tutorial keeps the last, partial batch
 
 
-def test_memory_child_peak_and_train_command(bench_root, tmp_path):
-    # 64 MB touched by a child must show in its peak; the parent's own memory must not.
-    child = memory.run_child([sys.executable, "-c", "b = bytearray(64 * 1024 * 1024)"], env={})
-    assert child["peak_rss_mb"] >= 64 and child["peak_anon_mb"] >= 0
+def test_memory_child_peaks_and_train_command(bench_root, tmp_path):
+    # A child that allocates 64 MB and reads a 16 MB memory-mapped pixels.npy through: both
+    # must show in its peaks (it sleeps so that /proc is sampled while the pages are held).
+    import numpy as np
+
+    np.save(tmp_path / "pixels.npy", np.ones((16, 1024, 1024), dtype=np.uint8))
+    script = (f"import numpy as np, time; a = np.load({str(tmp_path / 'pixels.npy')!r}, mmap_mode='r'); "
+              "s = int(a.sum()); b = bytearray(64 * 1024 * 1024); time.sleep(1.0)")
+    child = memory.run_child([sys.executable, "-c", script], env=dict(os.environ))
+    assert child["peak_rss_mb"] >= 64 + 16
+    assert 15 <= child["peak_cache_mb"] <= 17 and child["peak_anon_mb"] >= 64
     args = benchlib.parser("x", subset=0, image_size=32, epochs=1).parse_args([])
     args.mode, args.weights = "frozen", "none"
     command = memory.train_command(bench_root, args, tmp_path / "runs")
@@ -124,8 +132,9 @@ def test_gpu_dry_run(tmp_path):
 
 def test_fast_paths(bench_root, tmp_path):
     record = fast_paths.main(["--data", str(bench_root), *TINY, "--epochs", "1", "--results", str(tmp_path)])
-    assert set(record["train_speedup"]) == set(record["inference_speedup"]) == {"plain", "channels_last"}
-    assert record["train_speedup"]["plain"] == 1.0
+    assert set(record["train_speedup"]) == {"plain", "channels_last"}
+    assert set(record["inference_speedup"]) == {"plain", "channels_last", "batch 32", "channels_last+batch 32"}
+    assert record["train_speedup"]["plain"] == record["inference_speedup"]["plain"] == 1.0
 
 
 def test_affine_grid_matches_torch():
