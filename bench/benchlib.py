@@ -250,7 +250,3 @@ def finish(figure: str, line: str, record: dict, args: argparse.Namespace) -> di
     record = write_record(figure, {"line": line, "settings": settings(args), **record}, args.results)
     print(line, flush=True)
     return json.loads(json.dumps(record, default=str))
-
-
-def dumps(value) -> str:
-    return json.dumps(value, indent=1, default=str)
