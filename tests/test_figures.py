@@ -43,7 +43,8 @@ def test_history_figure_plots_the_recorded_curves_and_shades_the_head_phase(runs
     # A run with one phase has nothing to shade.
     assert "head only (backbone frozen)" not in texts(figures.history_figure(runs["efficientnet_lite0-finetune"]))
     path = figures.save_png(figure, tmp_path / "curves.png")
-    assert Image.open(path).size == (1000, 380)
+    width, height = Image.open(path).size  # 10 x 3.8 inches at 100 dpi, give or take the tight crop
+    assert abs(width - 1000) <= 30 and abs(height - 380) <= 30
 
 
 def test_overlay_of_several_runs(runs):

@@ -49,7 +49,7 @@ def evaluate_run(run: RunRecord | str | Path, data: str, *, tta: int | None = No
     torch_device = resolve_device(device)
     model = run.load_model().to(torch_device)
     tta = config.get("tta", 0) if tta is None else tta
-    probs = softmax(predict_logits(model, dataset.images, indices, torch_device, batch_size=config.get("eval_batch_size", 256),
+    probs = softmax(predict_logits(model, dataset.images, indices, torch_device, batch_size=config.get("eval_batch_size"),
                                    tta=tta, seed=config.get("seed", 0)).astype(np.float64))
     labels = remap[dataset.labels[indices]]
     positive = positive_index(classes)

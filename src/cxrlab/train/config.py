@@ -77,7 +77,7 @@ class TrainConfig(BaseModel):
     deterministic: bool | None = None  # None: on for CPU
     compile: bool = False
     channels_last: bool | None = None  # None: on (faster on CPU and GPU alike, bench/fast_paths.py)
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)  # None: 32 on CPU, 256 on CUDA (train.predict)
     tensorboard: bool = False
     distributed: bool = False
     out: str = "runs"

@@ -18,7 +18,7 @@ import torch
 from cxrlab.data.batches import batch_indices, image_batches
 from cxrlab.data.cache import pixels_checksum
 from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
-from cxrlab.train.predict import autocast_for
+from cxrlab.train.predict import autocast_for, default_eval_batch_size
 from cxrlab.io import atomic_path, file_lock, read_json, write_json
 from cxrlab.paths import cache_root
 from cxrlab.progress import progress_bar
@@ -32,7 +32,7 @@ def feature_key(*parts) -> str:
 
 
 def cached_features(model, images: np.ndarray, indices: np.ndarray, *, key: str, device: torch.device,
-                    batch_size: int, views: int = 1, augment: str = "none", seed: int = 0,
+                    batch_size: int | None, views: int = 1, augment: str = "none", seed: int = 0,
                     cache_dir: str | None = None, show_progress: bool = True, label: str = "") -> torch.Tensor:
     """Features ``(views, len(indices), F)`` on the CPU, from memory, disk, or computed now.
 
@@ -84,7 +84,7 @@ def _load(array_path: Path, manifest_path: Path) -> np.ndarray | None:
 
 
 @torch.inference_mode()
-def compute_features(model, images: np.ndarray, indices: np.ndarray, *, device: torch.device, batch_size: int,
+def compute_features(model, images: np.ndarray, indices: np.ndarray, *, device: torch.device, batch_size: int | None,
                      views: int = 1, augment: str = "none", seed: int = 0, show_progress: bool = True,
                      label: str = "") -> np.ndarray:
     """Run the backbone (in eval mode: BatchNorm statistics never move) over ``indices``."""
@@ -92,7 +92,7 @@ def compute_features(model, images: np.ndarray, indices: np.ndarray, *, device: 
     indices = np.asarray(indices)
     position = {int(i): k for k, i in enumerate(indices)}
     out: np.ndarray | None = None
-    batches = batch_indices(indices, batch_size, shuffle=False)
+    batches = batch_indices(indices, batch_size or default_eval_batch_size(device), shuffle=False)
     with progress_bar(f"Features {label}".strip(), views * len(indices), enabled=show_progress) as advance:
         for view in range(views):
             generator = torch.Generator().manual_seed(seed * 1000 + view)

@@ -19,6 +19,7 @@ import csv
 import io
 import os
 import re
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -43,8 +44,10 @@ def safe_run_id(text: str) -> str:
 
 
 def new_run_id(model: str, mode: str) -> str:
+    """``<model>-<mode>-<time>-<random>``: readable, and unique even for two runs started in the
+    same second by one process."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return safe_run_id(f"{model}-{mode}-{stamp}-{os.getpid() % 10000:04d}")
+    return safe_run_id(f"{model}-{mode}-{stamp}-{secrets.token_hex(3)}")
 
 
 class RunWriter:
