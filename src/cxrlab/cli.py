@@ -108,7 +108,7 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="Default 224."),
     augment: Optional[str] = typer.Option(None, help="none, light or strong (batch augmentation)."),
     class_weights: Optional[str] = typer.Option(None, help="none or balanced."),
-    label_smoothing: Optional[float] = typer.Option(None, help="Default 0.1."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Default 0."),
     select: Optional[str] = typer.Option(None, help="val_loss or val_accuracy: which epoch's checkpoint is kept."),
     feature_views: Optional[int] = typer.Option(None, help="Frozen mode with augmentation: augmented views of the features."),
     head_epochs: Optional[int] = typer.Option(None, help="Gradual mode: epochs of the head on frozen features."),

@@ -17,10 +17,10 @@ MODES = ("finetune", "frozen", "scratch", "gradual")
 # The defaults of each mode: the default recipe (docs/recipe.md gives the evidence). They
 # serve a GPU user; a study file sets smaller sizes where a 2-core budget calls for them.
 MODE_DEFAULTS: dict[str, dict] = {
-    "finetune": dict(lr=3e-4, epochs=10, optimizer="adamw", weight_decay=1e-2, scheduler="cosine", warmup=1.0,
+    "finetune": dict(lr=1e-3, epochs=10, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0,
                      augment="light"),
-    "gradual": dict(lr=4e-4, epochs=10, optimizer="adamw", weight_decay=1e-2, scheduler="cosine", warmup=0.5,
-                    augment="strong", head_epochs=10, head_lr=1e-3),
+    "gradual": dict(lr=1e-3, epochs=10, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0,
+                    augment="light", head_epochs=10, head_lr=1e-3),
     "frozen": dict(lr=1e-3, epochs=30, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=0.0,
                    augment="none"),
     "scratch": dict(lr=1e-3, epochs=30, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0,
@@ -49,7 +49,7 @@ class TrainConfig(BaseModel):
     warmup: float | None = Field(None, ge=0)  # epochs of linear warmup
     augment: Literal["none", "light", "strong"] | None = None
     class_weights: Literal["none", "balanced"] = "balanced"
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     select: Literal["val_loss", "val_accuracy"] = "val_loss"
 
     # Frozen and gradual modes
