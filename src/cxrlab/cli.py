@@ -185,7 +185,8 @@ def evaluate(
     if as_json:
         _print_json(result)
         return
-    table = Table(title=f"{result['run']} on {result['data']} ({result['n_test']} images)")
+    out.print(f"run {result['run']} on {result['data']}: {result['n_test']} test images", highlight=False, soft_wrap=True)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("test_accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc",
