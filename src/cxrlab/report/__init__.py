@@ -1,1 +1,1 @@
-"""report layer."""
+"""Results tables, figures, run comparisons and the Markdown/HTML report (tasks A to E)."""
