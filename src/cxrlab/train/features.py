@@ -10,6 +10,7 @@ augmented views asked for.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ def cached_features(model, images: np.ndarray, indices: np.ndarray, *, key: str,
         with file_lock(array_path):
             features = _load(array_path, manifest_path)
             if features is None:
+                started = time.perf_counter()
                 features = compute_features(model, images, indices, device=device, batch_size=batch_size,
                                             views=views, augment=augment, seed=seed, show_progress=show_progress,
                                             label=label)
@@ -54,12 +56,23 @@ def cached_features(model, images: np.ndarray, indices: np.ndarray, *, key: str,
                     with open(tmp, "wb") as f:
                         np.save(f, features)
                 write_json(manifest_path, {"shape": list(features.shape), "dtype": str(features.dtype),
-                                           "checksum": pixels_checksum(features.view(np.uint8))})
+                                           "checksum": pixels_checksum(features.view(np.uint8)),
+                                           "seconds": round(time.perf_counter() - started, 3)})
     tensor = torch.from_numpy(np.ascontiguousarray(features))
     if len(_MEMORY) >= _MEMORY_LIMIT:
         _MEMORY.pop(next(iter(_MEMORY)))
     _MEMORY[key] = tensor
     return tensor
+
+
+def recorded_seconds(key: str, cache_dir: str | None = None) -> float | None:
+    """How long computing the features of ``key`` took when they were computed (by this run
+    or an earlier one that shared them), from the cache manifest."""
+    manifest_path = cache_root(cache_dir) / "features" / f"{key}.json"
+    try:
+        return float(read_json(manifest_path)["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def clear_memory_cache() -> None:

@@ -38,7 +38,7 @@ from cxrlab.progress import console, progress_bar
 from cxrlab.train.config import TrainConfig
 from cxrlab.train.distributed import (SINGLE, Ranks, init_ranks, same_text_everywhere, shard, shutdown, sync_buffers,
                                       weights_agree)
-from cxrlab.train.features import cached_features, feature_key
+from cxrlab.train.features import cached_features, feature_key, recorded_seconds
 from cxrlab.train.rundir import (DIVERGED, FAILED, FINISHED, RUNNING, RunWriter, load_tensors, new_run_id,
                                  safe_run_id, save_tensors)
 
@@ -174,8 +174,9 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
     except BaseException:
         writer.status(FAILED)
         raise
-    # Fitting time, the study's "Training Time": every epoch plus computing the frozen features;
-    # summed from the records so that a resumed run counts the epochs done before the kill.
+    # Fitting time, the study's "Training Time": every epoch plus computing the frozen features
+    # (as recorded when they were computed); summed from the records so that a resumed run
+    # counts the epochs done before the kill.
     train_seconds = sum(float(row["seconds"]) for row in ctx.history) + ctx.feature_seconds
 
     if selection.state is None:
@@ -494,7 +495,6 @@ def _prepare_features(ctx: Context) -> None:
     """Cached pooled features of train (``views`` of them), val and test."""
     if "train" in ctx.features:
         return
-    tick = time.perf_counter()
     config, data = ctx.config, ctx.data
     augment = config.augment != "none"
     views = config.feature_views if augment else 1
@@ -513,7 +513,9 @@ def _prepare_features(ctx: Context) -> None:
             views=split_views, augment=level[split], seed=config.seed, cache_dir=config.cache_dir,
             show_progress=ctx.show_progress, label=split)
         ctx.features[f"{split}_labels"] = torch.from_numpy(data.labels[indices])
-    ctx.feature_seconds += time.perf_counter() - tick
+        # What computing these features cost, even when an earlier run computed them: a
+        # run's training time must not depend on what happens to be in the cache.
+        ctx.feature_seconds += recorded_seconds(key, config.cache_dir) or 0.0
 
 
 def _checkpoint(ctx: Context, phase_index: int, epochs_done: int, optimizer, scheduler, selection: Selection) -> None:
