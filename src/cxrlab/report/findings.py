@@ -9,7 +9,7 @@ noise of the test set, with its interval. Every function copes with having nothi
 from __future__ import annotations
 
 from cxrlab.report.analysis import mode_name, mode_phrase
-from cxrlab.report.formatting import missing, p_value, percent, percent_ci, points, points_ci, ratio, seconds
+from cxrlab.report.formatting import missing, p_statement, percent, percent_ci, points, points_ci, ratio, seconds
 
 ALPHA = 0.05
 
@@ -21,8 +21,8 @@ def nothing_to_report(what: str) -> list[str]:
 def significance(pair: dict) -> str:
     """``a significant difference (McNemar p = 0.003)`` or the words for noise."""
     if pair["p_value"] < ALPHA:
-        return f"a significant difference at 5% (McNemar p = {p_value(pair['p_value'])})"
-    return (f"within the noise of {pair['n']} test images (McNemar p = {p_value(pair['p_value'])}: "
+        return f"a significant difference at 5% (McNemar {p_statement(pair['p_value'])})"
+    return (f"within the noise of {pair['n']} test images (McNemar {p_statement(pair['p_value'])}: "
             f"no significant difference at 5%)")
 
 

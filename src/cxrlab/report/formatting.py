@@ -61,6 +61,12 @@ def p_value(p: float | None) -> str:
     return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 
+def p_statement(p: float | None) -> str:
+    """``p = 0.003`` or ``p < 0.001``, for a sentence."""
+    text = p_value(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def seconds(value: float | None) -> str:
     if missing(value):
         return "–"
@@ -82,6 +88,8 @@ def ratio(a: float | None, b: float | None) -> str:
     if missing(a) or missing(b) or not b:
         return "–"
     value = a / b
+    if value < 0.1:  # "0.0×" would say nothing: two significant digits
+        return f"{value:.2g}×"
     return f"{value:.1f}×" if value < 100 else f"{value:.0f}×"
 
 
