@@ -94,8 +94,8 @@ def measure(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = benchlib.parser(__doc__.splitlines()[0], subset=320, image_size=96, epochs=2)
     p.add_argument("--compile", action="store_true", help="measure torch.compile too (minutes to compile here)")
-    p.add_argument("--eval-batch-size", type=int, default=256, help="cxrlab's default evaluation batch")
-    p.add_argument("--small-eval-batch-size", type=int, default=32, help="the smaller evaluation batch measured beside it")
+    p.add_argument("--eval-batch-size", type=int, default=256, help="the large evaluation batch (cxrlab's default on CUDA)")
+    p.add_argument("--small-eval-batch-size", type=int, default=32, help="the small evaluation batch measured beside it (cxrlab's default on CPU)")
     args = p.parse_args(argv)
     record = measure(args)
     return benchlib.finish("fast_paths", record.pop("line"), record, args)

@@ -487,8 +487,12 @@ def _class_weights(config: TrainConfig, data: Dataset, device: torch.device) -> 
 
 
 def _steps_per_epoch(ctx: Context, phase: Phase) -> int:
+    """Optimizer steps in one epoch of ``phase``, as the schedule must count them: full batches
+    only (drop_last), over this rank's shard when the images are sharded across ranks."""
     n = ctx.data.count("train")
-    return max(1, n // ctx.config.batch_size) if n > ctx.config.batch_size else 1
+    if not phase.on_features:
+        n = len(shard(np.arange(n), ctx.ranks))
+    return max(1, n // ctx.config.batch_size)
 
 
 def _prepare_features(ctx: Context) -> None:
