@@ -19,9 +19,9 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -42,8 +42,9 @@ RESULTS_DIR = BENCH_DIR / "results"
 MODEL = "efficientnet_lite0"
 
 
-def parser(description: str, *, subset: int | None, image_size: int, epochs: int, batch_size: int = 32,
-           repeats: int = 2) -> argparse.ArgumentParser:
+def parser(
+    description: str, *, subset: int | None, image_size: int, epochs: int, batch_size: int = 32, repeats: int = 2
+) -> argparse.ArgumentParser:
     """The options every script takes, with that script's defaults."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="dataset root with train/<class>/ (default: %(default)s)")
@@ -52,12 +53,20 @@ def parser(description: str, *, subset: int | None, image_size: int, epochs: int
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--repeats", type=int, default=repeats, help="pairs measured, alternating (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads for both sides (default 1: on a shared machine more threads "
-                        "than free cores make every step wait for the slowest one)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for both sides (default 1: on a shared machine more threads "
+        "than free cores make every step wait for the slowest one)",
+    )
     p.add_argument("--weights", default="imagenet", help="imagenet or none (default: %(default)s)")
-    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
-                   help="cxrlab's channels_last setting (auto: its default, on for CUDA only)")
+    p.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="cxrlab's channels_last setting (auto: its default, on for CUDA only)",
+    )
     p.add_argument("--cache-dir", default=None, help="cxrlab cache folder (default: the usual one)")
     p.add_argument("--results", default=str(RESULTS_DIR), help="where the JSON record goes")
     return p
@@ -72,6 +81,7 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 # --- data ----------------------------------------------------------------------------------
+
 
 def subset_root(data: str | os.PathLike, n: int | None, cache_dir: str | None = None, seed: int = 0) -> Path:
     """``data`` itself, or a root of ``n`` of its train images drawn at random, as symbolic links.
@@ -134,6 +144,7 @@ def split_folders(data: Dataset, dest: Path) -> Path:
 
 # --- a cxrlab run, timed from outside ---------------------------------------------------------
 
+
 @contextlib.contextmanager
 def scratch_cache(cache_dir: str | None = None) -> Iterator[str]:
     """A temporary cache folder whose ``images/`` links to the real one: decoded pixels are
@@ -148,16 +159,36 @@ def scratch_cache(cache_dir: str | None = None) -> Iterator[str]:
         clear_memory_cache()
 
 
-def cxrlab_run(root: Path, mode: str, *, epochs: int, image_size: int, batch_size: int, weights: str,
-               cache_dir: str | None, out: Path, **options) -> dict:
+def cxrlab_run(
+    root: Path,
+    mode: str,
+    *,
+    epochs: int,
+    image_size: int,
+    batch_size: int,
+    weights: str,
+    cache_dir: str | None,
+    out: Path,
+    **options,
+) -> dict:
     """One ``fit`` run in a scratch cache (cold features), its wall time, and what its run
     directory recorded."""
     # A folder of its own: run ids are unique per second and process, and tiny runs are faster.
     out.mkdir(parents=True, exist_ok=True)
     run_out = tempfile.mkdtemp(prefix=f"{mode}-", dir=out)
     with scratch_cache(cache_dir) as scratch:
-        config = TrainConfig(data=str(root), model=MODEL, mode=mode, epochs=epochs, image_size=image_size,
-                             batch_size=batch_size, weights=weights, cache_dir=scratch, out=run_out, **options)
+        config = TrainConfig(
+            data=str(root),
+            model=MODEL,
+            mode=mode,
+            epochs=epochs,
+            image_size=image_size,
+            batch_size=batch_size,
+            weights=weights,
+            cache_dir=scratch,
+            out=run_out,
+            **options,
+        )
         tick = time.perf_counter()
         run_dir = fit(config, show_progress=False, log=lambda line: None)
         wall = time.perf_counter() - tick
@@ -165,11 +196,18 @@ def cxrlab_run(root: Path, mode: str, *, epochs: int, image_size: int, batch_siz
     metrics = run.metrics
     epoch_seconds = [float(row["seconds"]) for row in run.history]
     steps = metrics["n_train"] // batch_size if metrics["n_train"] > batch_size else 1
-    return {"wall_seconds": wall, "train_seconds": metrics["train_seconds"], "epoch_seconds": epoch_seconds,
-            "feature_seconds": metrics["train_seconds"] - sum(epoch_seconds), "n_train": metrics["n_train"],
-            "n_val": metrics["n_val"], "n_test": metrics["n_test"],
-            "train_images_per_epoch": steps * batch_size if mode != "frozen" else metrics["n_train"],
-            "test_accuracy": metrics["test_accuracy"], "run_dir": str(run_dir)}
+    return {
+        "wall_seconds": wall,
+        "train_seconds": metrics["train_seconds"],
+        "epoch_seconds": epoch_seconds,
+        "feature_seconds": metrics["train_seconds"] - sum(epoch_seconds),
+        "n_train": metrics["n_train"],
+        "n_val": metrics["n_val"],
+        "n_test": metrics["n_test"],
+        "train_images_per_epoch": steps * batch_size if mode != "frozen" else metrics["n_train"],
+        "test_accuracy": metrics["test_accuracy"],
+        "run_dir": str(run_dir),
+    }
 
 
 def warm_up(image_size: int, weights: str) -> None:
@@ -185,8 +223,10 @@ def warm_up(image_size: int, weights: str) -> None:
 
 # --- side by side ----------------------------------------------------------------------------
 
-def alternate(sides: dict[str, Callable[[], dict]], repeats: int, log: Callable[[str], None] | None = None
-              ) -> dict[str, list[dict]]:
+
+def alternate(
+    sides: dict[str, Callable[[], dict]], repeats: int, log: Callable[[str], None] | None = None
+) -> dict[str, list[dict]]:
     """Each side run ``repeats`` times, interleaved A B A B ..., so machine noise hits both."""
     results: dict[str, list[dict]] = {name: [] for name in sides}
     for repeat in range(repeats):
@@ -222,6 +262,7 @@ def eprint(line: str) -> None:
 
 # --- the record ------------------------------------------------------------------------------
 
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -231,14 +272,20 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "load_average": list(os.getloadavg())}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "load_average": list(os.getloadavg()),
+    }
 
 
 def write_record(figure: str, record: dict, results_dir: str | os.PathLike) -> dict:
     """``record`` with the figure's name, the date and the machine added, written to
     ``<results>/<figure>-<UTC time>.json``."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     record = {"figure": figure, "date": now.isoformat(timespec="seconds"), "machine": machine(), **record}
     path = Path(results_dir) / f"{figure}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
     write_json(path, record)

@@ -54,48 +54,93 @@ def measure(args) -> dict:
     benchlib.warm_up(args.image_size, args.weights)
     variants = {"plain": dict(channels_last=False), "channels_last": dict(channels_last=True)}
     if args.compile:
-        variants.update({"compile": dict(channels_last=False, compile=True),
-                         "compile+channels_last": dict(channels_last=True, compile=True)})
+        variants.update(
+            {
+                "compile": dict(channels_last=False, compile=True),
+                "compile+channels_last": dict(channels_last=True, compile=True),
+            }
+        )
     with tempfile.TemporaryDirectory(prefix="cxrlab-bench-runs-") as out:
+
         def train(options: dict):
-            return lambda: cxrlab_run(root, "finetune", epochs=args.epochs, image_size=args.image_size,
-                                      batch_size=args.batch_size, weights=args.weights, cache_dir=args.cache_dir,
-                                      out=Path(out), **options)
+            return lambda: cxrlab_run(
+                root,
+                "finetune",
+                epochs=args.epochs,
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                weights=args.weights,
+                cache_dir=args.cache_dir,
+                out=Path(out),
+                **options,
+            )
 
         eprint("training (fit, finetune):")
         trained = alternate({name: train(options) for name, options in variants.items()}, args.repeats, eprint)
     eprint("inference (predict_logits):")
     small = args.small_eval_batch_size
-    inference_variants = {"plain": (False, args.eval_batch_size), "channels_last": (True, args.eval_batch_size),
-                          f"batch {small}": (False, small), f"channels_last+batch {small}": (True, small)}
-    inferred = alternate({name: (lambda cl=cl, batch=batch: inference(data, args.weights, cl, batch))
-                          for name, (cl, batch) in inference_variants.items()}, args.repeats, eprint)
+    inference_variants = {
+        "plain": (False, args.eval_batch_size),
+        "channels_last": (True, args.eval_batch_size),
+        f"batch {small}": (False, small),
+        f"channels_last+batch {small}": (True, small),
+    }
+    inferred = alternate(
+        {
+            name: (lambda cl=cl, batch=batch: inference(data, args.weights, cl, batch))
+            for name, (cl, batch) in inference_variants.items()
+        },
+        args.repeats,
+        eprint,
+    )
 
     skip_first = args.compile  # compiled variants compile in epoch 1; compare every variant on the same epochs
     train_rates = {name: [train_rate(r, skip_first) for r in runs] for name, runs in trained.items()}
     train_speedup = {name: median(pair_ratios(rates, train_rates["plain"])) for name, rates in train_rates.items()}
     infer_rates = {name: [r["images_per_second"] for r in runs] for name, runs in inferred.items()}
     infer_speedup = {name: median(pair_ratios(rates, infer_rates["plain"])) for name, rates in infer_rates.items()}
-    compile_seconds = {name: median([r["epoch_seconds"][0] - sum(r["epoch_seconds"][1:]) / max(1, len(r["epoch_seconds"]) - 1)
-                                     for r in runs]) for name, runs in trained.items() if "compile" in name}
-    compiled = [f"{name} training {train_speedup[name]:.2f}x (+{seconds:.0f} s to compile); "
-                for name, seconds in compile_seconds.items()]
-    line = (f"fast paths against plain fp32 NCHW, {MODEL} at {args.image_size} px, {args.threads} CPU thread(s): "
-            f"{''.join(compiled)}inference at batch {small} instead of {args.eval_batch_size} "
-            f"{infer_speedup[f'batch {small}']:.2f}x, channels_last inference {infer_speedup['channels_last']:.2f}x, "
-            f"both {infer_speedup[f'channels_last+batch {small}']:.2f}x; "
-            f"channels_last training {train_speedup['channels_last']:.2f}x")
-    return {"line": line, "value": train_speedup["channels_last"], "train_speedup": train_speedup,
-            "inference_speedup": infer_speedup, "train_images_per_second": train_rates,
-            "inference_images_per_second": infer_rates, "compile_seconds": compile_seconds,
-            "runs": {"train": trained, "inference": inferred}}
+    compile_seconds = {
+        name: median(
+            [r["epoch_seconds"][0] - sum(r["epoch_seconds"][1:]) / max(1, len(r["epoch_seconds"]) - 1) for r in runs]
+        )
+        for name, runs in trained.items()
+        if "compile" in name
+    }
+    compiled = [
+        f"{name} training {train_speedup[name]:.2f}x (+{seconds:.0f} s to compile); "
+        for name, seconds in compile_seconds.items()
+    ]
+    line = (
+        f"fast paths against plain fp32 NCHW, {MODEL} at {args.image_size} px, {args.threads} CPU thread(s): "
+        f"{''.join(compiled)}inference at batch {small} instead of {args.eval_batch_size} "
+        f"{infer_speedup[f'batch {small}']:.2f}x, channels_last inference {infer_speedup['channels_last']:.2f}x, "
+        f"both {infer_speedup[f'channels_last+batch {small}']:.2f}x; "
+        f"channels_last training {train_speedup['channels_last']:.2f}x"
+    )
+    return {
+        "line": line,
+        "value": train_speedup["channels_last"],
+        "train_speedup": train_speedup,
+        "inference_speedup": infer_speedup,
+        "train_images_per_second": train_rates,
+        "inference_images_per_second": infer_rates,
+        "compile_seconds": compile_seconds,
+        "runs": {"train": trained, "inference": inferred},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = benchlib.parser(__doc__.splitlines()[0], subset=320, image_size=96, epochs=2)
     p.add_argument("--compile", action="store_true", help="measure torch.compile too (minutes to compile here)")
-    p.add_argument("--eval-batch-size", type=int, default=256, help="the large evaluation batch (cxrlab's default on CUDA)")
-    p.add_argument("--small-eval-batch-size", type=int, default=32, help="the small evaluation batch measured beside it (cxrlab's default on CPU)")
+    p.add_argument(
+        "--eval-batch-size", type=int, default=256, help="the large evaluation batch (cxrlab's default on CUDA)"
+    )
+    p.add_argument(
+        "--small-eval-batch-size",
+        type=int,
+        default=32,
+        help="the small evaluation batch measured beside it (cxrlab's default on CPU)",
+    )
     args = p.parse_args(argv)
     record = measure(args)
     return benchlib.finish("fast_paths", record.pop("line"), record, args)

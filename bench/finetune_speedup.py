@@ -49,12 +49,26 @@ def measure(args) -> dict:
         folder = benchlib.split_folders(data, Path(scratch) / "imagefolder")
         runs = Path(scratch) / "runs"
         sides = {
-            "cxrlab": lambda: cxrlab_run(root, "finetune", epochs=args.epochs, image_size=args.image_size,
-                                         batch_size=args.batch_size, weights=args.weights, cache_dir=args.cache_dir,
-                                         out=runs, channels_last=channels_last(args)),
-            "tutorial": lambda: tutorial.run_tutorial(folder, fixed_feature_extractor=False, epochs=args.epochs,
-                                                      image_size=args.image_size, batch_size=args.batch_size,
-                                                      weights=args.weights, workers=args.workers),
+            "cxrlab": lambda: cxrlab_run(
+                root,
+                "finetune",
+                epochs=args.epochs,
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                weights=args.weights,
+                cache_dir=args.cache_dir,
+                out=runs,
+                channels_last=channels_last(args),
+            ),
+            "tutorial": lambda: tutorial.run_tutorial(
+                folder,
+                fixed_feature_extractor=False,
+                epochs=args.epochs,
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                weights=args.weights,
+                workers=args.workers,
+            ),
         }
         results = alternate(sides, args.repeats, eprint)
         for side in results.values():
@@ -65,20 +79,32 @@ def measure(args) -> dict:
             profile = {"cxrlab": profile_cxrlab(data, args), "tutorial": profile_tutorial(folder, args)}
             for name, parts in profile.items():
                 eprint(f"  profile {name}: " + ", ".join(f"{k} {v:.0%}" for k, v in parts["share"].items()))
-    ratios = pair_ratios([r["images_per_second"] for r in results["cxrlab"]],
-                         [r["images_per_second"] for r in results["tutorial"]])
+    ratios = pair_ratios(
+        [r["images_per_second"] for r in results["cxrlab"]], [r["images_per_second"] for r in results["tutorial"]]
+    )
     figure = median(ratios)
-    cl = {"auto": "cxrlab default channels_last (off on CPU)", "on": "channels_last on",
-          "off": "channels_last off"}[args.channels_last]
-    line = (f"fine-tune training images/s, cxrlab over the tutorial, {MODEL}, batch {args.batch_size}, "
-            f"{args.image_size} px, {args.threads} thread(s), {args.workers} loader workers, {cl} "
-            f"(goal >= {GOAL:g}x): {figure:.2f}x")
-    return {"line": line, "value": figure, "goal": GOAL, "met": figure >= GOAL, "pair_ratios": ratios,
-            "images_per_second": {k: [r["images_per_second"] for r in v] for k, v in results.items()},
-            "profile": profile, "runs": results}
+    cl = {"auto": "cxrlab default channels_last (off on CPU)", "on": "channels_last on", "off": "channels_last off"}[
+        args.channels_last
+    ]
+    line = (
+        f"fine-tune training images/s, cxrlab over the tutorial, {MODEL}, batch {args.batch_size}, "
+        f"{args.image_size} px, {args.threads} thread(s), {args.workers} loader workers, {cl} "
+        f"(goal >= {GOAL:g}x): {figure:.2f}x"
+    )
+    return {
+        "line": line,
+        "value": figure,
+        "goal": GOAL,
+        "met": figure >= GOAL,
+        "pair_ratios": ratios,
+        "images_per_second": {k: [r["images_per_second"] for r in v] for k, v in results.items()},
+        "profile": profile,
+        "runs": results,
+    }
 
 
 # --- where the time goes ---------------------------------------------------------------------
+
 
 def _shares(seconds: dict[str, float]) -> dict[str, float]:
     total = sum(seconds.values())
@@ -87,8 +113,15 @@ def _shares(seconds: dict[str, float]) -> dict[str, float]:
 
 def profile_cxrlab(data: Dataset, args) -> dict:
     """The steps of cxrlab's ``train_network_epoch``, each part timed."""
-    config = TrainConfig(data=str(data.location), model=MODEL, mode="finetune", image_size=args.image_size,
-                         batch_size=args.batch_size, weights=args.weights, channels_last=channels_last(args)).resolved()
+    config = TrainConfig(
+        data=str(data.location),
+        model=MODEL,
+        mode="finetune",
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        weights=args.weights,
+        channels_last=channels_last(args),
+    ).resolved()
     use_channels_last = bool(config.channels_last)  # None means off on the CPU
     model = build_model(MODEL, num_classes=len(data.classes))
     load_weights(model, MODEL, config.weights)
@@ -96,8 +129,9 @@ def profile_cxrlab(data: Dataset, args) -> dict:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model, Phase("network", config.epochs, config.lr, on_features=False), False)
     generator = torch.Generator().manual_seed(0)
-    batches = batch_indices(data.indices("train"), config.batch_size, shuffle=True, generator=generator,
-                            drop_last=True)[: args.profile_steps]
+    batches = batch_indices(
+        data.indices("train"), config.batch_size, shuffle=True, generator=generator, drop_last=True
+    )[: args.profile_steps]
     scheduler = make_scheduler(config, optimizer, len(batches), 1)
     seconds: dict[str, float] = defaultdict(float)
     model.train()
@@ -124,8 +158,12 @@ def profile_cxrlab(data: Dataset, args) -> dict:
         loss.item()
         seconds["optimizer (AdamW)"] += time.perf_counter() - tick
     images = len(batches) * config.batch_size
-    return {"steps": len(batches), "seconds": dict(seconds), "share": _shares(seconds),
-            "ms_per_image": {k: 1000 * v / images for k, v in seconds.items()}}
+    return {
+        "steps": len(batches),
+        "seconds": dict(seconds),
+        "share": _shares(seconds),
+        "ms_per_image": {k: 1000 * v / images for k, v in seconds.items()},
+    }
 
 
 def profile_tutorial(folder: Path, args) -> dict:
@@ -157,9 +195,13 @@ def profile_tutorial(folder: Path, args) -> dict:
         seconds["optimizer (SGD)"] += time.perf_counter() - tick
     del stream
     images = steps * args.batch_size
-    return {"steps": steps, "seconds": dict(seconds), "share": _shares(seconds),
-            "ms_per_image": {k: 1000 * v / images for k, v in seconds.items()},
-            "worker_ms_per_image": per_image_cost(loaders["train"].dataset, args.profile_steps * args.batch_size)}
+    return {
+        "steps": steps,
+        "seconds": dict(seconds),
+        "share": _shares(seconds),
+        "ms_per_image": {k: 1000 * v / images for k, v in seconds.items()},
+        "worker_ms_per_image": per_image_cost(loaders["train"].dataset, args.profile_steps * args.batch_size),
+    }
 
 
 def per_image_cost(dataset, n: int) -> dict[str, float]:

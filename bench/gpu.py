@@ -59,23 +59,43 @@ def measure(args) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU"
     with tempfile.TemporaryDirectory(prefix="cxrlab-bench-gpu-") as out:
-        config = TrainConfig(data=data, model=args.model, mode="finetune", weights="none", epochs=args.epochs,
-                             batch_size=args.batch_size, image_size=args.image_size, device=device,
-                             compile=args.compile, cache_dir=args.cache_dir, out=out)
+        config = TrainConfig(
+            data=data,
+            model=args.model,
+            mode="finetune",
+            weights="none",
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            device=device,
+            compile=args.compile,
+            cache_dir=args.cache_dir,
+            out=out,
+        )
         tick = time.perf_counter()
         run_dir = fit(config, show_progress=False)  # epoch lines on stderr
         wall = time.perf_counter() - tick
         run = load_run(run_dir)
     train_seconds = float(run.metrics["train_seconds"])
     environment = run.config["environment"]
-    line = (f"{'dry run: ' if args.dry_run else ''}{args.model} fine-tune, {args.epochs} epochs x "
-            f"{run.metrics['n_train']} images at {args.image_size} px, batch {args.batch_size}, "
-            f"{'bf16 autocast + channels_last' if device.startswith('cuda') else 'fp32'}"
-            f"{' + compile' if args.compile else ''} on {name}, wall {wall:.1f} s "
-            f"(goal <= {GOAL:g} s, study 1096 s): {train_seconds:.1f} s")
-    return {"line": line, "value": train_seconds, "goal": GOAL, "met": train_seconds <= GOAL, "wall_seconds": wall,
-            "device_name": name, "epoch_seconds": [row["seconds"] for row in run.history],
-            "n_train": run.metrics["n_train"], "environment": environment}
+    line = (
+        f"{'dry run: ' if args.dry_run else ''}{args.model} fine-tune, {args.epochs} epochs x "
+        f"{run.metrics['n_train']} images at {args.image_size} px, batch {args.batch_size}, "
+        f"{'bf16 autocast + channels_last' if device.startswith('cuda') else 'fp32'}"
+        f"{' + compile' if args.compile else ''} on {name}, wall {wall:.1f} s "
+        f"(goal <= {GOAL:g} s, study 1096 s): {train_seconds:.1f} s"
+    )
+    return {
+        "line": line,
+        "value": train_seconds,
+        "goal": GOAL,
+        "met": train_seconds <= GOAL,
+        "wall_seconds": wall,
+        "device_name": name,
+        "epoch_seconds": [row["seconds"] for row in run.history],
+        "n_train": run.metrics["n_train"],
+        "environment": environment,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

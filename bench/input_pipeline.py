@@ -35,12 +35,16 @@ def cxrlab_epochs(data: Dataset, batch_size: int, epochs: int, seed: int = 0) ->
     tick, cpu = time.perf_counter(), benchlib.cpu_seconds()
     for _ in range(epochs):
         batches = batch_indices(data.indices("train"), batch_size, shuffle=True, generator=generator, drop_last=True)
-        for pixels, targets, _ in image_batches(data.images, data.labels, batches, device):
+        for pixels, _targets, _ in image_batches(data.images, data.labels, batches, device):
             batch = augment_batch(to_float(pixels), generator, **AUGMENT_LEVELS["light"])
             images += batch.shape[0]
     seconds, cpu = time.perf_counter() - tick, benchlib.cpu_seconds() - cpu
-    return {"seconds": seconds, "images": images, "images_per_second": images / seconds,
-            "cpu_ms_per_image": 1000 * cpu / images}
+    return {
+        "seconds": seconds,
+        "images": images,
+        "images_per_second": images / seconds,
+        "cpu_ms_per_image": 1000 * cpu / images,
+    }
 
 
 def tutorial_epochs(folder: Path, image_size: int, batch_size: int, epochs: int, workers: int) -> dict:
@@ -49,11 +53,15 @@ def tutorial_epochs(folder: Path, image_size: int, batch_size: int, epochs: int,
     images = 0
     tick, cpu = time.perf_counter(), benchlib.cpu_seconds()
     for _ in range(epochs):
-        for inputs, labels in loader:
+        for inputs, _labels in loader:
             images += inputs.shape[0]
     seconds, cpu = time.perf_counter() - tick, benchlib.cpu_seconds() - cpu
-    return {"seconds": seconds, "images": images, "images_per_second": images / seconds,
-            "cpu_ms_per_image": 1000 * cpu / images}
+    return {
+        "seconds": seconds,
+        "images": images,
+        "images_per_second": images / seconds,
+        "cpu_ms_per_image": 1000 * cpu / images,
+    }
 
 
 def measure(args) -> dict:
@@ -70,19 +78,33 @@ def measure(args) -> dict:
             "tutorial": lambda: tutorial_epochs(folder, args.image_size, args.batch_size, args.epochs, args.workers),
         }
         results = alternate(sides, args.repeats, eprint)
-    ratios = pair_ratios([r["images_per_second"] for r in results["cxrlab"]],
-                         [r["images_per_second"] for r in results["tutorial"]])
+    ratios = pair_ratios(
+        [r["images_per_second"] for r in results["cxrlab"]], [r["images_per_second"] for r in results["tutorial"]]
+    )
     figure = median(ratios)
     rates = {k: median([r["images_per_second"] for r in v]) for k, v in results.items()}
     # CPU time per image: what each pipeline costs whatever share of the machine it was given.
-    cpu_ratio = median(pair_ratios([r["cpu_ms_per_image"] for r in results["tutorial"]],
-                                   [r["cpu_ms_per_image"] for r in results["cxrlab"]]))
-    line = (f"input pipeline, augmented training images/s delivered, cxrlab cache {rates['cxrlab']:.0f} vs "
-            f"ImageFolder+DataLoader ({args.workers} workers) {rates['tutorial']:.0f}, {data.count('train')} images at "
-            f"{args.image_size} px, batch {args.batch_size}, {args.threads} thread(s); CPU time per image {cpu_ratio:.1f}x "
-            f"less (goal >= {GOAL:g}x): {figure:.1f}x")
-    return {"line": line, "value": figure, "goal": GOAL, "met": figure >= GOAL, "pair_ratios": ratios,
-            "images_per_second": rates, "cpu_ratio": cpu_ratio, "runs": results}
+    cpu_ratio = median(
+        pair_ratios(
+            [r["cpu_ms_per_image"] for r in results["tutorial"]], [r["cpu_ms_per_image"] for r in results["cxrlab"]]
+        )
+    )
+    line = (
+        f"input pipeline, augmented training images/s delivered, cxrlab cache {rates['cxrlab']:.0f} vs "
+        f"ImageFolder+DataLoader ({args.workers} workers) {rates['tutorial']:.0f}, {data.count('train')} images at "
+        f"{args.image_size} px, batch {args.batch_size}, {args.threads} thread(s); CPU time per image {cpu_ratio:.1f}x "
+        f"less (goal >= {GOAL:g}x): {figure:.1f}x"
+    )
+    return {
+        "line": line,
+        "value": figure,
+        "goal": GOAL,
+        "met": figure >= GOAL,
+        "pair_ratios": ratios,
+        "images_per_second": rates,
+        "cpu_ratio": cpu_ratio,
+        "runs": results,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

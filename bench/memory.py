@@ -48,8 +48,12 @@ def run_child(command: list[str], env: dict[str, str], sample_seconds: float = 0
     proc.stderr.close()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{stderr[-2000:]}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "peak_anon_mb": peak_anon / 1024,
-            "peak_cache_mb": peak_cache / 1024}
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_anon_mb": peak_anon / 1024,
+        "peak_cache_mb": peak_cache / 1024,
+    }
 
 
 def resident_kb(pid: int) -> tuple[int, int]:
@@ -71,9 +75,28 @@ def resident_kb(pid: int) -> tuple[int, int]:
 
 
 def train_command(root: Path, args, out: Path) -> list[str]:
-    return [sys.executable, "-m", "cxrlab", "train", "--data", str(root), "--model", MODEL, "--mode", args.mode,
-            "--weights", args.weights, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-            "--image-size", str(args.image_size), "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "cxrlab",
+        "train",
+        "--data",
+        str(root),
+        "--model",
+        MODEL,
+        "--mode",
+        args.mode,
+        "--weights",
+        args.weights,
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--image-size",
+        str(args.image_size),
+        "--out",
+        str(out),
+    ]
 
 
 def measure(args) -> dict:
@@ -88,17 +111,26 @@ def measure(args) -> dict:
             with benchlib.scratch_cache(args.cache_dir) as scratch:
                 env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "CXRLAB_CACHE": scratch}
                 runs[name] = run_child(train_command(root, args, Path(out)), env)
-            eprint(f"  {name} ({len(small.paths) if name == 'small' else len(full.paths)} images): "
-                   f"{benchlib.summary(runs[name])}, peak RSS {runs[name]['peak_rss_mb']:.0f} MB")
+            eprint(
+                f"  {name} ({len(small.paths) if name == 'small' else len(full.paths)} images): "
+                f"{benchlib.summary(runs[name])}, peak RSS {runs[name]['peak_rss_mb']:.0f} MB"
+            )
     peak = runs["full"]["peak_rss_mb"]
     figure = peak / array_mb
-    line = (f"peak RSS of a cxrlab {args.mode} run ({args.epochs} epoch(s)) on {len(full.paths)} images at "
-            f"{args.image_size} px: {peak:.0f} MB, of which anonymous {runs['full']['peak_anon_mb']:.0f} MB and the "
-            f"mapped cache {runs['full']['peak_cache_mb']:.0f} MB; on {len(small.paths)} images {runs['small']['peak_rss_mb']:.0f} "
-            f"MB; decoded array {array_mb:.0f} MB; peak RSS over the decoded array: {figure:.1f}x")
-    return {"line": line, "value": figure, "array_mb": array_mb,
-            "images": {"full": len(full.paths), "small": len(small.paths)},
-            "peak_ratio_full_over_small": peak / runs["small"]["peak_rss_mb"], "runs": runs}
+    line = (
+        f"peak RSS of a cxrlab {args.mode} run ({args.epochs} epoch(s)) on {len(full.paths)} images at "
+        f"{args.image_size} px: {peak:.0f} MB, of which anonymous {runs['full']['peak_anon_mb']:.0f} MB and the "
+        f"mapped cache {runs['full']['peak_cache_mb']:.0f} MB; on {len(small.paths)} images {runs['small']['peak_rss_mb']:.0f} "
+        f"MB; decoded array {array_mb:.0f} MB; peak RSS over the decoded array: {figure:.1f}x"
+    )
+    return {
+        "line": line,
+        "value": figure,
+        "array_mb": array_mb,
+        "images": {"full": len(full.paths), "small": len(small.paths)},
+        "peak_ratio_full_over_small": peak / runs["small"]["peak_rss_mb"],
+        "runs": runs,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -49,33 +49,45 @@ class TutorialNet(nn.Module):
 def data_transforms(image_size: int, mean, std) -> dict[str, transforms.Compose]:
     """The tutorial's transforms, at ``image_size`` instead of 224 (val resizes to 256/224 of it)."""
     return {
-        "train": transforms.Compose([
-            transforms.RandomResizedCrop(image_size),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
-        ]),
-        "val": transforms.Compose([
-            transforms.Resize(round(image_size * 256 / 224)),
-            transforms.CenterCrop(image_size),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
-        ]),
+        "train": transforms.Compose(
+            [
+                transforms.RandomResizedCrop(image_size),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        ),
+        "val": transforms.Compose(
+            [
+                transforms.Resize(round(image_size * 256 / 224)),
+                transforms.CenterCrop(image_size),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        ),
     }
 
 
-def dataloaders(folder: str | Path, image_size: int, batch_size: int, workers: int = TUTORIAL_WORKERS,
-                model_name: str = "efficientnet_lite0") -> dict[str, torch.utils.data.DataLoader]:
+def dataloaders(
+    folder: str | Path,
+    image_size: int,
+    batch_size: int,
+    workers: int = TUTORIAL_WORKERS,
+    model_name: str = "efficientnet_lite0",
+) -> dict[str, torch.utils.data.DataLoader]:
     """ImageFolder + DataLoader for ``folder/train`` and ``folder/val``, as in the tutorial."""
     entry = model_entry(model_name)
     tfs = data_transforms(image_size, entry.mean, entry.std)
     image_datasets = {x: datasets.ImageFolder(str(Path(folder) / x), tfs[x]) for x in ("train", "val")}
-    return {x: torch.utils.data.DataLoader(image_datasets[x], batch_size=batch_size, shuffle=True, num_workers=workers)
-            for x in ("train", "val")}
+    return {
+        x: torch.utils.data.DataLoader(image_datasets[x], batch_size=batch_size, shuffle=True, num_workers=workers)
+        for x in ("train", "val")
+    }
 
 
-def tutorial_model(model_name: str, weights: str, num_classes: int, fixed_feature_extractor: bool
-                   ) -> tuple[TutorialNet, torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]:
+def tutorial_model(
+    model_name: str, weights: str, num_classes: int, fixed_feature_extractor: bool
+) -> tuple[TutorialNet, torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]:
     """The network, its optimizer and schedule: fine-tune everything, or freeze all but the head."""
     classifier = build_model(model_name, num_classes=num_classes)
     load_weights(classifier, model_name, weights)
@@ -92,8 +104,9 @@ def tutorial_model(model_name: str, weights: str, num_classes: int, fixed_featur
     return model, optimizer, scheduler
 
 
-def train_model(model, loaders, criterion, optimizer, scheduler, num_epochs: int, device: torch.device
-                ) -> tuple[nn.Module, list[dict]]:
+def train_model(
+    model, loaders, criterion, optimizer, scheduler, num_epochs: int, device: torch.device
+) -> tuple[nn.Module, list[dict]]:
     """The tutorial's ``train_model``, returning the per-epoch record instead of printing it."""
     best_model_wts = copy.deepcopy(model.state_dict())
     best_acc = 0.0
@@ -132,9 +145,18 @@ def train_model(model, loaders, criterion, optimizer, scheduler, num_epochs: int
     return model, history
 
 
-def run_tutorial(folder: str | Path, *, fixed_feature_extractor: bool, epochs: int, image_size: int, batch_size: int,
-                 weights: str = "imagenet", workers: int = TUTORIAL_WORKERS, model_name: str = "efficientnet_lite0",
-                 seed: int = 0) -> dict:
+def run_tutorial(
+    folder: str | Path,
+    *,
+    fixed_feature_extractor: bool,
+    epochs: int,
+    image_size: int,
+    batch_size: int,
+    weights: str = "imagenet",
+    workers: int = TUTORIAL_WORKERS,
+    model_name: str = "efficientnet_lite0",
+    seed: int = 0,
+) -> dict:
     """One tutorial training, timed: wall seconds (data sets, loaders, model and all epochs)
     and the per-epoch record."""
     # The tutorial never switches deterministic algorithms on; a cxrlab run earlier in this
@@ -145,8 +167,14 @@ def run_tutorial(folder: str | Path, *, fixed_feature_extractor: bool, epochs: i
     loaders = dataloaders(folder, image_size, batch_size, workers, model_name)
     num_classes = len(loaders["train"].dataset.classes)
     model, optimizer, scheduler = tutorial_model(model_name, weights, num_classes, fixed_feature_extractor)
-    model, history = train_model(model, loaders, nn.CrossEntropyLoss(), optimizer, scheduler, epochs,
-                                 torch.device("cpu"))
-    return {"wall_seconds": time.perf_counter() - tick, "epoch_seconds": [row["seconds"] for row in history],
-            "n_train": len(loaders["train"].dataset), "n_val": len(loaders["val"].dataset),
-            "train_images_per_epoch": len(loaders["train"].dataset), "history": history}
+    model, history = train_model(
+        model, loaders, nn.CrossEntropyLoss(), optimizer, scheduler, epochs, torch.device("cpu")
+    )
+    return {
+        "wall_seconds": time.perf_counter() - tick,
+        "epoch_seconds": [row["seconds"] for row in history],
+        "n_train": len(loaders["train"].dataset),
+        "n_val": len(loaders["val"].dataset),
+        "train_images_per_epoch": len(loaders["train"].dataset),
+        "history": history,
+    }

@@ -41,8 +41,9 @@ def synthetic_xray(label: int, rng: np.random.Generator, size: int = 48) -> np.n
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_class_folders(root: Path, counts: dict[str, int], seed: int = 0, size: int = 48,
-                       images_per_patient: int = 2, start: int = 0) -> Path:
+def make_class_folders(
+    root: Path, counts: dict[str, int], seed: int = 0, size: int = 48, images_per_patient: int = 2, start: int = 0
+) -> Path:
     """Class folders with Kermany-style names: NORMAL as IM-XXXX-000N, others as personN_bacteria_M."""
     rng = np.random.default_rng(seed)
     for label, (name, count) in enumerate(counts.items()):
@@ -58,8 +59,14 @@ def make_class_folders(root: Path, counts: dict[str, int], seed: int = 0, size: 
     return root
 
 
-def make_dataset_root(root: Path, n_train: int = 40, n_test: int = 0, seed: int = 0, size: int = 48,
-                      classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA")) -> Path:
+def make_dataset_root(
+    root: Path,
+    n_train: int = 40,
+    n_test: int = 0,
+    seed: int = 0,
+    size: int = 48,
+    classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA"),
+) -> Path:
     make_class_folders(root / "train", {c: n_train for c in classes}, seed=seed, size=size)
     if n_test:
         make_class_folders(root / "test", {c: n_test for c in classes}, seed=seed + 1, size=size, start=5000)

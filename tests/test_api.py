@@ -21,8 +21,18 @@ def run(tmp_path_factory) -> cxrlab.Run:
     from conftest import make_dataset_root
 
     root = make_dataset_root(tmp_path_factory.mktemp("api-data"), n_train=40)
-    return cxrlab.train(data=root, model="scratch_cnn", mode="scratch", epochs=2, image_size=32, batch_size=16,
-                        lr=2e-3, out=str(tmp_path_factory.mktemp("api-runs")), name="api", show_progress=False)
+    return cxrlab.train(
+        data=root,
+        model="scratch_cnn",
+        mode="scratch",
+        epochs=2,
+        image_size=32,
+        batch_size=16,
+        lr=2e-3,
+        out=str(tmp_path_factory.mktemp("api-runs")),
+        name="api",
+        show_progress=False,
+    )
 
 
 def test_import_is_light_and_train_is_both_function_and_package():
@@ -123,8 +133,10 @@ def test_compare_takes_runs_and_paths(run, tmp_path):
 
 def test_sweep_with_overrides_as_a_mapping(tiny_root, tmp_path):
     study = tmp_path / "study.yaml"
-    study.write_text(f"name: api-sweep\ndata: {tiny_root}\ndefaults: {{image_size: 32, batch_size: 16}}\n"
-                     "runs:\n  - {model: scratch_cnn, mode: scratch, epochs: 3}\n")
+    study.write_text(
+        f"name: api-sweep\ndata: {tiny_root}\ndefaults: {{image_size: 32, batch_size: 16}}\n"
+        "runs:\n  - {model: scratch_cnn, mode: scratch, epochs: 3}\n"
+    )
     study_dir = cxrlab.sweep(study, overrides={"epochs": 1}, out=tmp_path / "studies", show_progress=False)
     assert study_dir == tmp_path / "studies" / "api-sweep"
     (swept,) = cxrlab.list_runs(study_dir / "runs")
@@ -135,7 +147,7 @@ def test_bad_settings_are_one_line_errors(tiny_root, tmp_path):
     tmp_path = tmp_path / "runs"
     with pytest.raises(CxrlabError, match="unknown setting 'epoch'"):
         cxrlab.train(data=tiny_root, model="scratch_cnn", mode="scratch", epoch=1, out=str(tmp_path))
-    with pytest.raises(CxrlabError, match="train: epochs: .*greater than or equal to 1"):
+    with pytest.raises(CxrlabError, match=r"train: epochs: .*greater than or equal to 1"):
         cxrlab.train(data=tiny_root, model="scratch_cnn", mode="scratch", epochs=0, out=str(tmp_path))
     with pytest.raises(CxrlabError, match="unknown model 'resnet5'"):
         cxrlab.train(data=tiny_root, model="resnet5", mode="scratch", out=str(tmp_path))

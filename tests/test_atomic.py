@@ -49,16 +49,37 @@ def test_every_record_of_a_run_and_its_caches_arrives_by_rename(tiny_root, tmp_p
     clear_memory_cache()
     cache, out = tmp_path / "cache", tmp_path / "runs"
     # Gradual: cached features for the head phase, then the network; every kind of record.
-    run_dir = fit(TrainConfig(data=str(tiny_root), model="scratch_cnn", mode="gradual", weights="none", head_epochs=1,
-                              epochs=1, image_size=SIZE, batch_size=16, out=str(out), cache_dir=str(cache)),
-                  show_progress=False, log=lambda line: None)
+    run_dir = fit(
+        TrainConfig(
+            data=str(tiny_root),
+            model="scratch_cnn",
+            mode="gradual",
+            weights="none",
+            head_epochs=1,
+            epochs=1,
+            image_size=SIZE,
+            batch_size=16,
+            out=str(out),
+            cache_dir=str(cache),
+        ),
+        show_progress=False,
+        log=lambda line: None,
+    )
 
     written = _files(run_dir) | _files(cache)
-    assert {p.name for p in _files(run_dir)} >= {"config.yaml", "status.json", "split.csv", "history.csv",
-                                                  "metrics.json", "predictions.csv", "model.pt"}
+    assert {p.name for p in _files(run_dir)} >= {
+        "config.yaml",
+        "status.json",
+        "split.csv",
+        "history.csv",
+        "metrics.json",
+        "predictions.csv",
+        "model.pt",
+    }
     assert any(p.name == "pixels.npy" for p in written) and any(p.parent.name == "features" for p in written)
     assert {p.resolve() for p in written} <= renamed, "written in place: " + ", ".join(
-        sorted(str(p) for p in written if p.resolve() not in renamed))
+        sorted(str(p) for p in written if p.resolve() not in renamed)
+    )
     assert not [p for p in written if p.name.endswith(".tmp")]
 
 
@@ -107,6 +128,7 @@ def test_a_process_killed_mid_write_leaves_the_old_file(tmp_path):
 
 # --- cache entries that do not match are rebuilt ----------------------------------------------
 
+
 def _flip_pixel_bytes(entry: Path) -> None:
     path = entry / "pixels.npy"
     data = bytearray(path.read_bytes())
@@ -129,6 +151,7 @@ def _edit_manifest(change):
         manifest = read_json(entry / "manifest.json")
         change(manifest)
         (entry / "manifest.json").write_text(json.dumps(manifest))
+
     return corrupt
 
 
@@ -189,8 +212,16 @@ def test_a_feature_cache_that_does_not_match_is_recomputed(corrupt, tmp_path, mo
 
     def get():
         features.clear_memory_cache()
-        return features.cached_features(model, images, np.arange(12), key="k" * 32, device=torch.device("cpu"),
-                                        batch_size=8, cache_dir=str(tmp_path), show_progress=False).clone()
+        return features.cached_features(
+            model,
+            images,
+            np.arange(12),
+            key="k" * 32,
+            device=torch.device("cpu"),
+            batch_size=8,
+            cache_dir=str(tmp_path),
+            show_progress=False,
+        ).clone()
 
     expected = get()
     array_path, manifest_path = tmp_path / "features" / f"{'k' * 32}.npy", tmp_path / "features" / f"{'k' * 32}.json"
@@ -210,6 +241,7 @@ def test_a_feature_cache_that_does_not_match_is_recomputed(corrupt, tmp_path, mo
 
 
 # --- two processes, one cache ----------------------------------------------------------------
+
 
 def _build_cache_in_a_process(root: str, cache: str, barrier, results) -> None:
     """Runs in a child process: wait for the other one, then ask for the decoded images."""
@@ -242,8 +274,10 @@ def test_two_processes_building_one_cache_decode_once(tmp_path):
     # fork: the children start at once, with this process's imports; nothing here runs threads.
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(2), context.Queue()
-    workers = [context.Process(target=_build_cache_in_a_process, args=(str(root), str(cache), barrier, results))
-               for _ in range(2)]
+    workers = [
+        context.Process(target=_build_cache_in_a_process, args=(str(root), str(cache), barrier, results))
+        for _ in range(2)
+    ]
     for worker in workers:
         worker.start()
     outcomes = [results.get(timeout=120) for _ in workers]
@@ -257,7 +291,10 @@ def test_two_processes_building_one_cache_decode_once(tmp_path):
     assert outcomes[0][1] == pixels_checksum(expected)
     entries = list((cache / "images").iterdir())
     assert len(entries) == 1
-    assert sorted(p.name for p in entries[0].iterdir() if not p.name.endswith(".lock")) == ["manifest.json", "pixels.npy"]
+    assert sorted(p.name for p in entries[0].iterdir() if not p.name.endswith(".lock")) == [
+        "manifest.json",
+        "pixels.npy",
+    ]
 
 
 def test_the_data_folder_gains_no_files(tmp_path):

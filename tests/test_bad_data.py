@@ -25,9 +25,9 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -45,6 +45,7 @@ BAD, ERROR, IGNORED, NOTE, DECODED, ACCEPTED = "bad", "error", "ignored", "note"
 
 
 # --- making data ----------------------------------------------------------------------------
+
 
 def base_root(tmp: Path) -> Path:
     root = tmp / "data"
@@ -69,6 +70,7 @@ def add_file(name: str, data: bytes, folder: str = "train/NORMAL") -> Callable[[
         root = base_root(tmp)
         (root / folder / name).write_bytes(data)
         return root, name
+
     return make
 
 
@@ -104,6 +106,7 @@ def add_dicom(name: str, photometric: str, pixels: Callable[[], np.ndarray] = bo
         root = base_root(tmp)
         write_dicom(root / "train" / "NORMAL" / name, pixels(), photometric)
         return root, name
+
     return make
 
 
@@ -112,6 +115,7 @@ def npz_file(**arrays) -> Callable[[Path], tuple[Path, str]]:
         path = tmp / "pneumoniamnist.npz"
         np.savez(path, **{k: v() if callable(v) else v for k, v in arrays.items()})
         return path, path.name
+
     return make
 
 
@@ -223,9 +227,11 @@ def valid_jpeg(array: np.ndarray | None = None) -> bytes:
 
 # --- checking decoded pixels -------------------------------------------------------------------
 
+
 def close_to_gradient(tolerance: int) -> Callable[[np.ndarray], None]:
     def check(pixels: np.ndarray) -> None:
         assert np.abs(pixels.astype(int) - gradient()).max() <= tolerance
+
     return check
 
 
@@ -261,16 +267,16 @@ def cmyk_jpeg() -> bytes:
 
 
 def right_half_white(pixels: np.ndarray) -> None:
-    assert pixels[:, SIZE // 2 + 2:].min() > 200 and pixels[:, : SIZE // 2 - 2].max() < 55
+    assert pixels[:, SIZE // 2 + 2 :].min() > 200 and pixels[:, : SIZE // 2 - 2].max() < 55
 
 
 def bone_bright_left(pixels: np.ndarray) -> None:
     # MONOCHROME1: low stored values are bright (bone); shown inverted to match the rest.
-    assert pixels[:, : SIZE // 2 - 1].min() == 255 and pixels[:, SIZE // 2 + 1:].max() == 0
+    assert pixels[:, : SIZE // 2 - 1].min() == 255 and pixels[:, SIZE // 2 + 1 :].max() == 0
 
 
 def bone_bright_right(pixels: np.ndarray) -> None:
-    assert pixels[:, : SIZE // 2 - 1].max() == 0 and pixels[:, SIZE // 2 + 1:].min() == 255
+    assert pixels[:, : SIZE // 2 - 1].max() == 0 and pixels[:, SIZE // 2 + 1 :].min() == 255
 
 
 def lower_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,6 +286,7 @@ def lower_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- the table ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Case:
@@ -296,23 +303,55 @@ _JPEG = valid_jpeg()
 _PNG = encoded(gradient(), "PNG")
 
 CASES = [
-    Case("corrupt jpeg", add_file("IM-0900-0001.jpeg", _JPEG[:200] + b"\x00garbage" * 40), BAD, reason="not a readable image"),
+    Case(
+        "corrupt jpeg",
+        add_file("IM-0900-0001.jpeg", _JPEG[:200] + b"\x00garbage" * 40),
+        BAD,
+        reason="not a readable image",
+    ),
     Case("truncated jpeg", add_file("IM-0901-0001.jpeg", _JPEG[: len(_JPEG) // 2]), BAD, reason="truncated"),
     Case("truncated png", add_file("IM-0902-0001.png", _PNG[: len(_PNG) // 2]), BAD, reason="truncated"),
     Case("zero-byte file", add_file("IM-0903-0001.jpeg", b""), BAD, reason="empty"),
-    Case("text file named .jpeg", add_file("IM-0904-0001.jpeg", b"<html>not found</html>\n"), BAD,
-         reason="not an image in a known format"),
-    Case("corrupt dicom", add_file("IM-0905-0001.dcm", b"\0" * 128 + b"DICM" + b"\x02\x00garbage" * 8), BAD,
-         reason="not a readable image"),
-    Case("huge image (bomb error)", add_file("IM-0906-0001.png", encoded(np.zeros((100, 100), np.uint8), "PNG")), BAD,
-         setup=lower_pixel_limit, reason="too large"),
-    Case("huge image (bomb warning)", add_file("IM-0907-0001.jpeg", encoded(np.zeros((60, 60), np.uint8), "JPEG")),
-         BAD, setup=lower_pixel_limit, reason="too large"),
-    Case("huge dicom", add_dicom("IM-0908-0001.dcm", "MONOCHROME2", lambda: np.zeros((100, 100), np.uint16)), BAD,
-         setup=lower_pixel_limit, reason="too large"),
+    Case(
+        "text file named .jpeg",
+        add_file("IM-0904-0001.jpeg", b"<html>not found</html>\n"),
+        BAD,
+        reason="not an image in a known format",
+    ),
+    Case(
+        "corrupt dicom",
+        add_file("IM-0905-0001.dcm", b"\0" * 128 + b"DICM" + b"\x02\x00garbage" * 8),
+        BAD,
+        reason="not a readable image",
+    ),
+    Case(
+        "huge image (bomb error)",
+        add_file("IM-0906-0001.png", encoded(np.zeros((100, 100), np.uint8), "PNG")),
+        BAD,
+        setup=lower_pixel_limit,
+        reason="too large",
+    ),
+    Case(
+        "huge image (bomb warning)",
+        add_file("IM-0907-0001.jpeg", encoded(np.zeros((60, 60), np.uint8), "JPEG")),
+        BAD,
+        setup=lower_pixel_limit,
+        reason="too large",
+    ),
+    Case(
+        "huge dicom",
+        add_dicom("IM-0908-0001.dcm", "MONOCHROME2", lambda: np.zeros((100, 100), np.uint16)),
+        BAD,
+        setup=lower_pixel_limit,
+        reason="too large",
+    ),
     Case("dangling symlink", dangling_symlink, BAD, reason="cannot open"),
-    Case("corrupt file with [brackets], spaces, non-ASCII", add_file("[scan] röntgen 肺 1.jpeg", b"\xff\xd8junk"), BAD,
-         reason="not an image in a known format"),
+    Case(
+        "corrupt file with [brackets], spaces, non-ASCII",
+        add_file("[scan] röntgen 肺 1.jpeg", b"\xff\xd8junk"),
+        BAD,
+        reason="not an image in a known format",
+    ),
     Case(".DS_Store beside images", add_file(".DS_Store", b"\0\0\0\1Bud1" + b"\0" * 50), IGNORED),
     Case("Thumbs.db beside images", add_file("Thumbs.db", b"\xd0\xcf\x11\xe0" + b"\0" * 60), IGNORED),
     Case("AppleDouble ._ file", add_file("._IM-0000-0001.jpeg", b"\0\x05\x16\x07" + b"\0" * 60), IGNORED),
@@ -325,12 +364,23 @@ CASES = [
     Case("empty class folder in train/", empty_class_in_train, ERROR),
     Case("one class in train/", one_class_in_train, ERROR),
     Case("npz without train_labels", npz_file(train_images=lambda: npz_images(4)), ERROR),
-    Case("npz with mismatched lengths", npz_file(train_images=lambda: npz_images(6), train_labels=lambda: npz_labels(5)),
-         ERROR),
-    Case("npz with val_images but no val_labels", npz_file(
-        train_images=lambda: npz_images(6), train_labels=lambda: npz_labels(6), val_images=lambda: npz_images(2)), ERROR),
-    Case("npz holding a pickled object array", npz_file(
-        train_images=lambda: np.array([{"a": 1}, {"b": 2}], dtype=object), train_labels=lambda: npz_labels(2)), ERROR),
+    Case(
+        "npz with mismatched lengths",
+        npz_file(train_images=lambda: npz_images(6), train_labels=lambda: npz_labels(5)),
+        ERROR,
+    ),
+    Case(
+        "npz with val_images but no val_labels",
+        npz_file(
+            train_images=lambda: npz_images(6), train_labels=lambda: npz_labels(6), val_images=lambda: npz_images(2)
+        ),
+        ERROR,
+    ),
+    Case(
+        "npz holding a pickled object array",
+        npz_file(train_images=lambda: np.array([{"a": 1}, {"b": 2}], dtype=object), train_labels=lambda: npz_labels(2)),
+        ERROR,
+    ),
     Case("plain .npy named .npz", npy_as_npz, ERROR),
     Case("class folder in train/ but not in test/", class_missing_from_test, NOTE),
     Case("empty class folder in test/", empty_class_in_test, NOTE),
@@ -340,8 +390,13 @@ CASES = [
     Case("RGBA png", add_file("IM-0912-0001.png", encoded(rgba(), "PNG", "RGBA")), DECODED, check=rgba_over_black),
     Case("EXIF-rotated jpeg", exif_rotated, DECODED, check=right_half_white),
     Case("png content named .jpeg", add_file("IM-0913-0001.jpeg", _PNG), DECODED, check=close_to_gradient(0)),
-    Case("name with spaces and non-ASCII letters", add_file("Aufnahme Müller 肺 01.jpeg", _JPEG), DECODED,
-         check=close_to_gradient(8), run=True),
+    Case(
+        "name with spaces and non-ASCII letters",
+        add_file("Aufnahme Müller 肺 01.jpeg", _JPEG),
+        DECODED,
+        check=close_to_gradient(8),
+        run=True,
+    ),
     Case("dicom MONOCHROME1", add_dicom("IM-0914-0001.dcm", "MONOCHROME1"), DECODED, check=bone_bright_left, run=True),
     Case("dicom MONOCHROME2", add_dicom("IM-0915-0001.dcm", "MONOCHROME2"), DECODED, check=bone_bright_right),
 ]
@@ -350,10 +405,26 @@ CASES = [
 # --- running the command line ------------------------------------------------------------------
 
 
-
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data", str(data), "--model", "scratch_cnn", "--mode", "scratch", "--epochs", "1",
-            "--image-size", str(SIZE), "--batch-size", "8", "--out", str(out), "--quiet", *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        "scratch_cnn",
+        "--mode",
+        "scratch",
+        "--epochs",
+        "1",
+        "--image-size",
+        str(SIZE),
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def assert_one_line_error(result: CliResult, name: str) -> None:
@@ -447,7 +518,7 @@ def test_bad_data(case: Case, tmp_path, cli, monkeypatch):
         summary = inspect_json(cli, data)
         assert summary["unreadable"] == [] and summary["images"] == BASE_IMAGES + 1
         path = next(Path(data).rglob(name))
-        pixels, digest, reason = decode_file(str(path), SIZE)
+        pixels, _digest, reason = decode_file(str(path), SIZE)
         assert reason == "" and pixels.shape == (SIZE, SIZE) and pixels.dtype == np.uint8
         case.check(pixels)
         if case.run:
@@ -478,8 +549,9 @@ def test_console_script_exits_2_with_one_line(tmp_path):
     import subprocess
 
     data, name = npz_file(train_images=lambda: npz_images(4))(tmp_path)
-    process = subprocess.run([sys.executable, "-m", "cxrlab", "data", "inspect", str(data)],
-                             capture_output=True, text=True, timeout=120)
+    process = subprocess.run(
+        [sys.executable, "-m", "cxrlab", "data", "inspect", str(data)], capture_output=True, text=True, timeout=120
+    )
     assert process.returncode == 2
     assert len(process.stderr.strip().splitlines()) == 1 and name in process.stderr
     assert "Traceback" not in process.stderr

@@ -67,8 +67,21 @@ def test_frozen_ratio(bench_root, tmp_path):
 
 
 def test_frozen_speedup_against_the_tutorial(bench_root, tmp_path):
-    record = frozen_speedup.main(["--data", str(bench_root), *TINY, "--epochs", "4", "--tutorial-epochs", "2",
-                                  "--workers", "0", "--results", str(tmp_path)])
+    record = frozen_speedup.main(
+        [
+            "--data",
+            str(bench_root),
+            *TINY,
+            "--epochs",
+            "4",
+            "--tutorial-epochs",
+            "2",
+            "--workers",
+            "0",
+            "--results",
+            str(tmp_path),
+        ]
+    )
     tutorial_run, cxrlab_run = record["runs"]["tutorial"][0], record["runs"]["cxrlab"][0]
     assert len(tutorial_run["epoch_seconds"]) == 2 and "scaled to 4" in record["line"]
     # Both sides saw the same images: cxrlab's train and val splits.
@@ -78,8 +91,22 @@ def test_frozen_speedup_against_the_tutorial(bench_root, tmp_path):
 
 
 def test_finetune_speedup_with_profile(bench_root, tmp_path):
-    record = finetune_speedup.main(["--data", str(bench_root), *TINY, "--epochs", "1", "--workers", "0", "--profile",
-                                    "--profile-steps", "1", "--results", str(tmp_path)])
+    record = finetune_speedup.main(
+        [
+            "--data",
+            str(bench_root),
+            *TINY,
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--profile",
+            "--profile-steps",
+            "1",
+            "--results",
+            str(tmp_path),
+        ]
+    )
     rates = record["images_per_second"]
     assert record["value"] == pytest.approx(rates["cxrlab"][0] / rates["tutorial"][0])
     for side in ("cxrlab", "tutorial"):
@@ -108,8 +135,10 @@ def test_memory_child_peaks_and_train_command(bench_root, tmp_path):
     import numpy as np
 
     np.save(tmp_path / "pixels.npy", np.ones((16, 1024, 1024), dtype=np.uint8))
-    script = (f"import numpy as np, time; a = np.load({str(tmp_path / 'pixels.npy')!r}, mmap_mode='r'); "
-              "s = int(a.sum()); b = bytearray(64 * 1024 * 1024); time.sleep(1.0)")
+    script = (
+        f"import numpy as np, time; a = np.load({str(tmp_path / 'pixels.npy')!r}, mmap_mode='r'); "
+        "s = int(a.sum()); b = bytearray(64 * 1024 * 1024); time.sleep(1.0)"
+    )
     child = memory.run_child([sys.executable, "-c", script], env=dict(os.environ))
     assert child["peak_rss_mb"] >= 64 + 16
     assert 15 <= child["peak_cache_mb"] <= 17 and child["peak_anon_mb"] >= 64

@@ -21,8 +21,18 @@ def trained_run(tmp_path_factory):
     from conftest import make_dataset_root
 
     root = make_dataset_root(tmp_path_factory.mktemp("cam-data"), n_train=40)
-    run_dir = fit(TrainConfig(data=str(root), model="scratch_cnn", mode="scratch", epochs=8, image_size=48,
-                              batch_size=16, out=str(tmp_path_factory.mktemp("cam-runs"))), show_progress=False)
+    run_dir = fit(
+        TrainConfig(
+            data=str(root),
+            model="scratch_cnn",
+            mode="scratch",
+            epochs=8,
+            image_size=48,
+            batch_size=16,
+            out=str(tmp_path_factory.mktemp("cam-runs")),
+        ),
+        show_progress=False,
+    )
     return root, run_dir
 
 
@@ -68,8 +78,9 @@ def test_write_cam_overlays_writes_one_png_per_image(trained_run, tmp_path):
 def test_predict_cam_from_the_command_line(trained_run, tmp_path):
     root, run_dir = trained_run
     images = sorted((root / "train" / "PNEUMONIA").iterdir())[:3]
-    result = CliRunner().invoke(app, ["predict", str(run_dir), *map(str, images), "--cam", str(tmp_path / "out"),
-                                      "--device", "cpu"])
+    result = CliRunner().invoke(
+        app, ["predict", str(run_dir), *map(str, images), "--cam", str(tmp_path / "out"), "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(names) == 3
@@ -82,8 +93,12 @@ def test_read_images_finds_files_and_npz_entries_and_flags_missing_ones(tmp_path
     arrays = np.random.default_rng(0).integers(0, 255, (3, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "mnist.npz", test_images=arrays, test_labels=np.zeros(3))
     Image.fromarray(arrays[0]).save(tmp_path / "a.png")
-    paths = [str(tmp_path / "a.png"), f"{tmp_path / 'mnist.npz'}#test/2", str(tmp_path / "gone.png"),
-             f"{tmp_path / 'mnist.npz'}#test/9"]
+    paths = [
+        str(tmp_path / "a.png"),
+        f"{tmp_path / 'mnist.npz'}#test/2",
+        str(tmp_path / "gone.png"),
+        f"{tmp_path / 'mnist.npz'}#test/9",
+    ]
     pixels, found = read_images(paths, 28)
     assert found.tolist() == [True, True, False, False]
     assert np.array_equal(pixels[0], arrays[0]) and np.array_equal(pixels[1], arrays[2])

@@ -44,8 +44,10 @@ def test_compare_rows_pairs_and_files(run_dirs, tmp_path):
         assert row["n_test"] == run.metrics["n_test"]
     assert len(result["pairs"]) == 3
     for pair in result["pairs"]:
-        a, b = scored_test(load_run(Path(run_dirs[0]).parent / pair["a"])), \
-            scored_test(load_run(Path(run_dirs[0]).parent / pair["b"]))
+        a, b = (
+            scored_test(load_run(Path(run_dirs[0]).parent / pair["a"])),
+            scored_test(load_run(Path(run_dirs[0]).parent / pair["b"])),
+        )
         order = [b.paths.index(p) for p in a.paths]
         a_only = int((a.correct & ~b.correct[order]).sum())
         b_only = int((~a.correct & b.correct[order]).sum())
@@ -54,8 +56,11 @@ def test_compare_rows_pairs_and_files(run_dirs, tmp_path):
         assert pair["p_value"] == pytest.approx(expected)
         difference = (a_only - b_only) / len(a.paths)
         assert pair["accuracy_difference"]["estimate"] == pytest.approx(difference)
-        assert pair["verdict"] in ("no significant difference at 5%", f"{pair['name_a']} is better at 5%",
-                                   f"{pair['name_b']} is better at 5%")
+        assert pair["verdict"] in (
+            "no significant difference at 5%",
+            f"{pair['name_a']} is better at 5%",
+            f"{pair['name_b']} is better at 5%",
+        )
     out = tmp_path / "cmp"
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["runs"][1]["accuracy"] == result["runs"][1]["accuracy"]
@@ -64,8 +69,9 @@ def test_compare_rows_pairs_and_files(run_dirs, tmp_path):
     for name in result["figures"]:
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
         assert f"]({name})" in markdown
-    assert {"curves.png", "roc.png", "precision_recall.png", "calibration.png", "training_time.png"} <= \
-        set(result["figures"])
+    assert {"curves.png", "roc.png", "precision_recall.png", "calibration.png", "training_time.png"} <= set(
+        result["figures"]
+    )
 
 
 def test_comparison_markdown_reads_as_a_table(run_dirs):
@@ -84,9 +90,20 @@ def test_runs_scored_on_other_test_images_are_refused(run_dirs, tmp_path, monkey
     from conftest import make_dataset_root
 
     data = make_dataset_root(tmp_path / "data", n_train=40)
-    other = fit(TrainConfig(data=str(data), model="scratch_cnn", mode="scratch", epochs=1, image_size=32,
-                            batch_size=16, split_seed=7, out=str(tmp_path / "runs")), show_progress=False,
-                log=lambda line: None)
+    other = fit(
+        TrainConfig(
+            data=str(data),
+            model="scratch_cnn",
+            mode="scratch",
+            epochs=1,
+            image_size=32,
+            batch_size=16,
+            split_seed=7,
+            out=str(tmp_path / "runs"),
+        ),
+        show_progress=False,
+        log=lambda line: None,
+    )
     with pytest.raises(CxrlabError, match="different test images"):
         compare_runs([run_dirs[0], str(other)])
     # From the command line: one line, exit code 2, nothing written.
@@ -100,14 +117,21 @@ def test_runs_scored_on_other_test_images_are_refused(run_dirs, tmp_path, monkey
 
 
 def record(history: list[dict], best_epoch: int) -> RunRecord:
-    return RunRecord(path=Path("run"), config={"model": "m", "mode": "finetune"}, status={"status": "finished"},
-                     metrics={"best_epoch": best_epoch}, history=history)
+    return RunRecord(
+        path=Path("run"),
+        config={"model": "m", "mode": "finetune"},
+        status={"status": "finished"},
+        metrics={"best_epoch": best_epoch},
+        history=history,
+    )
 
 
 def test_generalisation_gap_and_curve_stability_from_the_history():
     val_losses = [1.0, 0.6, 0.5, 0.7, 0.4, 0.45]
-    history = [{"epoch": i + 1, "train_acc": 0.5 + 0.08 * i, "val_acc": 0.5 + 0.05 * i, "val_loss": v}
-               for i, v in enumerate(val_losses)]
+    history = [
+        {"epoch": i + 1, "train_acc": 0.5 + 0.08 * i, "val_acc": 0.5 + 0.05 * i, "val_loss": v}
+        for i, v in enumerate(val_losses)
+    ]
     run = record(history, best_epoch=5)
     assert generalisation_gap(run) == pytest.approx((0.5 + 0.32) - (0.5 + 0.20))
     # Five steps; the last half is the last three: |0.2|, |-0.3|, |0.05|.
@@ -118,8 +142,13 @@ def test_generalisation_gap_and_curve_stability_from_the_history():
 
 def test_labels_tell_runs_of_one_model_and_mode_apart(run_dirs, tmp_path_factory):
     study = tiny_study(tmp_path_factory)
-    runs = [load_run(study / "runs" / name) for name in
-            ["scratch_cnn-scratch-lr=1e-3", "scratch_cnn-scratch-lr=3e-3", "efficientnet_lite0-frozen"]]
-    assert run_labels(runs) == ["scratch_cnn, from scratch lr=0.001", "scratch_cnn, from scratch lr=0.003",
-                                "efficientnet_lite0, fixed feature extractor"]
+    runs = [
+        load_run(study / "runs" / name)
+        for name in ["scratch_cnn-scratch-lr=1e-3", "scratch_cnn-scratch-lr=3e-3", "efficientnet_lite0-frozen"]
+    ]
+    assert run_labels(runs) == [
+        "scratch_cnn, from scratch lr=0.001",
+        "scratch_cnn, from scratch lr=0.003",
+        "efficientnet_lite0, fixed feature extractor",
+    ]
     assert run_labels([runs[0], runs[0]]) == [f"scratch_cnn, from scratch ({runs[0].run_id})"] * 2

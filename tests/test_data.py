@@ -16,15 +16,18 @@ from cxrlab.data.splits import grouped_holdout, linked_groups
 from cxrlab.errors import CxrlabError
 
 
-@pytest.mark.parametrize("name, patient", [
-    ("person1000_bacteria_2931.jpeg", "person1000"),
-    ("person1000_virus_1681.jpeg", "person1000"),
-    ("IM-0115-0001.jpeg", "IM-0115"),
-    ("IM-0640-0001-0001.jpeg", "IM-0640"),
-    ("NORMAL2-IM-0927-0001.jpeg", "NORMAL2-IM-0927"),
-    ("NORMAL2-IM-1152-0001-0002.jpeg", "NORMAL2-IM-1152"),
-    ("chest_scan.png", "chest_scan"),
-])
+@pytest.mark.parametrize(
+    "name, patient",
+    [
+        ("person1000_bacteria_2931.jpeg", "person1000"),
+        ("person1000_virus_1681.jpeg", "person1000"),
+        ("IM-0115-0001.jpeg", "IM-0115"),
+        ("IM-0640-0001-0001.jpeg", "IM-0640"),
+        ("NORMAL2-IM-0927-0001.jpeg", "NORMAL2-IM-0927"),
+        ("NORMAL2-IM-1152-0001-0002.jpeg", "NORMAL2-IM-1152"),
+        ("chest_scan.png", "chest_scan"),
+    ],
+)
 def test_patient_ids_from_kermany_names(name, patient):
     assert patient_id(f"/data/train/X/{name}") == patient
 
@@ -97,10 +100,15 @@ def test_folder_of_class_folders(kermany_fixture):
 def test_npz_source(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "pneumoniamnist_64.npz"
-    np.savez(path, train_images=rng.integers(0, 255, (20, 64, 64), dtype=np.uint8),
-             train_labels=rng.integers(0, 2, (20, 1)), val_images=rng.integers(0, 255, (6, 64, 64), dtype=np.uint8),
-             val_labels=np.array([[0], [1]] * 3), test_images=rng.integers(0, 255, (6, 64, 64), dtype=np.uint8),
-             test_labels=np.array([[0], [1]] * 3))
+    np.savez(
+        path,
+        train_images=rng.integers(0, 255, (20, 64, 64), dtype=np.uint8),
+        train_labels=rng.integers(0, 2, (20, 1)),
+        val_images=rng.integers(0, 255, (6, 64, 64), dtype=np.uint8),
+        val_labels=np.array([[0], [1]] * 3),
+        test_images=rng.integers(0, 255, (6, 64, 64), dtype=np.uint8),
+        test_labels=np.array([[0], [1]] * 3),
+    )
     data = load_dataset(str(path), 32, show_progress=False)
     assert data.classes == ["NORMAL", "PNEUMONIA"]
     assert (data.count("train"), data.count("val"), data.count("test")) == (20, 6, 6)
@@ -149,12 +157,18 @@ def test_inspect_counts_patients_and_duplicates(tiny_root):
     assert summary["run_splits"]["test"]["NORMAL"] > 0
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p, "does not exist"),
-    (lambda p: (p.mkdir(), p)[1], "no class folders"),
-    (lambda p: make_class_folders(p / "train", {"NORMAL": 4}).parent, "one class"),
-    (lambda p: (p.joinpath("x.txt").parent.mkdir(), p.joinpath("x.txt").write_text("hi"), p / "x.txt")[2], "not a .npz"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p, "does not exist"),
+        (lambda p: (p.mkdir(), p)[1], "no class folders"),
+        (lambda p: make_class_folders(p / "train", {"NORMAL": 4}).parent, "one class"),
+        (
+            lambda p: (p.joinpath("x.txt").parent.mkdir(), p.joinpath("x.txt").write_text("hi"), p / "x.txt")[2],
+            "not a .npz",
+        ),
+    ],
+)
 def test_bad_sources_fail_with_one_line(tmp_path, make, message):
     path = make(tmp_path / "data")
     with pytest.raises(CxrlabError, match=message) as info:

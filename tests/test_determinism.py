@@ -18,22 +18,45 @@ import torch
 from cxrlab.train.features import clear_memory_cache
 from cxrlab.train.rundir import load_run, read_csv
 
-
-
-
 MODES = {
     "scratch": ["--model", "scratch_cnn", "--mode", "scratch", "--epochs", "2"],
     # Features of the frozen backbone with augmented views, the head on them, then the network.
-    "gradual": ["--model", "scratch_cnn", "--mode", "gradual", "--weights", "none", "--head-epochs", "2",
-                "--epochs", "1", "--feature-views", "2"],
+    "gradual": [
+        "--model",
+        "scratch_cnn",
+        "--mode",
+        "gradual",
+        "--weights",
+        "none",
+        "--head-epochs",
+        "2",
+        "--epochs",
+        "1",
+        "--feature-views",
+        "2",
+    ],
 }
 
 
 def run_once(cli, data: Path, tmp_path: Path, name: str, *extra: str) -> Path:
     clear_memory_cache()  # each run computes its features afresh
-    result = cli("train", "--data", str(data), *extra, "--image-size", "32", "--batch-size", "16",
-                 "--cache-dir", str(tmp_path / f"cache-{name}"), "--out", str(tmp_path / "runs"), "--name", name,
-                 "--quiet")
+    result = cli(
+        "train",
+        "--data",
+        str(data),
+        *extra,
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--cache-dir",
+        str(tmp_path / f"cache-{name}"),
+        "--out",
+        str(tmp_path / "runs"),
+        "--name",
+        name,
+        "--quiet",
+    )
     assert result.code == 0, result.err
     return tmp_path / "runs" / name
 
@@ -71,8 +94,20 @@ def test_same_seed_same_run_bit_for_bit(mode, tiny_root, tmp_path, cli):
 
 
 def test_deterministic_is_the_cpu_default(tiny_root, tmp_path, cli):
-    run_dir = run_once(cli, tiny_root, tmp_path, "default", "--model", "scratch_cnn", "--mode", "scratch",
-                       "--epochs", "1", "--device", "cpu")
+    run_dir = run_once(
+        cli,
+        tiny_root,
+        tmp_path,
+        "default",
+        "--model",
+        "scratch_cnn",
+        "--mode",
+        "scratch",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
     record = load_run(run_dir).config
     assert record["deterministic"] is None and record["environment"]["deterministic"] is True
     assert torch.are_deterministic_algorithms_enabled()

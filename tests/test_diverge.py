@@ -22,8 +22,18 @@ from cxrlab.train.rundir import list_runs, load_run, read_csv
 
 
 def diverging(tiny_root, out, **extra) -> TrainConfig:
-    settings = dict(data=str(tiny_root), model="scratch_cnn", mode="scratch", optimizer="sgd", lr=1e6, warmup=0.0,
-                    epochs=3, image_size=32, batch_size=16, out=str(out))
+    settings = dict(
+        data=str(tiny_root),
+        model="scratch_cnn",
+        mode="scratch",
+        optimizer="sgd",
+        lr=1e6,
+        warmup=0.0,
+        epochs=3,
+        image_size=32,
+        batch_size=16,
+        out=str(out),
+    )
     settings.update(extra)
     return TrainConfig(**settings)
 
@@ -44,8 +54,16 @@ def test_first_epoch_divergence_stops_at_the_step(tiny_root, tmp_path):
 
 def test_later_divergence_keeps_the_best_earlier_checkpoint(tiny_root, tmp_path):
     # Gradual: two sane head epochs on frozen features, then the network phase at lr 1e6.
-    config = diverging(tiny_root, tmp_path / "runs", mode="gradual", weights="none", head_epochs=2, head_lr=1e-2,
-                       epochs=2, name="later")
+    config = diverging(
+        tiny_root,
+        tmp_path / "runs",
+        mode="gradual",
+        weights="none",
+        head_epochs=2,
+        head_lr=1e-2,
+        epochs=2,
+        name="later",
+    )
     lines: list[str] = []
     run_dir = fit(config, show_progress=False, log=lines.append)
 
@@ -66,17 +84,44 @@ def test_later_divergence_keeps_the_best_earlier_checkpoint(tiny_root, tmp_path)
     assert record.status["status"] == "diverged" and record.diverged and not record.finished
     assert [r.run_id for r in list_runs(tmp_path / "runs", finished_only=False)] == ["later"]
     assert list_runs(tmp_path / "runs") == []
-    with pytest.raises(CxrlabError, match="diverged at epoch 3.*lower --lr"):
+    with pytest.raises(CxrlabError, match=r"diverged at epoch 3.*lower --lr"):
         load_run(run_dir)
     with pytest.raises(CxrlabError, match="already diverged"):
         fit(config, resume=run_dir, show_progress=False, log=lines.append)
 
 
 def test_command_line_exits_1_with_one_line(tiny_root, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", [
-        "cxrlab", "train", "--data", str(tiny_root), "--model", "scratch_cnn", "--mode", "scratch", "--optimizer", "sgd",
-        "--lr", "1e6", "--warmup", "0", "--epochs", "2", "--image-size", "32", "--batch-size", "16",
-        "--out", str(tmp_path / "runs"), "--name", "cli", "--quiet"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "cxrlab",
+            "train",
+            "--data",
+            str(tiny_root),
+            "--model",
+            "scratch_cnn",
+            "--mode",
+            "scratch",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e6",
+            "--warmup",
+            "0",
+            "--epochs",
+            "2",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "16",
+            "--out",
+            str(tmp_path / "runs"),
+            "--name",
+            "cli",
+            "--quiet",
+        ],
+    )
     with pytest.raises(SystemExit) as exit_info:
         main()
     captured = capsys.readouterr()
@@ -90,6 +135,9 @@ def test_command_line_exits_1_with_one_line(tiny_root, tmp_path, monkeypatch, ca
 
 def test_a_sane_learning_rate_does_not_diverge(tiny_root, tmp_path):
     """The control: the same settings at lr 0.01 finish, so the checks above test the lr."""
-    run_dir = fit(diverging(tiny_root, tmp_path / "runs", lr=1e-2, epochs=1, name="sane"), show_progress=False,
-                  log=lambda line: None)
+    run_dir = fit(
+        diverging(tiny_root, tmp_path / "runs", lr=1e-2, epochs=1, name="sane"),
+        show_progress=False,
+        log=lambda line: None,
+    )
     assert load_run(run_dir).finished

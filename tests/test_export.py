@@ -26,9 +26,20 @@ def run_dir(tmp_path_factory) -> Path:
     from conftest import make_dataset_root
 
     root = make_dataset_root(tmp_path_factory.mktemp("export-data"), n_train=40)
-    return fit(TrainConfig(data=str(root), model="scratch_cnn", mode="scratch", epochs=1, image_size=32,
-                           batch_size=16, out=str(tmp_path_factory.mktemp("export-runs")), name="cnn"),
-               show_progress=False, log=lambda line: None)
+    return fit(
+        TrainConfig(
+            data=str(root),
+            model="scratch_cnn",
+            mode="scratch",
+            epochs=1,
+            image_size=32,
+            batch_size=16,
+            out=str(tmp_path_factory.mktemp("export-runs")),
+            name="cnn",
+        ),
+        show_progress=False,
+        log=lambda line: None,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,11 @@ def test_history_figure_plots_the_recorded_curves_and_shades_the_head_phase(runs
 
 
 def test_overlay_of_several_runs(runs):
-    chosen = [runs["efficientnet_lite0-finetune"], runs["efficientnet_lite0-frozen"], runs["efficientnet_lite0-gradual"]]
+    chosen = [
+        runs["efficientnet_lite0-finetune"],
+        runs["efficientnet_lite0-frozen"],
+        runs["efficientnet_lite0-gradual"],
+    ]
     figure = figures.history_overlay_figure(chosen, ["fine-tune", "frozen", "gradual"], "modes")
     legend = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
     assert legend == ["fine-tune", "frozen", "gradual"]
@@ -62,11 +66,11 @@ def test_roc_and_precision_recall_curves_are_the_runs_test_predictions(runs):
     curves = curve_inputs(chosen, ["scratch", "frozen"])
     figure = figures.roc_figure(curves)
     axes = figure.axes[0]
-    for curve, label in zip(curves, ["scratch", "frozen"]):
+    for _curve, label in zip(curves, ["scratch", "frozen"]):
         test = scored_test(chosen[0] if label == "scratch" else chosen[1])
         fpr, tpr, _ = roc_curve(test.labels, test.probs[:, test.positive], positive=test.positive)
         auc = roc_auc(test.labels, test.probs[:, test.positive], positive=test.positive)
-        line = next(l for l in axes.get_lines() if l.get_label().startswith(label + " "))
+        line = next(ln for ln in axes.get_lines() if ln.get_label().startswith(label + " "))
         assert np.allclose(line.get_xdata(), fpr) and np.allclose(line.get_ydata(), tpr)
         assert line.get_label() == f"{label} (AUC {auc:.3f})"
     assert axes.get_xlabel() == "false positive rate (1 − specificity)"
@@ -79,12 +83,23 @@ def test_three_class_roc_draws_one_curve_per_class():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], 10)
     probs = rng.dirichlet([1, 1, 1], 30)
-    curve = {"label": "run", "labels": labels, "probs": probs, "classes": ["NORMAL", "BACTERIA", "VIRUS"],
-             "positive": 1, "operating_point": None}
-    names = [l.get_label() for l in figures.roc_figure([curve]).axes[0].get_lines()]
+    curve = {
+        "label": "run",
+        "labels": labels,
+        "probs": probs,
+        "classes": ["NORMAL", "BACTERIA", "VIRUS"],
+        "positive": 1,
+        "operating_point": None,
+    }
+    names = [ln.get_label() for ln in figures.roc_figure([curve]).axes[0].get_lines()]
     assert sum("vs rest" in n for n in names) == 3
-    assert np.allclose(figures.confusion_figure(np.eye(3, dtype=int) * 5, curve["classes"], "3 classes")
-                       .axes[0].get_images()[0].get_array(), np.eye(3))
+    assert np.allclose(
+        figures.confusion_figure(np.eye(3, dtype=int) * 5, curve["classes"], "3 classes")
+        .axes[0]
+        .get_images()[0]
+        .get_array(),
+        np.eye(3),
+    )
 
 
 def test_confusion_matrix_shows_the_counts(runs):
@@ -117,8 +132,12 @@ def test_training_time_bars_are_the_recorded_seconds(runs):
     widths = [bar.get_width() for bar in figure.axes[0].patches]
     assert widths == pytest.approx(seconds)
     assert figure.axes[0].get_xlabel().startswith("training time (s)")
-    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == \
-        ["fine-tune", "fixed feature extractor", "from scratch", "gradual unfreezing"]
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == [
+        "fine-tune",
+        "fixed feature extractor",
+        "from scratch",
+        "gradual unfreezing",
+    ]
 
 
 def test_mistakes_grid_from_the_original_files(runs, tmp_path):
@@ -132,9 +151,14 @@ def test_mistakes_grid_from_the_original_files(runs, tmp_path):
         pytest.skip("this run made no test mistakes")
     pixels, found = read_images([test.paths[i] for i in wrong], 96)
     assert found.all()
-    figure = figures.mistakes_figure(list(pixels), [test.paths[i] for i in wrong],
-                                     [test.classes[test.labels[i]] for i in wrong],
-                                     [test.classes[test.predicted[i]] for i in wrong], list(confidence), "mistakes")
+    figure = figures.mistakes_figure(
+        list(pixels),
+        [test.paths[i] for i in wrong],
+        [test.classes[test.labels[i]] for i in wrong],
+        [test.classes[test.predicted[i]] for i in wrong],
+        list(confidence),
+        "mistakes",
+    )
     shown = [axes.get_images()[0].get_array() for axes in figure.axes if axes.get_images()]
     assert len(shown) == len(wrong) and np.array_equal(shown[0], pixels[0])
     captions = texts(figure)

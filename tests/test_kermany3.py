@@ -29,7 +29,9 @@ def make_kermany3_folders(root: Path, per_class: int, seed: int, start: int = 0)
     for i in range(per_class):
         patient = start + i // 2
         Image.fromarray(synthetic_xray(0, rng, 32)).save(root / "NORMAL" / f"IM-{patient:04d}-{i % 2 + 1:04d}.jpeg")
-        Image.fromarray(synthetic_xray(1, rng, 32)).save(root / "PNEUMONIA" / f"person{patient}_bacteria_{start + i}.jpeg")
+        Image.fromarray(synthetic_xray(1, rng, 32)).save(
+            root / "PNEUMONIA" / f"person{patient}_bacteria_{start + i}.jpeg"
+        )
         hazy = np.clip(synthetic_xray(0, rng, 32).astype(np.int16) + 60, 0, 255).astype(np.uint8)
         Image.fromarray(hazy).save(root / "PNEUMONIA" / f"person{1000 + patient}_virus_{start + i}.jpeg")
     return root
@@ -47,9 +49,22 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def run_dir(data, tmp_path_factory) -> Path:
     root, _ = data
-    return fit(TrainConfig(data=str(root), model="scratch_cnn", mode="scratch", labels="kermany3", epochs=2,
-                           image_size=32, batch_size=16, lr=2e-3, out=str(tmp_path_factory.mktemp("k3-runs")),
-                           name="k3"), show_progress=False, log=lambda line: None)
+    return fit(
+        TrainConfig(
+            data=str(root),
+            model="scratch_cnn",
+            mode="scratch",
+            labels="kermany3",
+            epochs=2,
+            image_size=32,
+            batch_size=16,
+            lr=2e-3,
+            out=str(tmp_path_factory.mktemp("k3-runs")),
+            name="k3",
+        ),
+        show_progress=False,
+        log=lambda line: None,
+    )
 
 
 def test_metrics_have_three_classes(run_dir):
@@ -79,8 +94,9 @@ def test_metrics_agree_with_the_saved_predictions(run_dir):
     assert confusion_matrix(labels, predicted, labels=[0, 1, 2]).tolist() == run.metrics["confusion_matrix"]
     assert run.metrics["f1"] == pytest.approx(f1_score(labels, predicted, average="macro", labels=[0, 1, 2]), abs=1e-4)
     # Macro one-vs-rest AUC; the saved probabilities are rounded to 6 places.
-    assert run.metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro"),
-                                                   abs=1e-3)
+    assert run.metrics["roc_auc"] == pytest.approx(
+        roc_auc_score(labels, probs, multi_class="ovr", average="macro"), abs=1e-3
+    )
 
 
 def test_predictions_csv_has_a_column_per_class(run_dir):
@@ -126,7 +142,20 @@ def test_a_pneumonia_file_without_a_type_is_one_line_error(tmp_path):
 
     root = make_class_folders(tmp_path / "data" / "train", {"NORMAL": 4, "PNEUMONIA": 4}, size=32)
     (root / "PNEUMONIA" / "person1_bacteria_2.jpeg").rename(root / "PNEUMONIA" / "person1_1.jpeg")
-    with pytest.raises(CxrlabError, match=r"--labels kermany3: no _bacteria_ or _virus_ in the file name person1_1.jpeg"):
-        fit(TrainConfig(data=str(tmp_path / "data"), model="scratch_cnn", mode="scratch", labels="kermany3",
-                        epochs=1, image_size=32, out=str(tmp_path / "runs")), show_progress=False, log=lambda line: None)
+    with pytest.raises(
+        CxrlabError, match=r"--labels kermany3: no _bacteria_ or _virus_ in the file name person1_1.jpeg"
+    ):
+        fit(
+            TrainConfig(
+                data=str(tmp_path / "data"),
+                model="scratch_cnn",
+                mode="scratch",
+                labels="kermany3",
+                epochs=1,
+                image_size=32,
+                out=str(tmp_path / "runs"),
+            ),
+            show_progress=False,
+            log=lambda line: None,
+        )
     assert not (tmp_path / "runs").exists()

@@ -11,8 +11,7 @@ from conftest import FIXTURES
 from cxrlab.errors import CxrlabError
 from cxrlab.models.cards import model_card
 from cxrlab.models.registry import MODELS, build_model, model_entry
-from cxrlab.models.weights import (lite0_weights_file, load_weights, pretrained_available,
-                                   torchvision_cache_file)
+from cxrlab.models.weights import lite0_weights_file, load_weights, pretrained_available, torchvision_cache_file
 
 
 @pytest.mark.parametrize("name", list(MODELS) + ["timm:resnet10t"])
@@ -61,8 +60,11 @@ def test_densenet_legacy_key_names_load():
     import re
 
     reference = __import__("torchvision").models.densenet121(weights=None)
-    legacy = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))(\d)", r"\1.\2", k): v
-              for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    legacy = {
+        re.sub(r"(denselayer\d+\.(?:norm|relu|conv))(\d)", r"\1.\2", k): v
+        for k, v in reference.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     assert any(".norm.1." in k for k in legacy)
     path = torchvision_cache_file(model_entry("densenet121"))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +99,7 @@ def test_weights_that_do_not_fit_are_one_line(tmp_path):
     assert "\n" not in str(info.value)
     three_class = tmp_path / "three.pt"
     torch.save(build_model("scratch_cnn", num_classes=3).state_dict(), three_class)
-    with pytest.raises(CxrlabError, match="head.weight has shape"):
+    with pytest.raises(CxrlabError, match=r"head\.weight has shape"):
         load_weights(build_model("scratch_cnn", num_classes=2), "scratch_cnn", str(three_class))
 
 

@@ -26,8 +26,9 @@ def test_notebook_runs_top_to_bottom(tmp_path):
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # python3 resolves to ipykernel's own kernel spec, launched with this interpreter.
-    client = NotebookClient(notebook, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # a failing cell raises CellExecutionError with its traceback
 
     outputs = outputs_of(notebook)
@@ -35,8 +36,11 @@ def test_notebook_runs_top_to_bottom(tmp_path):
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(figures) >= 2  # the curves of task D
     markdown = "\n".join(o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {}))
-    table_rows = [line for line in markdown.splitlines()
-                  if line.startswith("|") and "efficientnet_lite0" in line and "finetune" in line]
+    table_rows = [
+        line
+        for line in markdown.splitlines()
+        if line.startswith("|") and "efficientnet_lite0" in line and "finetune" in line
+    ]
     assert len(table_rows) == 2  # the sweep's table of two learning rates (B)
     assert "McNemar" in markdown  # cxrlab.compare (E)
     text = "\n".join(o.get("data", {}).get("text/plain", "") for o in outputs)

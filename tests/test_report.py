@@ -26,8 +26,13 @@ from cxrlab.train.loop import fit
 from cxrlab.train.rundir import list_runs
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-TASK_HEADINGS = ["A. Model selection", "B. Hyperparameters and results", "C. The fixed feature extractor",
-                 "D. Comparing fine-tuning", "E. Test analysis against the from-scratch baseline"]
+TASK_HEADINGS = [
+    "A. Model selection",
+    "B. Hyperparameters and results",
+    "C. The fixed feature extractor",
+    "D. Comparing fine-tuning",
+    "E. Test analysis against the from-scratch baseline",
+]
 SMALL = dict(image_size=32, batch_size=16)
 STUDY_RUNS = [
     dict(model="scratch_cnn", mode="scratch", epochs=2, lr=1e-3, name="scratch_cnn-scratch-lr=1e-3"),
@@ -48,8 +53,11 @@ def build_study(folder: Path, runs: list[dict], classes: tuple[str, ...] = ("NOR
         return study
     data = make_dataset_root(folder / "data", n_train=40, classes=classes)
     for settings in runs:
-        fit(TrainConfig(data=str(data), out=str(study / "runs"), **SMALL, **settings), show_progress=False,
-            log=lambda line: None)
+        fit(
+            TrainConfig(data=str(data), out=str(study / "runs"), **SMALL, **settings),
+            show_progress=False,
+            log=lambda line: None,
+        )
     (study / "done").write_text("")
     return study
 
@@ -158,9 +166,14 @@ def test_sections_without_runs_say_so(tmp_path):
 def test_three_class_study(tmp_path):
     # scratch_cnn has no pretrained weights: "finetune" trains it from random weights too, which
     # is enough to give section D two modes and section E a pair to test.
-    study = build_study(tmp_path, [dict(model="scratch_cnn", mode="scratch", epochs=1, name="scratch3"),
-                                   dict(model="scratch_cnn", mode="finetune", epochs=1, name="finetune3")],
-                        classes=("NORMAL", "BACTERIA", "VIRUS"))
+    study = build_study(
+        tmp_path,
+        [
+            dict(model="scratch_cnn", mode="scratch", epochs=1, name="scratch3"),
+            dict(model="scratch_cnn", mode="finetune", epochs=1, name="finetune3"),
+        ],
+        classes=("NORMAL", "BACTERIA", "VIRUS"),
+    )
     runs = list_runs(study / "runs")
     analysis = run_analysis(runs[0])
     assert np.array(analysis["confusion_matrix"]).shape == (3, 3)
@@ -197,9 +210,23 @@ window.addEventListener("load", function () {
 
 def chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", *arguments], capture_output=True, text=True, timeout=180)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
@@ -207,8 +234,9 @@ def test_report_in_a_headless_browser(report, tmp_path):
     _, paths = report
     html = paths[1].read_text(encoding="utf-8")
     # A copy with the check script; the report's own policy forbids scripts, so it goes too.
-    checked = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html).replace("</body>",
-                                                                                            PAGE_CHECK + "</body>")
+    checked = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html).replace(
+        "</body>", PAGE_CHECK + "</body>"
+    )
     page = tmp_path / "checked.html"
     page.write_text(checked, encoding="utf-8")
     dom = chromium("--virtual-time-budget=10000", "--dump-dom", page.as_uri(), profile=tmp_path / "profile").stdout

@@ -24,9 +24,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -41,8 +41,21 @@ HEAD_EPOCHS = 16
 COMMON = ["--image-size", "32", "--batch-size", "8", "--seed", "7", "--quiet"]
 CONFIGS = {
     "finetune": ["--model", "efficientnet_b0", "--mode", "finetune", "--weights", "none", "--epochs", "3", *COMMON],
-    "gradual": ["--model", "scratch_cnn", "--mode", "gradual", "--weights", "none", "--head-epochs", str(HEAD_EPOCHS),
-                "--head-lr", "0.01", "--epochs", "4", *COMMON],
+    "gradual": [
+        "--model",
+        "scratch_cnn",
+        "--mode",
+        "gradual",
+        "--weights",
+        "none",
+        "--head-epochs",
+        str(HEAD_EPOCHS),
+        "--head-lr",
+        "0.01",
+        "--epochs",
+        "4",
+        *COMMON,
+    ],
 }
 
 
@@ -61,8 +74,10 @@ class KillPoint:
     history_rows: int = -1
 
     def describe(self) -> str:
-        return (f"{self.what}: killed {self.waited * 1000:.0f} ms after the checkpoint of epoch {self.seen_rows}; last.pt "
-                f"phase {self.phase + 1}, {self.epochs_done} epochs done; history.csv {self.history_rows} rows")
+        return (
+            f"{self.what}: killed {self.waited * 1000:.0f} ms after the checkpoint of epoch {self.seen_rows}; last.pt "
+            f"phase {self.phase + 1}, {self.epochs_done} epochs done; history.csv {self.history_rows} rows"
+        )
 
 
 @dataclass
@@ -85,12 +100,22 @@ def _chains(rng: random.Random) -> list[Chain]:
     network_after = HEAD_EPOCHS + rng.randint(1, 2)
     return [
         Chain("finetune", "finetune", [KillPoint(1, inside_next_epoch, "finetune: a random time inside epoch 2")]),
-        Chain("gradual", "gradual", [
-            KillPoint(head_after, lambda rows: rng.uniform(0.0, 0.01),
-                      f"gradual, head phase: 0-10 ms after head epoch {head_after}'s checkpoint"),
-            KillPoint(network_after, inside_next_epoch,
-                      f"gradual, network phase, after a resume: a random time inside epoch {network_after + 1}"),
-        ]),
+        Chain(
+            "gradual",
+            "gradual",
+            [
+                KillPoint(
+                    head_after,
+                    lambda rows: rng.uniform(0.0, 0.01),
+                    f"gradual, head phase: 0-10 ms after head epoch {head_after}'s checkpoint",
+                ),
+                KillPoint(
+                    network_after,
+                    inside_next_epoch,
+                    f"gradual, network phase, after a resume: a random time inside epoch {network_after + 1}",
+                ),
+            ],
+        ),
     ]
 
 
@@ -122,6 +147,7 @@ def data_root(tmp_path_factory) -> Path:
 def kill_chains(data_root: Path, out: Path) -> None:
     """Run every chain side by side: real ``cxrlab train`` processes, each ended by kill -9 at its point."""
     out.mkdir(parents=True, exist_ok=True)
+
     def start(chain: Chain, stage: int) -> subprocess.Popen:
         if stage == 0:
             args = ["--data", str(data_root), *CONFIGS[chain.config], "--out", str(out), "--name", chain.name]
@@ -129,8 +155,9 @@ def kill_chains(data_root: Path, out: Path) -> None:
             args = ["--resume", str(chain.run_dir), "--quiet"]
         chain.logs.append(out / f"{chain.name}-{stage}.stderr")
         with open(chain.logs[-1], "w") as stderr:
-            return subprocess.Popen([sys.executable, "-m", "cxrlab", "train", *args], stdout=subprocess.DEVNULL,
-                                    stderr=stderr)
+            return subprocess.Popen(
+                [sys.executable, "-m", "cxrlab", "train", *args], stdout=subprocess.DEVNULL, stderr=stderr
+            )
 
     running: dict[str, tuple[Chain, int, subprocess.Popen]] = {}
     for chain in CHAINS:
@@ -172,8 +199,6 @@ def uninterrupted(config: str, data_root: Path, out: Path, cli) -> Path:
     result = cli("train", "--data", str(data_root), *CONFIGS[config], "--out", str(out), "--name", f"ref-{config}")
     assert result.code == 0, result.err
     return out / f"ref-{config}"
-
-
 
 
 def assert_same_run(resumed: Path, reference: Path) -> None:
@@ -244,8 +269,20 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(data_root, tmp_pat
     """No last.pt yet (killed while epoch 1's checkpoint was being written): --resume starts afresh."""
     import shutil
 
-    args = ["train", "--data", str(data_root), "--model", "scratch_cnn", "--mode", "scratch", "--epochs", "2", *COMMON,
-            "--out", str(tmp_path)]
+    args = [
+        "train",
+        "--data",
+        str(data_root),
+        "--model",
+        "scratch_cnn",
+        "--mode",
+        "scratch",
+        "--epochs",
+        "2",
+        *COMMON,
+        "--out",
+        str(tmp_path),
+    ]
     assert cli(*args, "--name", "early").code == 0
     shutil.copytree(tmp_path / "early", tmp_path / "reference")
     # What such a kill leaves: the run marked running, epoch 1's history row and model.pt, no last.pt.
@@ -266,8 +303,25 @@ def test_resume_refuses_data_that_changed(data_root, tmp_path, cli):
 
     root = tmp_path / "data"
     shutil.copytree(data_root, root)
-    assert cli("train", "--data", str(root), "--model", "scratch_cnn", "--mode", "scratch", "--epochs", "1", *COMMON,
-               "--out", str(tmp_path), "--name", "moved").code == 0
+    assert (
+        cli(
+            "train",
+            "--data",
+            str(root),
+            "--model",
+            "scratch_cnn",
+            "--mode",
+            "scratch",
+            "--epochs",
+            "1",
+            *COMMON,
+            "--out",
+            str(tmp_path),
+            "--name",
+            "moved",
+        ).code
+        == 0
+    )
     run_dir = tmp_path / "moved"
     (run_dir / "status.json").write_text(json.dumps({"status": "running"}))  # as a kill -9 leaves it
     extra = next((root / "train" / "NORMAL").iterdir())
@@ -289,8 +343,17 @@ def test_a_kill_between_history_and_checkpoint_redoes_that_epoch(data_root, tmp_
     from cxrlab.train.loop import fit
 
     def config(name: str) -> TrainConfig:
-        return TrainConfig(data=str(data_root), model="scratch_cnn", mode="scratch", epochs=3, image_size=32,
-                           batch_size=8, seed=7, out=str(tmp_path), name=name)
+        return TrainConfig(
+            data=str(data_root),
+            model="scratch_cnn",
+            mode="scratch",
+            epochs=3,
+            image_size=32,
+            batch_size=8,
+            seed=7,
+            out=str(tmp_path),
+            name=name,
+        )
 
     reference = fit(config("reference"), show_progress=False, log=lambda line: None)
 

@@ -15,7 +15,7 @@ def fixed_predictions(n: int, accuracy_rate: float = 0.85, seed: int = 1):
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, 2, n)
     y_pred = y_true.copy()
-    wrong = rng.choice(n, n - int(round(n * accuracy_rate)), replace=False)
+    wrong = rng.choice(n, n - round(n * accuracy_rate), replace=False)
     y_pred[wrong] = 1 - y_pred[wrong]
     return y_true, y_pred
 
@@ -119,8 +119,10 @@ def test_mcnemar_verdict_in_plain_words():
     test = stats.mcnemar_exact(correct_a, correct_b)
     assert test["p_value"] < 0.05
     assert stats.mcnemar_verdict(test, "fine-tune", "scratch") == "fine-tune is better at 5%"
-    assert stats.mcnemar_verdict(stats.mcnemar_exact(correct_b, correct_a), "scratch", "fine-tune") == \
-        "fine-tune is better at 5%"
+    assert (
+        stats.mcnemar_verdict(stats.mcnemar_exact(correct_b, correct_a), "scratch", "fine-tune")
+        == "fine-tune is better at 5%"
+    )
     close = stats.mcnemar_exact([True, False, True], [False, True, True])
     assert stats.mcnemar_verdict(close, "A", "B") == "no significant difference at 5%"
 

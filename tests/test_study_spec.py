@@ -19,14 +19,19 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("entry, line, key, words", [
-    ("      learnig_rate: 1.0e-3\n", 7, "runs[0].learnig_rate", "unknown setting"),
-    ("      lr: -1.0e-3\n", 7, "runs[0].lr", "greater than 0"),
-    ("      weight_decay: 1.0e-4\n    - model: resnet51\n", 8, "runs[1].model", "unknown model 'resnet51'"),
-])
+@pytest.mark.parametrize(
+    "entry, line, key, words",
+    [
+        ("      learnig_rate: 1.0e-3\n", 7, "runs[0].learnig_rate", "unknown setting"),
+        ("      lr: -1.0e-3\n", 7, "runs[0].lr", "greater than 0"),
+        ("      weight_decay: 1.0e-4\n    - model: resnet51\n", 8, "runs[1].model", "unknown model 'resnet51'"),
+    ],
+)
 def test_bad_study_file_fails_before_any_run_with_one_line(tmp_path, tiny_root, monkeypatch, entry, line, key, words):
-    study = write(tmp_path / "bad.yaml", f"name: bad\ndata: {tiny_root}\nruns:\n"
-                                         f"    - model: scratch_cnn\n      mode: scratch\n      epochs: 1\n{entry}")
+    study = write(
+        tmp_path / "bad.yaml",
+        f"name: bad\ndata: {tiny_root}\nruns:\n    - model: scratch_cnn\n      mode: scratch\n      epochs: 1\n{entry}",
+    )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CxrlabError) as error:
         run_sweep(study, show_progress=False)
@@ -52,7 +57,9 @@ def test_cli_prints_the_error_on_one_line_with_exit_code_2(tmp_path, monkeypatch
 
 
 def test_grids_cross_their_lists_and_repeats_give_seeds(tmp_path):
-    study = write(tmp_path / "grid.yaml", """
+    study = write(
+        tmp_path / "grid.yaml",
+        """
 name: grid
 data: some/data
 repeats: 3
@@ -65,14 +72,19 @@ grids:
     lr: [1.0e-3, 1.0e-4]
     epochs: [2, 5]
     weight_decay: 1.0e-5
-""")
+""",
+    )
     plan = load_plan(study)
     assert len(plan.runs) == (1 + 2 * 2) * 3
     assert len({r.run_id for r in plan.runs}) == len(plan.runs)
     settings = {r.setting_id for r in plan.runs}
-    assert settings == {"scratch_cnn-scratch-lr=1e-3",
-                        "resnet18-finetune-lr=1e-3-ep=2-wd=1e-5", "resnet18-finetune-lr=1e-3-ep=5-wd=1e-5",
-                        "resnet18-finetune-lr=1e-4-ep=2-wd=1e-5", "resnet18-finetune-lr=1e-4-ep=5-wd=1e-5"}
+    assert settings == {
+        "scratch_cnn-scratch-lr=1e-3",
+        "resnet18-finetune-lr=1e-3-ep=2-wd=1e-5",
+        "resnet18-finetune-lr=1e-3-ep=5-wd=1e-5",
+        "resnet18-finetune-lr=1e-4-ep=2-wd=1e-5",
+        "resnet18-finetune-lr=1e-4-ep=5-wd=1e-5",
+    }
     for setting in settings:
         assert sorted(r.seed for r in plan.runs if r.setting_id == setting) == [0, 1, 2]
     # Seed-major: every setting at seed 0 before any at seed 1.
@@ -91,16 +103,20 @@ def test_overrides_set_every_run_but_keep_its_name(tmp_path):
     assert plan.overrides == {"epochs": 1, "image_size": 32, "optimizer": "sgd"}
     # --set makes a big study small without renaming or merging its settings.
     assert [r.run_id for r in plan.runs] == ["scratch_cnn-scratch-ep=10-seed=0", "scratch_cnn-scratch-ep=20-seed=0"]
-    assert all((r.settings["epochs"], r.settings["image_size"], r.settings["data"]) == (1, 32, "other")
-               for r in plan.runs)
+    assert all(
+        (r.settings["epochs"], r.settings["image_size"], r.settings["data"]) == (1, 32, "other") for r in plan.runs
+    )
 
 
-@pytest.mark.parametrize("override, words", [
-    ("learnig_rate=1", "unknown setting 'learnig_rate'"),
-    ("seed=3", "seeds come from repeats"),
-    ("lr=-1", "greater than 0"),
-    ("epochs", "write KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("learnig_rate=1", "unknown setting 'learnig_rate'"),
+        ("seed=3", "seeds come from repeats"),
+        ("lr=-1", "greater than 0"),
+        ("epochs", "write KEY=VALUE"),
+    ],
+)
 def test_bad_overrides_are_one_line_errors(tmp_path, override, words):
     study = write(tmp_path / "s.yaml", "data: d\nruns:\n  - {model: scratch_cnn, mode: scratch}\n")
     with pytest.raises(CxrlabError) as error:
@@ -111,22 +127,39 @@ def test_bad_overrides_are_one_line_errors(tmp_path, override, words):
 
 def test_parse_overrides_reads_yaml_scalars():
     assert parse_overrides(["lr=3.0e-4", "epochs=2", "augment=none", "deterministic=true", "weights=null"]) == {
-        "lr": 3e-4, "epochs": 2, "augment": "none", "deterministic": True, "weights": None}
+        "lr": 3e-4,
+        "epochs": 2,
+        "augment": "none",
+        "deterministic": True,
+        "weights": None,
+    }
 
 
-@pytest.mark.parametrize("body, line, words", [
-    ("runs:\n  - {model: scratch_cnn, lr: 1.0e-3}\n  - {model: scratch_cnn, lr: 1.0e-3}\n", 4,
-     "repeats the setting of runs[0]"),
-    ("runs:\n  - model: scratch_cnn\n    lr: 1.0e-3\n    lr: 2.0e-3\n", 5, "given twice"),
-    ("runs:\n  - model: scratch_cnn\n    seed: 4\n", 4, "seeds come from repeats"),
-    ("rnus:\n  - model: scratch_cnn\n", 2, "unknown key (did you mean runs?)"),
-    ("search:\n  - model: scratch_cnn\n    trials: 4\n    space:\n      lr: {low: -1.0, high: 1.0}\n", 6,
-     "search[0].space.lr: Input should be greater than 0"),
-    ("search:\n  - model: scratch_cnn\n    trials: 4\n    space:\n      epochs: {low: 1.5, high: 4}\n", 6,
-     "takes whole numbers"),
-    ("grids:\n  - {model: scratch_cnn, lr: []}\n", 3, "empty list"),
-    ("runs: [ {model: scratch_cnn\n", 3, "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "body, line, words",
+    [
+        (
+            "runs:\n  - {model: scratch_cnn, lr: 1.0e-3}\n  - {model: scratch_cnn, lr: 1.0e-3}\n",
+            4,
+            "repeats the setting of runs[0]",
+        ),
+        ("runs:\n  - model: scratch_cnn\n    lr: 1.0e-3\n    lr: 2.0e-3\n", 5, "given twice"),
+        ("runs:\n  - model: scratch_cnn\n    seed: 4\n", 4, "seeds come from repeats"),
+        ("rnus:\n  - model: scratch_cnn\n", 2, "unknown key (did you mean runs?)"),
+        (
+            "search:\n  - model: scratch_cnn\n    trials: 4\n    space:\n      lr: {low: -1.0, high: 1.0}\n",
+            6,
+            "search[0].space.lr: Input should be greater than 0",
+        ),
+        (
+            "search:\n  - model: scratch_cnn\n    trials: 4\n    space:\n      epochs: {low: 1.5, high: 4}\n",
+            6,
+            "takes whole numbers",
+        ),
+        ("grids:\n  - {model: scratch_cnn, lr: []}\n", 3, "empty list"),
+        ("runs: [ {model: scratch_cnn\n", 3, "not valid YAML"),
+    ],
+)
 def test_study_file_mistakes_name_their_line(tmp_path, body, line, words):
     study = write(tmp_path / "s.yaml", "data: d\n" + body)
     with pytest.raises(CxrlabError) as error:
@@ -136,7 +169,9 @@ def test_study_file_mistakes_name_their_line(tmp_path, body, line, words):
 
 
 def test_search_space_kinds_follow_the_setting(tmp_path):
-    study = write(tmp_path / "s.yaml", """
+    study = write(
+        tmp_path / "s.yaml",
+        """
 data: d
 repeats: 2
 search:
@@ -148,7 +183,8 @@ search:
       lr: {low: 1.0e-5, high: 1.0e-2, log: true}
       batch_size: {low: 8, high: 32, step: 8}
       optimizer: {choices: [adam, sgd]}
-""")
+""",
+    )
     (search,) = load_plan(study).searches
     assert search.label == "scratch_cnn-scratch-search" and search.trials == 5
     assert search.fixed["epochs"] == 2 and "seed" not in search.fixed
@@ -160,12 +196,26 @@ search:
 def test_shipped_pneumonia_study_is_the_reports_table():
     plan = load_plan(shipped_study("pneumonia.yaml"))
     assert plan.data == "pneumoniamnist:224" and plan.repeats == 1
-    finetuned = {(r.settings["model"], r.settings["lr"], r.settings["epochs"], r.settings["weight_decay"],
-                  r.settings["batch_size"]) for r in plan.runs if r.settings["mode"] == "finetune"}
+    finetuned = {
+        (
+            r.settings["model"],
+            r.settings["lr"],
+            r.settings["epochs"],
+            r.settings["weight_decay"],
+            r.settings["batch_size"],
+        )
+        for r in plan.runs
+        if r.settings["mode"] == "finetune"
+    }
     assert finetuned == {
-        ("resnet50", 1e-3, 30, 1e-4, 32), ("resnet50", 1e-4, 20, 1e-5, 16), ("resnet50", 1e-4, 30, 1e-5, 32),
-        ("resnet50", 1e-4, 20, 1e-5, 32), ("densenet121", 0.8e-4, 20, 1e-3, 32),
-        ("densenet121", 1e-4, 15, 1e-4, 32), ("densenet121", 1e-4, 20, 1e-4, 32)}
+        ("resnet50", 1e-3, 30, 1e-4, 32),
+        ("resnet50", 1e-4, 20, 1e-5, 16),
+        ("resnet50", 1e-4, 30, 1e-5, 32),
+        ("resnet50", 1e-4, 20, 1e-5, 32),
+        ("densenet121", 0.8e-4, 20, 1e-3, 32),
+        ("densenet121", 1e-4, 15, 1e-4, 32),
+        ("densenet121", 1e-4, 20, 1e-4, 32),
+    }
     others = sorted((r.settings["model"], r.settings["mode"]) for r in plan.runs if r.settings["mode"] != "finetune")
     assert others == [("densenet121", "frozen"), ("resnet50", "frozen"), ("scratch_cnn", "scratch")]
     assert {r.settings["optimizer"] for r in plan.runs} == {"adam"}
@@ -178,17 +228,23 @@ def test_shipped_offline_study_is_the_default_and_runs_offline_models():
     plan = load_plan(default)
     assert plan.data == "../shared/data/kermany-224"
     assert {(r.settings["model"], r.settings["mode"]) for r in plan.runs} == {
-        ("efficientnet_lite0", "finetune"), ("efficientnet_lite0", "frozen"), ("scratch_cnn", "scratch")}
+        ("efficientnet_lite0", "finetune"),
+        ("efficientnet_lite0", "frozen"),
+        ("scratch_cnn", "scratch"),
+    }
     assert sum(r.settings["mode"] == "finetune" for r in plan.runs) == 4
     # The repository root's studies/ is the shipped folder.
     assert (Path(__file__).parents[1] / "studies" / "offline.yaml").resolve() == default.resolve()
 
 
 def test_long_run_ids_stay_short_unique_and_keep_their_seed(tmp_path):
-    keys = ("{model: efficientnet_lite0, mode: gradual, head_epochs: 10, head_lr: 1.0e-3, backbone_lr_scale: 0.25, "
-            "label_smoothing: 0.1, warmup: 0.5, feature_views: 2, select: val_accuracy, threshold: val-balanced")
-    study = write(tmp_path / "long.yaml", f"data: d\nrepeats: 2\nruns:\n  - {keys}, lr: 1.0e-4}}\n"
-                                          f"  - {keys}, lr: 2.0e-4}}\n")
+    keys = (
+        "{model: efficientnet_lite0, mode: gradual, head_epochs: 10, head_lr: 1.0e-3, backbone_lr_scale: 0.25, "
+        "label_smoothing: 0.1, warmup: 0.5, feature_views: 2, select: val_accuracy, threshold: val-balanced"
+    )
+    study = write(
+        tmp_path / "long.yaml", f"data: d\nrepeats: 2\nruns:\n  - {keys}, lr: 1.0e-4}}\n  - {keys}, lr: 2.0e-4}}\n"
+    )
     plan = load_plan(study)
     ids = [r.run_id for r in plan.runs]
     assert len(set(ids)) == 4 and all(len(i) <= 120 for i in ids)

@@ -49,11 +49,30 @@ def postgres_url():
         shutil.chown(folder, user="postgres")
     data, port = folder / "data", _free_port()
     try:
-        subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                                  "--no-sync", "-E", "UTF8"], check=True, capture_output=True, timeout=120)
-        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w",
-                                  "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            as_user
+            + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            as_user
+            + [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(folder / "server.log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         log = (folder / "server.log").read_text(errors="replace")[-2000:] if (folder / "server.log").exists() else ""
         shutil.rmtree(folder, ignore_errors=True)
@@ -61,8 +80,11 @@ def postgres_url():
     try:
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=120,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -81,14 +103,27 @@ grids:
     workers = []
     for folder in machines:
         folder.mkdir()
-        workers.append(subprocess.Popen([sys.executable, "-m", "cxrlab", "sweep", str(study), "--storage", postgres_url],
-                                        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "cxrlab", "sweep", str(study), "--storage", postgres_url],
+                cwd=folder,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
 
     expected = {f"scratch_cnn-scratch-lr={lr}-seed={seed}" for lr in ("1e-3", "2e-3", "3e-3") for seed in (0, 1)}
-    done = [{p.name for p in (folder / "runs" / "shared" / "runs").glob("*")
-             if json.loads((p / "status.json").read_text())["status"] == "finished"} for folder in machines]
+    done = [
+        {
+            p.name
+            for p in (folder / "runs" / "shared" / "runs").glob("*")
+            if json.loads((p / "status.json").read_text())["status"] == "finished"
+        }
+        for folder in machines
+    ]
     assert done[0] | done[1] == expected, "every run finished on one machine or the other"
     assert not done[0] & done[1], "no run was done twice"
     # Each machine ran its own share and waited for the other before writing its table.

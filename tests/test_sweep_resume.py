@@ -16,8 +16,11 @@ import pytest
 
 from cxrlab.study.trials import RUN_ID
 
-RUNS = ["scratch_cnn-scratch-lr=1e-3-ep=1-seed=0", "scratch_cnn-scratch-lr=2e-3-ep=10-seed=0",
-        "scratch_cnn-scratch-lr=3e-3-ep=1-seed=0"]
+RUNS = [
+    "scratch_cnn-scratch-lr=1e-3-ep=1-seed=0",
+    "scratch_cnn-scratch-lr=2e-3-ep=10-seed=0",
+    "scratch_cnn-scratch-lr=3e-3-ep=1-seed=0",
+]
 
 
 def status(run_dir: Path) -> str | None:
@@ -71,12 +74,16 @@ runs:
     history = (second / "history.csv").read_text().splitlines()[1:]
     assert [int(line.split(",")[0]) for line in history] == list(range(1, 11)), "each epoch once, resumed not restarted"
 
-    trials = optuna.load_study(study_name="resume",
-                               storage=f"sqlite:///{tmp_path / 'runs' / 'resume' / 'study.db'}").get_trials()
+    trials = optuna.load_study(
+        study_name="resume", storage=f"sqlite:///{tmp_path / 'runs' / 'resume' / 'study.db'}"
+    ).get_trials()
     complete = [t.user_attrs[RUN_ID] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(complete) == sorted(RUNS), "one completed trial per run"
     (killed,) = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert killed.user_attrs[RUN_ID] == RUNS[1], "the dead worker's trial was failed and its run queued again"
-    rows = [line for line in (tmp_path / "runs" / "resume" / "results.md").read_text().splitlines()
-            if line.startswith("| scratch_cnn")]
+    rows = [
+        line
+        for line in (tmp_path / "runs" / "resume" / "results.md").read_text().splitlines()
+        if line.startswith("| scratch_cnn")
+    ]
     assert len(rows) == 3

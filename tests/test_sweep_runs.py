@@ -26,7 +26,9 @@ def trials(study_dir: Path, name: str) -> list:
 
 def test_sweep_writes_one_run_dir_per_run_and_a_row_per_setting(tmp_path, tiny_root):
     # Two settings at two seeds, plus one that diverges (SGD at lr 1e6 blows up in epoch 1).
-    study = write(tmp_path / "tiny.yaml", f"""
+    study = write(
+        tmp_path / "tiny.yaml",
+        f"""
 name: tiny
 data: {tiny_root}
 repeats: 2
@@ -35,11 +37,16 @@ runs:
   - {{model: scratch_cnn, mode: scratch, lr: 1.0e-3}}
   - {{model: scratch_cnn, mode: scratch, lr: 3.0e-3}}
   - {{model: scratch_cnn, mode: scratch, lr: 1.0e+6, optimizer: sgd, epochs: 2}}
-""")
+""",
+    )
     study_dir = run_sweep(study, overrides=["image_size=32"], out=tmp_path / "out", show_progress=False)
 
     assert study_dir == tmp_path / "out" / "tiny"
-    settings = ["scratch_cnn-scratch-lr=1e-3", "scratch_cnn-scratch-lr=3e-3", "scratch_cnn-scratch-lr=1e6-optimizer=sgd-ep=2"]
+    settings = [
+        "scratch_cnn-scratch-lr=1e-3",
+        "scratch_cnn-scratch-lr=3e-3",
+        "scratch_cnn-scratch-lr=1e6-optimizer=sgd-ep=2",
+    ]
     expected = {f"{s}-seed={seed}" for s in settings for seed in (0, 1)}
     assert {p.name for p in (study_dir / "runs").iterdir()} == expected
     for run_id in expected:
@@ -92,14 +99,17 @@ def test_frozen_runs_of_one_backbone_compute_its_features_once(tmp_path, tiny_ro
 
     monkeypatch.setattr(features, "compute_features", counting)
     features.clear_memory_cache()
-    study = write(tmp_path / "frozen.yaml", f"""
+    study = write(
+        tmp_path / "frozen.yaml",
+        f"""
 name: frozen
 data: {tiny_root}
 repeats: 2
-defaults: {{image_size: 32, batch_size: 16, epochs: 2, cache_dir: {tmp_path / 'cache'}}}
+defaults: {{image_size: 32, batch_size: 16, epochs: 2, cache_dir: {tmp_path / "cache"}}}
 grids:
   - {{model: efficientnet_lite0, mode: frozen, lr: [1.0e-3, 1.0e-2]}}
-""")
+""",
+    )
     study_dir = run_sweep(study, out=tmp_path, show_progress=False)
     runs = sorted((study_dir / "runs").iterdir())
     assert len(runs) == 4 and all(read_json(r / "status.json")["status"] == "finished" for r in runs)
@@ -109,13 +119,16 @@ grids:
 
 @pytest.mark.slow
 def test_two_local_workers_run_each_run_once(tmp_path, tiny_root):
-    study = write(tmp_path / "pair.yaml", f"""
+    study = write(
+        tmp_path / "pair.yaml",
+        f"""
 name: pair
 data: {tiny_root}
 defaults: {{image_size: 32, batch_size: 16, epochs: 1}}
 grids:
   - {{model: scratch_cnn, mode: scratch, lr: [1.0e-3, 2.0e-3, 3.0e-3, 4.0e-3]}}
-""")
+""",
+    )
     study_dir = run_sweep(study, workers=2, out=tmp_path, show_progress=False)
     runs = {p.name for p in (study_dir / "runs").iterdir()}
     assert len(runs) == 4
@@ -125,11 +138,15 @@ grids:
     for run in runs:
         history = (study_dir / "runs" / run / "history.csv").read_text().splitlines()
         assert len(history) == 2, "one epoch, trained once"
-    assert len([line for line in (study_dir / "results.md").read_text().splitlines() if line.startswith("| scratch")]) == 4
+    assert (
+        len([line for line in (study_dir / "results.md").read_text().splitlines() if line.startswith("| scratch")]) == 4
+    )
 
 
 def test_search_block_spends_its_budget_on_validation_loss(tmp_path, tiny_root):
-    study = write(tmp_path / "tpe.yaml", f"""
+    study = write(
+        tmp_path / "tpe.yaml",
+        f"""
 name: tpe
 data: {tiny_root}
 defaults: {{image_size: 32, batch_size: 16, epochs: 1}}
@@ -139,7 +156,8 @@ search:
     trials: 3
     space:
       lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}
-""")
+""",
+    )
     study_dir = run_sweep(study, out=tmp_path, show_progress=False)
     done = trials(study_dir, "tpe/scratch_cnn-scratch-search")
     assert len(done) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in done)

@@ -10,8 +10,17 @@ import pytest
 from optuna.trial import TrialState
 
 from cxrlab.study import trials
-from cxrlab.study.trials import (CLAIM, RUN_ID, claim_queued, enqueue_missing, fail_dead_trials, finish, open_ledger,
-                                 open_storage, trials_of)
+from cxrlab.study.trials import (
+    CLAIM,
+    RUN_ID,
+    claim_queued,
+    enqueue_missing,
+    fail_dead_trials,
+    finish,
+    open_ledger,
+    open_storage,
+    trials_of,
+)
 
 
 @pytest.fixture
@@ -44,8 +53,9 @@ def test_a_trial_whose_process_died_here_is_failed_and_queued_again(ledger):
     assert fail_dead_trials(ledger) == 0, "this process is alive"
     gone = subprocess.Popen(["true"])
     gone.wait()
-    ledger.storage.set_trial_user_attr(claim.trial_id, CLAIM, {**trials_of(ledger)[0].user_attrs[CLAIM],
-                                                               "pid": gone.pid})
+    ledger.storage.set_trial_user_attr(
+        claim.trial_id, CLAIM, {**trials_of(ledger)[0].user_attrs[CLAIM], "pid": gone.pid}
+    )
     assert fail_dead_trials(ledger) == 1
     assert states(ledger) == [("a", "FAIL"), ("a", "WAITING")]
     retry = claim_queued(ledger, {"a"})
@@ -71,5 +81,9 @@ def test_silent_and_unclaimed_trials_are_failed_after_the_grace_period(tmp_path,
     assert fail_dead_trials(ledger) == 0, "both are within their grace period"
     time.sleep(2.5)
     fail_dead_trials(ledger)
-    assert sorted(states(ledger)) == [("elsewhere", "FAIL"), ("elsewhere", "WAITING"),
-                                      ("unclaimed", "FAIL"), ("unclaimed", "WAITING")]
+    assert sorted(states(ledger)) == [
+        ("elsewhere", "FAIL"),
+        ("elsewhere", "WAITING"),
+        ("unclaimed", "FAIL"),
+        ("unclaimed", "WAITING"),
+    ]

@@ -6,12 +6,12 @@ import pytest
 
 pytest.importorskip("tensorboard")
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from cxrlab.train.config import TrainConfig  # noqa: E402
-from cxrlab.train.loop import fit  # noqa: E402
-from cxrlab.train.rundir import load_run  # noqa: E402
+from cxrlab.train.config import TrainConfig
+from cxrlab.train.loop import fit
+from cxrlab.train.rundir import load_run
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +20,22 @@ def logged_run(tmp_path_factory):
 
     root = make_dataset_root(tmp_path_factory.mktemp("tb-data"), n_train=40)
     out = tmp_path_factory.mktemp("tb-runs")
-    run_dir = fit(TrainConfig(data=str(root), model="scratch_cnn", mode="scratch", epochs=2, image_size=32,
-                              batch_size=16, lr=2e-3, tensorboard=True, out=str(out), name="tb"),
-                  show_progress=False, log=lambda line: None)
+    run_dir = fit(
+        TrainConfig(
+            data=str(root),
+            model="scratch_cnn",
+            mode="scratch",
+            epochs=2,
+            image_size=32,
+            batch_size=16,
+            lr=2e-3,
+            tensorboard=True,
+            out=str(out),
+            name="tb",
+        ),
+        show_progress=False,
+        log=lambda line: None,
+    )
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     return load_run(run_dir), events
@@ -59,7 +72,7 @@ def test_hparams_hold_settings_and_final_metrics(logged_run):
 
 
 def test_example_images_per_split_and_class(logged_run):
-    run, events = logged_run
+    _run, events = logged_run
     tags = set(events.Tags()["images"])
     for split in ("train", "val", "test"):
         assert any(tag.startswith(f"examples/{split}/") for tag in tags), tags
@@ -70,6 +83,17 @@ def test_example_images_per_split_and_class(logged_run):
 
 
 def test_without_the_flag_nothing_is_logged(tiny_root, tmp_path):
-    run_dir = fit(TrainConfig(data=str(tiny_root), model="scratch_cnn", mode="scratch", epochs=1, image_size=32,
-                              batch_size=16, out=str(tmp_path / "runs")), show_progress=False, log=lambda line: None)
+    run_dir = fit(
+        TrainConfig(
+            data=str(tiny_root),
+            model="scratch_cnn",
+            mode="scratch",
+            epochs=1,
+            image_size=32,
+            batch_size=16,
+            out=str(tmp_path / "runs"),
+        ),
+        show_progress=False,
+        log=lambda line: None,
+    )
     assert not (run_dir / "tensorboard").exists()

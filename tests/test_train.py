@@ -22,8 +22,9 @@ from cxrlab.train.rundir import list_runs, load_run, load_tensors
 
 
 def _config(root, tmp_path, **settings) -> TrainConfig:
-    base = dict(data=str(root), model="efficientnet_lite0", image_size=32, batch_size=16, epochs=2,
-                out=str(tmp_path / "runs"))
+    base = dict(
+        data=str(root), model="efficientnet_lite0", image_size=32, batch_size=16, epochs=2, out=str(tmp_path / "runs")
+    )
     base.update(settings)
     return TrainConfig(**base)
 
@@ -46,8 +47,9 @@ def test_frozen_keeps_every_backbone_tensor_and_trains_the_head(tiny_root, tmp_p
 
 def test_frozen_without_augmentation_through_the_backbone_every_step(tiny_root, tmp_path):
     """Training through the frozen backbone but with BatchNorm running statistics frozen too."""
-    run_dir = fit(_config(tiny_root, tmp_path, mode="frozen", feature_cache=False, augment="light", epochs=1),
-                  show_progress=False)
+    run_dir = fit(
+        _config(tiny_root, tmp_path, mode="frozen", feature_cache=False, augment="light", epochs=1), show_progress=False
+    )
     reference = build_model("efficientnet_lite0")
     load_weights(reference, "efficientnet_lite0", "imagenet")
     trained = _state(run_dir)
@@ -75,40 +77,89 @@ def test_cached_features_give_the_same_head_as_the_backbone_path(tiny_root, tmp_
 
 
 def test_selected_epoch_is_the_lowest_validation_loss(tiny_root, tmp_path):
-    run = load_run(fit(_config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch", epochs=4, lr=3e-3),
-                       show_progress=False))
+    run = load_run(
+        fit(_config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch", epochs=4, lr=3e-3), show_progress=False)
+    )
     val_losses = [row["val_loss"] for row in run.history]
     assert run.metrics["best_epoch"] == int(np.argmin(val_losses)) + 1
-    by_accuracy = load_run(fit(_config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch", epochs=4, lr=3e-3,
-                                       select="val_accuracy", name="acc"), show_progress=False))
+    by_accuracy = load_run(
+        fit(
+            _config(
+                tiny_root,
+                tmp_path,
+                model="scratch_cnn",
+                mode="scratch",
+                epochs=4,
+                lr=3e-3,
+                select="val_accuracy",
+                name="acc",
+            ),
+            show_progress=False,
+        )
+    )
     accuracies = [row["val_acc"] for row in by_accuracy.history]
     assert by_accuracy.metrics["best_epoch"] == int(np.argmax(accuracies)) + 1
 
 
 def test_run_directory_records(tiny_root, tmp_path):
     run_dir = fit(_config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch"), show_progress=False)
-    for name in ("config.yaml", "split.csv", "history.csv", "metrics.json", "predictions.csv", "model.pt", "status.json"):
+    for name in (
+        "config.yaml",
+        "split.csv",
+        "history.csv",
+        "metrics.json",
+        "predictions.csv",
+        "model.pt",
+        "status.json",
+    ):
         assert (run_dir / name).exists(), name
     assert not (run_dir / "last.pt").exists()
     run = load_run(run_dir)
     assert run.finished and run.config["data_info"]["fingerprint"] and run.config["environment"]["torch"]
     with open(run_dir / "history.csv") as f:
-        assert next(csv.reader(f)) == ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-    for key in ("test_loss", "test_accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1",
-                "roc_auc", "confusion_matrix", "train_seconds", "best_epoch", "n_train", "n_val", "n_test", "mode",
-                "model", "weights"):
+        assert next(csv.reader(f)) == [
+            "epoch",
+            "phase",
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "lr",
+            "seconds",
+        ]
+    for key in (
+        "test_loss",
+        "test_accuracy",
+        "balanced_accuracy",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+        "roc_auc",
+        "confusion_matrix",
+        "train_seconds",
+        "best_epoch",
+        "n_train",
+        "n_val",
+        "n_test",
+        "mode",
+        "model",
+        "weights",
+    ):
         assert key in run.metrics, key
     with open(run_dir / "split.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 80 and {r["split"] for r in rows} == {"train", "val", "test"}
-    paths, labels, probs = run.prediction_arrays("test")
+    paths, _labels, probs = run.prediction_arrays("test")
     assert len(paths) == run.metrics["n_test"] and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
 def test_metrics_json_agrees_with_predictions_and_sklearn(tiny_root, tmp_path):
     from sklearn import metrics as sk
 
-    run = load_run(fit(_config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch", epochs=2), show_progress=False))
+    run = load_run(
+        fit(_config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch", epochs=2), show_progress=False)
+    )
     _, labels, probs = run.prediction_arrays("test")
     predicted = (probs[:, 1] >= run.metrics["threshold"]).astype(int)
     assert run.metrics["test_accuracy"] == pytest.approx(sk.accuracy_score(labels, predicted))
@@ -126,8 +177,11 @@ def test_a_killed_run_is_not_listed_as_finished(tiny_root, tmp_path):
             raise Killed()
 
     with pytest.raises(Killed):
-        fit(_config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch", name="killed"), show_progress=False,
-            log=die_after_first_epoch)
+        fit(
+            _config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch", name="killed"),
+            show_progress=False,
+            log=die_after_first_epoch,
+        )
     run_dir = tmp_path / "runs" / "killed"
     assert (run_dir / "history.csv").exists() and not (run_dir / "metrics.json").exists()
     assert list_runs(tmp_path / "runs") == []
@@ -142,6 +196,7 @@ def test_gradual_records_both_phases(tiny_root, tmp_path):
 
 
 # Metrics are plain functions: checked against scikit-learn on random data.
+
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_metric_functions_equal_sklearn(seed):
@@ -168,7 +223,9 @@ def test_metric_functions_equal_sklearn(seed):
     three = rng.dirichlet(np.ones(3), 300)
     y3 = rng.integers(0, 3, 300)
     assert M.roc_auc_ovr(y3, three) == pytest.approx(sk.roc_auc_score(y3, three, multi_class="ovr", average="macro"))
-    assert M.f1_per_class(y3, three.argmax(1), 3).mean() == pytest.approx(sk.f1_score(y3, three.argmax(1), average="macro"))
+    assert M.f1_per_class(y3, three.argmax(1), 3).mean() == pytest.approx(
+        sk.f1_score(y3, three.argmax(1), average="macro")
+    )
 
 
 def test_youden_threshold_maximises_j():
@@ -176,44 +233,88 @@ def test_youden_threshold_maximises_j():
     y = rng.integers(0, 2, 400)
     scores = y * 0.4 + rng.random(400) * 0.7
     threshold = M.youden_threshold(y, scores)
+
     def j(t):
         pred = (scores >= t).astype(int)
         return M.sensitivity(y, pred) + M.specificity(y, pred) - 1
+
     assert j(threshold) == pytest.approx(max(j(t) for t in np.unique(scores)))
 
 
 def test_cli_train_evaluate_predict(tmp_path, kermany_fixture):
     root = make_dataset_root(tmp_path / "data", n_train=30)
     runs = tmp_path / "runs"
-    done = subprocess.run([sys.executable, "-m", "cxrlab", "train", "--data", str(root), "--model", "scratch_cnn",
-                           "--mode", "scratch", "--image-size", "32", "--epochs", "1", "--out", str(runs), "--name",
-                           "cli", "--quiet"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxrlab",
+            "train",
+            "--data",
+            str(root),
+            "--model",
+            "scratch_cnn",
+            "--mode",
+            "scratch",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--out",
+            str(runs),
+            "--name",
+            "cli",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     run_dir = runs / "cli"
     assert load_run(run_dir).finished
-    evaluated = subprocess.run([sys.executable, "-m", "cxrlab", "evaluate", str(run_dir), "--data", str(kermany_fixture),
-                                "--json"], capture_output=True, text=True)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "cxrlab", "evaluate", str(run_dir), "--data", str(kermany_fixture), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout)
     assert result["n_test"] == 6 and 0 <= result["test_accuracy"] <= 1
     assert list(run_dir.glob("eval-kermany-*.json"))
-    predicted = subprocess.run([sys.executable, "-m", "cxrlab", "predict", str(run_dir), str(kermany_fixture / "NORMAL")],
-                               capture_output=True, text=True)
+    predicted = subprocess.run(
+        [sys.executable, "-m", "cxrlab", "predict", str(run_dir), str(kermany_fixture / "NORMAL")],
+        capture_output=True,
+        text=True,
+    )
     assert predicted.returncode == 0, predicted.stderr
     lines = predicted.stdout.strip().splitlines()
     assert len(lines) == 3 and all("PNEUMONIA" in line and "NORMAL" in line for line in lines)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "resnet51", "--data", "{root}"], "unknown model 'resnet51'"),
-    (["--model", "scratch_cnn", "--data", "{root}/missing"], "does not exist"),
-    (["--model", "scratch_cnn", "--data", "{root}", "--lr", "-1"], "--lr"),
-    (["--model", "scratch_cnn", "--data", "{root}", "--mode", "sideways"], "--mode"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "resnet51", "--data", "{root}"], "unknown model 'resnet51'"),
+        (["--model", "scratch_cnn", "--data", "{root}/missing"], "does not exist"),
+        (["--model", "scratch_cnn", "--data", "{root}", "--lr", "-1"], "--lr"),
+        (["--model", "scratch_cnn", "--data", "{root}", "--mode", "sideways"], "--mode"),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
     root = make_dataset_root(tmp_path / "data", n_train=6)
-    done = subprocess.run([sys.executable, "-m", "cxrlab", "train", *[a.format(root=root) for a in args],
-                           "--out", str(tmp_path / "runs")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxrlab",
+            "train",
+            *[a.format(root=root) for a in args],
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -52,8 +52,9 @@ class Run:
     def classes(self) -> list[str]:
         return self.record.classes
 
-    def evaluate(self, data: str | os.PathLike, *, tta: int | None = None, device: str = "auto",
-                 show_progress: bool = False) -> dict:
+    def evaluate(
+        self, data: str | os.PathLike, *, tta: int | None = None, device: str = "auto", show_progress: bool = False
+    ) -> dict:
         """Metrics of this run's checkpoint on ``data`` (a dataset root's test split, or every
         image of a folder of class folders), at the run's own threshold; also written into
         the run directory as ``eval-<data>.json``."""
@@ -61,8 +62,9 @@ class Run:
 
         return evaluate_run(self.record, str(data), tta=tta, device=device, show_progress=show_progress)
 
-    def predict(self, images: str | os.PathLike | Sequence[str | os.PathLike], *, tta: int | None = None,
-                device: str = "auto") -> list[Prediction]:
+    def predict(
+        self, images: str | os.PathLike | Sequence[str | os.PathLike], *, tta: int | None = None, device: str = "auto"
+    ) -> list[Prediction]:
         """The predicted class and class probabilities of each image (folders are expanded)."""
         from cxrlab.evaluate.runs import predict_images
 
@@ -84,8 +86,10 @@ class Run:
     def __repr__(self) -> str:
         accuracy = self.metrics.get("test_accuracy")
         score = f", test_accuracy={accuracy:.4f}" if isinstance(accuracy, float) else ""
-        return (f"Run({str(self.path)!r}, model={self.config.get('model')!r}, mode={self.config.get('mode')!r}, "
-                f"status={self.status!r}{score})")
+        return (
+            f"Run({str(self.path)!r}, model={self.config.get('model')!r}, mode={self.config.get('mode')!r}, "
+            f"status={self.status!r}{score})"
+        )
 
 
 def load_run(path: str | os.PathLike | Run, require_finished: bool = True) -> Run:
@@ -105,8 +109,15 @@ def list_runs(folder: str | os.PathLike, finished_only: bool = True) -> list[Run
     return [_run(record) for record in list_records(folder, finished_only=finished_only)]
 
 
-def train(data: str | os.PathLike | None = None, model: str | None = None, mode: str = "finetune", *,
-          resume: str | os.PathLike | Run | None = None, show_progress: bool = True, **settings: Any) -> Run:
+def train(
+    data: str | os.PathLike | None = None,
+    model: str | None = None,
+    mode: str = "finetune",
+    *,
+    resume: str | os.PathLike | Run | None = None,
+    show_progress: bool = True,
+    **settings: Any,
+) -> Run:
     """Train one run and return it (``cxrlab train``). ``settings`` are the fields of
     ``cxrlab.train.config.TrainConfig`` (``epochs``, ``lr``, ``image_size``, ``weights``,
     ``labels``, ``out``, ...); left out, they take the defaults of the mode. ``resume``
@@ -140,9 +151,16 @@ def compare(runs: Sequence[Run | str | os.PathLike], out_dir: str | os.PathLike 
     return compare_runs(paths, out_dir=None if out_dir is None else str(out_dir))
 
 
-def sweep(study: str | os.PathLike, *, data: str | os.PathLike | None = None,
-          overrides: Mapping[str, Any] | Sequence[str] = (), out: str | os.PathLike | None = None,
-          storage: str | None = None, workers: int = 1, show_progress: bool = True) -> Path:
+def sweep(
+    study: str | os.PathLike,
+    *,
+    data: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] = (),
+    out: str | os.PathLike | None = None,
+    storage: str | None = None,
+    workers: int = 1,
+    show_progress: bool = True,
+) -> Path:
     """Run every run of a study file (``cxrlab sweep``) and return the study directory, made
     in ``out`` (default ``runs``). ``overrides`` set a value for every run: ``{"epochs": 2}``
     or ``["epochs=2"]``; ``data`` replaces the study's data."""
@@ -150,9 +168,17 @@ def sweep(study: str | os.PathLike, *, data: str | os.PathLike | None = None,
 
     if isinstance(overrides, Mapping):
         overrides = [f"{key}={value}" for key, value in overrides.items()]
-    return Path(run_sweep(str(study), data=None if data is None else str(data), storage=storage, workers=workers,
-                          overrides=list(overrides), out=None if out is None else str(out),
-                          show_progress=show_progress))
+    return Path(
+        run_sweep(
+            str(study),
+            data=None if data is None else str(data),
+            storage=storage,
+            workers=workers,
+            overrides=list(overrides),
+            out=None if out is None else str(out),
+            show_progress=show_progress,
+        )
+    )
 
 
 def model_cards(names: Sequence[str] | None = None, image_size: int = 224, measure: bool = False) -> pd.DataFrame:
@@ -173,8 +199,14 @@ def _run(record: RunRecord) -> Run:
     history = pd.DataFrame(record.history) if record.history else pd.DataFrame(columns=HISTORY_COLUMNS)
     if "lr" in history and len(history):
         history["lr"] = history["lr"].astype(float)  # written as text ("3e-04")
-    return Run(path=record.path, config=record.config, metrics=record.metrics, history=history,
-               status=str(record.status.get("status", "unknown")), record=record)
+    return Run(
+        path=record.path,
+        config=record.config,
+        metrics=record.metrics,
+        history=history,
+        status=str(record.status.get("status", "unknown")),
+        record=record,
+    )
 
 
 def _setting_error(exc) -> str:

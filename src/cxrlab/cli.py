@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -14,8 +13,13 @@ from rich.table import Table
 
 from cxrlab.errors import CxrlabError
 
-app = typer.Typer(help="Transfer-learning studies for medical image classification.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+app = typer.Typer(
+    help="Transfer-learning studies for medical image classification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
 data_app = typer.Typer(help="Look at a data source.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 out = Console()
@@ -39,31 +43,45 @@ def data_inspect(
     if as_json:
         _print_json(summary)
         return
-    table = Table(title=f"{summary['source']} ({summary['kind']}): {summary['images']} images, "
-                        f"{summary['patients']} patients")
+    table = Table(
+        title=f"{summary['source']} ({summary['kind']}): {summary['images']} images, {summary['patients']} patients"
+    )
     table.add_column("split")
     for name in summary["classes"]:
         table.add_column(name, justify="right")
     table.add_column("images", justify="right")
     table.add_column("patients", justify="right")
     for split, info in summary["splits"].items():
-        table.add_row(split, *[f"{info['classes'][c]} ({info['balance'][c]:.0%})" for c in summary["classes"]],
-                      str(info["images"]), str(info["patients"]))
+        table.add_row(
+            split,
+            *[f"{info['classes'][c]} ({info['balance'][c]:.0%})" for c in summary["classes"]],
+            str(info["images"]),
+            str(info["patients"]),
+        )
     out.print(table)
     sizes = ", ".join(f"{k} ({v})" for k, v in list(summary["image_sizes"].items())[:3])
-    out.print(f"image sizes: {summary['distinct_sizes']} distinct, most common {sizes}; modes: "
-              + ", ".join(f"{k} ({v})" for k, v in summary["modes"].items()))
-    out.print(f"duplicates: {summary['duplicate_groups']} groups of byte-identical images "
-              f"({summary['duplicate_images']} images), {summary['duplicate_groups_across_splits']} across splits; "
-              f"patients in several splits: {summary['patients_in_several_splits']}")
+    out.print(
+        f"image sizes: {summary['distinct_sizes']} distinct, most common {sizes}; modes: "
+        + ", ".join(f"{k} ({v})" for k, v in summary["modes"].items())
+    )
+    out.print(
+        f"duplicates: {summary['duplicate_groups']} groups of byte-identical images "
+        f"({summary['duplicate_images']} images), {summary['duplicate_groups_across_splits']} across splits; "
+        f"patients in several splits: {summary['patients_in_several_splits']}"
+    )
     if "run_splits" in summary:
         parts = [f"{s} " + "/".join(str(v) for v in counts.values()) for s, counts in summary["run_splits"].items()]
         out.print(f"splits a run uses (split seed {split_seed}; {'/'.join(summary['classes'])}): " + ", ".join(parts))
     if summary["unreadable"]:
-        out.print(f"[red]{len(summary['unreadable'])} unreadable images[/red] (a run stops on them unless "
-                  f"--on-bad-image skip): " + "; ".join(escape(f"{u['path']}: {u['reason']}") for u in summary["unreadable"][:5]))
+        out.print(
+            f"[red]{len(summary['unreadable'])} unreadable images[/red] (a run stops on them unless "
+            f"--on-bad-image skip): "
+            + "; ".join(escape(f"{u['path']}: {u['reason']}") for u in summary["unreadable"][:5])
+        )
     if summary["ignored_files"]:
-        out.print(f"ignored {len(summary['ignored_files'])} files that are not images (e.g. {escape(Path(summary['ignored_files'][0]).name)})")
+        out.print(
+            f"ignored {len(summary['ignored_files'])} files that are not images (e.g. {escape(Path(summary['ignored_files'][0]).name)})"
+        )
     for note in summary["notes"]:
         out.print(f"note: {escape(note)}")
 
@@ -85,50 +103,59 @@ def models(
     for column in ("model", "params", "trainable frozen", "GFLOPs", "ImageNet top-1", "weights", "images/s"):
         table.add_column(column, justify="left" if column in ("model", "weights") else "right")
     for c in cards:
-        table.add_row(c["model"], f"{c['params']:,}", f"{c['trainable_frozen']:,}", f"{c['gflops']:.2f}",
-                      f"{c['imagenet_top1']:.1f}%" if c["imagenet_top1"] else "-", c["pretrained_weights"],
-                      f"{c['images_per_second']:.0f}" if c["images_per_second"] else "-")
+        table.add_row(
+            c["model"],
+            f"{c['params']:,}",
+            f"{c['trainable_frozen']:,}",
+            f"{c['gflops']:.2f}",
+            f"{c['imagenet_top1']:.1f}%" if c["imagenet_top1"] else "-",
+            c["pretrained_weights"],
+            f"{c['images_per_second']:.0f}" if c["images_per_second"] else "-",
+        )
     out.print(table)
 
 
 @app.command()
 def train(
-    data: Optional[str] = typer.Option(None, help="Dataset root, folder of class folders, .npz or pneumoniamnist[:SIZE]."),
-    model: Optional[str] = typer.Option(None, help="A registry name (cxrlab models) or timm:<name>."),
-    mode: Optional[str] = typer.Option(None, help="finetune (default), frozen, scratch or gradual."),
-    weights: Optional[str] = typer.Option(None, help="imagenet, none or a .pt/.pth/.safetensors file."),
-    labels: Optional[str] = typer.Option(None, help="folders, or kermany3 for NORMAL/BACTERIA/VIRUS."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (default depends on the mode)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs (of the network phase in gradual mode)."),
-    weight_decay: Optional[float] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None, help="Default 32."),
-    optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd (momentum 0.9)."),
-    scheduler: Optional[str] = typer.Option(None, help="none, cosine or step."),
-    warmup: Optional[float] = typer.Option(None, help="Epochs of linear warmup."),
-    image_size: Optional[int] = typer.Option(None, help="Default 224."),
-    augment: Optional[str] = typer.Option(None, help="none, light or strong (batch augmentation)."),
-    class_weights: Optional[str] = typer.Option(None, help="none or balanced."),
-    label_smoothing: Optional[float] = typer.Option(None, help="Default 0."),
-    select: Optional[str] = typer.Option(None, help="val_loss or val_accuracy: which epoch's checkpoint is kept."),
-    feature_views: Optional[int] = typer.Option(None, help="Frozen mode with augmentation: augmented views of the features."),
-    head_epochs: Optional[int] = typer.Option(None, help="Gradual mode: epochs of the head on frozen features."),
-    head_lr: Optional[float] = typer.Option(None, help="Gradual mode: learning rate of the head phase."),
-    backbone_lr_scale: Optional[float] = typer.Option(None, help="Gradual mode: backbone lr = lr x this."),
-    threshold: Optional[str] = typer.Option(None, help="0.5, val-youden (default) or val-balanced, chosen on validation."),
-    tta: Optional[int] = typer.Option(None, help="Test-time augmentation: augmented views averaged."),
-    split_seed: Optional[int] = typer.Option(None, help="Seed of the patient-grouped val/test split."),
-    on_bad_image: Optional[str] = typer.Option(None, help="error or skip."),
-    cache_dir: Optional[str] = typer.Option(None, help="Cache folder (default $CXRLAB_CACHE or ~/.cache/cxrlab)."),
-    seed: Optional[int] = typer.Option(None, help="Default 0."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
-                                                 help="Bit-reproducible runs (default: on for CPU)."),
+    data: str | None = typer.Option(None, help="Dataset root, folder of class folders, .npz or pneumoniamnist[:SIZE]."),
+    model: str | None = typer.Option(None, help="A registry name (cxrlab models) or timm:<name>."),
+    mode: str | None = typer.Option(None, help="finetune (default), frozen, scratch or gradual."),
+    weights: str | None = typer.Option(None, help="imagenet, none or a .pt/.pth/.safetensors file."),
+    labels: str | None = typer.Option(None, help="folders, or kermany3 for NORMAL/BACTERIA/VIRUS."),
+    lr: float | None = typer.Option(None, help="Learning rate (default depends on the mode)."),
+    epochs: int | None = typer.Option(None, help="Epochs (of the network phase in gradual mode)."),
+    weight_decay: float | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None, help="Default 32."),
+    optimizer: str | None = typer.Option(None, help="adam, adamw or sgd (momentum 0.9)."),
+    scheduler: str | None = typer.Option(None, help="none, cosine or step."),
+    warmup: float | None = typer.Option(None, help="Epochs of linear warmup."),
+    image_size: int | None = typer.Option(None, help="Default 224."),
+    augment: str | None = typer.Option(None, help="none, light or strong (batch augmentation)."),
+    class_weights: str | None = typer.Option(None, help="none or balanced."),
+    label_smoothing: float | None = typer.Option(None, help="Default 0."),
+    select: str | None = typer.Option(None, help="val_loss or val_accuracy: which epoch's checkpoint is kept."),
+    feature_views: int | None = typer.Option(
+        None, help="Frozen mode with augmentation: augmented views of the features."
+    ),
+    head_epochs: int | None = typer.Option(None, help="Gradual mode: epochs of the head on frozen features."),
+    head_lr: float | None = typer.Option(None, help="Gradual mode: learning rate of the head phase."),
+    backbone_lr_scale: float | None = typer.Option(None, help="Gradual mode: backbone lr = lr x this."),
+    threshold: str | None = typer.Option(None, help="0.5, val-youden (default) or val-balanced, chosen on validation."),
+    tta: int | None = typer.Option(None, help="Test-time augmentation: augmented views averaged."),
+    split_seed: int | None = typer.Option(None, help="Seed of the patient-grouped val/test split."),
+    on_bad_image: str | None = typer.Option(None, help="error or skip."),
+    cache_dir: str | None = typer.Option(None, help="Cache folder (default $CXRLAB_CACHE or ~/.cache/cxrlab)."),
+    seed: int | None = typer.Option(None, help="Default 0."),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda."),
+    deterministic: bool | None = typer.Option(
+        None, "--deterministic/--no-deterministic", help="Bit-reproducible runs (default: on for CPU)."
+    ),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Log to TensorBoard in the run directory."),
     distributed: bool = typer.Option(False, "--distributed", help="DistributedDataParallel under torchrun."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Folder the run directory is made in (default runs)."),
-    name: Optional[str] = typer.Option(None, help="Run directory name (default: model-mode-time)."),
-    resume: Optional[str] = typer.Option(None, help="Continue a killed run from its run directory."),
+    out_dir: str | None = typer.Option(None, "--out", help="Folder the run directory is made in (default runs)."),
+    name: str | None = typer.Option(None, help="Run directory name (default: model-mode-time)."),
+    resume: str | None = typer.Option(None, help="Continue a killed run from its run directory."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train one run: fine-tune, fixed feature extractor, from scratch, or gradual unfreezing."""
@@ -141,13 +168,41 @@ def train(
     if resume is None and (data is None or model is None):
         raise CxrlabError("train needs --data and --model (or --resume RUN_DIR)")
     given = dict(
-        data=data, model=model, mode=mode, weights=weights, labels=labels, lr=lr, epochs=epochs,
-        weight_decay=weight_decay, batch_size=batch_size, optimizer=optimizer, scheduler=scheduler, warmup=warmup,
-        image_size=image_size, augment=augment, class_weights=class_weights, label_smoothing=label_smoothing,
-        select=select, feature_views=feature_views, head_epochs=head_epochs, head_lr=head_lr,
-        backbone_lr_scale=backbone_lr_scale, threshold=threshold, tta=tta, split_seed=split_seed,
-        on_bad_image=on_bad_image, cache_dir=cache_dir, seed=seed, device=device, deterministic=deterministic,
-        compile=compile, tensorboard=tensorboard, distributed=distributed, out=out_dir, name=name)
+        data=data,
+        model=model,
+        mode=mode,
+        weights=weights,
+        labels=labels,
+        lr=lr,
+        epochs=epochs,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        warmup=warmup,
+        image_size=image_size,
+        augment=augment,
+        class_weights=class_weights,
+        label_smoothing=label_smoothing,
+        select=select,
+        feature_views=feature_views,
+        head_epochs=head_epochs,
+        head_lr=head_lr,
+        backbone_lr_scale=backbone_lr_scale,
+        threshold=threshold,
+        tta=tta,
+        split_seed=split_seed,
+        on_bad_image=on_bad_image,
+        cache_dir=cache_dir,
+        seed=seed,
+        device=device,
+        deterministic=deterministic,
+        compile=compile,
+        tensorboard=tensorboard,
+        distributed=distributed,
+        out=out_dir,
+        name=name,
+    )
     # Flags left out take TrainConfig's defaults: the one place defaults are written.
     settings = {key: value for key, value in given.items() if value is not None}
     try:
@@ -174,7 +229,7 @@ def validation_message(exc) -> str:
 def evaluate(
     run_dir: str = typer.Argument(..., help="A finished run directory."),
     data: str = typer.Option(..., help="A dataset root (its test split) or a folder of class folders."),
-    tta: Optional[int] = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
+    tta: int | None = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON alone."),
 ) -> None:
@@ -185,25 +240,39 @@ def evaluate(
     if as_json:
         _print_json(result)
         return
-    out.print(f"run {result['run']} on {result['data']}: {result['n_test']} test images", highlight=False, soft_wrap=True)
+    out.print(
+        f"run {result['run']} on {result['data']}: {result['n_test']} test images", highlight=False, soft_wrap=True
+    )
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("test_accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc",
-                "test_loss", "ece", "threshold"):
+    for key in (
+        "test_accuracy",
+        "balanced_accuracy",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+        "roc_auc",
+        "test_loss",
+        "ece",
+        "threshold",
+    ):
         if key in result and result[key] is not None:
             table.add_row(key, f"{result[key]:.4f}")
     out.print(table)
-    out.print(f"confusion matrix (rows true, columns predicted: {', '.join(result['per_class'])}): "
-              f"{result['confusion_matrix']}")
+    out.print(
+        f"confusion matrix (rows true, columns predicted: {', '.join(result['per_class'])}): "
+        f"{result['confusion_matrix']}"
+    )
 
 
 @app.command()
 def predict(
     run_dir: str = typer.Argument(..., help="A finished run directory."),
-    images: List[str] = typer.Argument(..., help="Image files or folders of images."),
-    cam: Optional[str] = typer.Option(None, help="Write Grad-CAM overlays into this folder."),
-    tta: Optional[int] = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
+    images: list[str] = typer.Argument(..., help="Image files or folders of images."),
+    cam: str | None = typer.Option(None, help="Write Grad-CAM overlays into this folder."),
+    tta: int | None = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
@@ -226,10 +295,10 @@ def predict(
 @app.command()
 def sweep(
     study_file: str = typer.Argument(..., help="A study YAML file."),
-    data: Optional[str] = typer.Option(None, help="Override the study's data source."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: SQLite in the study directory)."),
+    data: str | None = typer.Option(None, help="Override the study's data source."),
+    storage: str | None = typer.Option(None, help="Optuna storage URL (default: SQLite in the study directory)."),
     workers: int = typer.Option(1, help="Local worker processes."),
-    set_: List[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
     table: bool = typer.Option(False, "--table", help="Print the results table when done."),
 ) -> None:
     """Run every run of a study (Optuna grid or TPE), resumable, shareable across workers."""
@@ -243,8 +312,8 @@ def sweep(
 
 @app.command()
 def compare(
-    run_dirs: List[str] = typer.Argument(..., help="Finished run directories."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for the table and figures."),
+    run_dirs: list[str] = typer.Argument(..., help="Finished run directories."),
+    out_dir: str | None = typer.Option(None, "--out", help="Folder for the table and figures."),
 ) -> None:
     """Compare runs: accuracy and AUC with 95% intervals, McNemar tests, curves."""
     from cxrlab.report.compare import compare_runs, comparison_markdown
@@ -263,10 +332,10 @@ def report(study_dir: str = typer.Argument(..., help="A study directory.")) -> N
 
 @app.command()
 def study(
-    study_file: Optional[str] = typer.Argument(None, help="A study YAML file (default: the shipped study)."),
-    data: Optional[str] = typer.Option(None, help="Override the study's data source."),
+    study_file: str | None = typer.Argument(None, help="A study YAML file (default: the shipped study)."),
+    data: str | None = typer.Option(None, help="Override the study's data source."),
     workers: int = typer.Option(1, help="Local worker processes."),
-    set_: List[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
 ) -> None:
     """The main job: sweep a study, then write its report."""
     from cxrlab.study.main import run_study
@@ -279,7 +348,7 @@ def study(
 def export(
     run_dir: str = typer.Argument(..., help="A finished run directory."),
     format: str = typer.Option("onnx", help="onnx or torchscript."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Folder to write to (default: the run directory)."),
+    out_dir: str | None = typer.Option(None, "--out", help="Folder to write to (default: the run directory)."),
 ) -> None:
     """Export a run's model with a sidecar JSON that documents its preprocessing."""
     from cxrlab.train.export import export_run

@@ -18,6 +18,4 @@ class BadImageError(CxrlabError):
     def __init__(self, path: str, reason: str):
         self.path = path
         self.reason = reason
-        super().__init__(
-            f"cannot read image {path}: {reason} (remove the file or pass --on-bad-image skip)"
-        )
+        super().__init__(f"cannot read image {path}: {reason} (remove the file or pass --on-bad-image skip)")

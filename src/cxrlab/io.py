@@ -12,8 +12,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from filelock import FileLock
@@ -89,8 +90,11 @@ def read_yaml(path: str | os.PathLike) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        hint = ("cxrlab reads plain YAML only, never !!python tags" if isinstance(exc, yaml.constructor.ConstructorError)
-                else "fix the YAML syntax")
+        hint = (
+            "cxrlab reads plain YAML only, never !!python tags"
+            if isinstance(exc, yaml.constructor.ConstructorError)
+            else "fix the YAML syntax"
+        )
         raise CxrlabError(f"cannot read {path}{where}: {problem}; {hint}") from exc
 
 

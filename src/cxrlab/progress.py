@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -12,8 +12,9 @@ console = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True,
-                 fields: str | None = None, **initial: float) -> Iterator[Callable[..., None]]:
+def progress_bar(
+    description: str, total: int, enabled: bool = True, fields: str | None = None, **initial: float
+) -> Iterator[Callable[..., None]]:
     """Yield ``advance(n=1, **fields)``; draws a bar on stderr while the block runs.
 
     ``fields`` is a format string over ``task.fields`` (e.g. ``"loss {task.fields[loss]:.4f}"``)

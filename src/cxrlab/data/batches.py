@@ -3,14 +3,19 @@ beyond the batch itself."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 
-def batch_indices(indices: np.ndarray, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
-                  drop_last: bool = False) -> list[np.ndarray]:
+def batch_indices(
+    indices: np.ndarray,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> list[np.ndarray]:
     """``indices`` cut into batches, in a random order drawn from ``generator`` when shuffling."""
     indices = np.asarray(indices)
     if shuffle:
@@ -19,8 +24,12 @@ def batch_indices(indices: np.ndarray, batch_size: int, shuffle: bool, generator
     return [indices[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
-def image_batches(images: np.ndarray, labels: np.ndarray | None, batches: list[np.ndarray], device: torch.device,
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+def image_batches(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    batches: list[np.ndarray],
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """Yield ``(uint8 images (B, 1, H, W), labels, indices)`` on ``device`` for each batch."""
     pin = device.type == "cuda"
     for batch in batches:
@@ -28,7 +37,9 @@ def image_batches(images: np.ndarray, labels: np.ndarray | None, batches: list[n
         order = np.argsort(batch, kind="stable")
         rows = batch[order]
         pixels = torch.from_numpy(np.ascontiguousarray(images[rows])).unsqueeze(1)
-        targets = torch.from_numpy(np.asarray(labels[rows] if labels is not None else np.zeros(len(rows)), dtype=np.int64))
+        targets = torch.from_numpy(
+            np.asarray(labels[rows] if labels is not None else np.zeros(len(rows)), dtype=np.int64)
+        )
         if pin:
             pixels, targets = pixels.pin_memory(), targets.pin_memory()
         yield pixels.to(device, non_blocking=pin), targets.to(device, non_blocking=pin), rows

@@ -106,9 +106,17 @@ def load_dataset(
     if all_test:
         splits = np.array(["test"] * len(files), dtype=object)
     else:
-        splits = carve_splits(label_array, patients, digests,
-                              splits_from=layout_splits if listing.kind != "folder" else None, n=len(files),
-                              val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed, notes=notes)
+        splits = carve_splits(
+            label_array,
+            patients,
+            digests,
+            splits_from=layout_splits if listing.kind != "folder" else None,
+            n=len(files),
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=split_seed,
+            notes=notes,
+        )
     dataset = Dataset(
         location=listing.location,
         kind=listing.kind,

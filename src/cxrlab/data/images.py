@@ -48,7 +48,7 @@ def decode_file(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
         return None, digest, "not an image in a known format (JPEG, PNG, BMP, TIFF or DICOM)"
     except ImportError as exc:
         return None, digest, str(exc)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad image
+    except Exception as exc:
         return None, digest, f"not a readable image ({_first_line(exc)})"
     return pixels, digest, ""
 

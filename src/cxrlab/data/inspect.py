@@ -20,26 +20,35 @@ from cxrlab.progress import progress_bar
 
 def _inspect_file(path: str) -> tuple[str, int, int, str, str]:
     """``(sha1, width, height, mode, error)``; a full decode at a tiny size proves the file reads."""
-    pixels, digest, error = decode_file(path, 16)
+    _pixels, digest, error = decode_file(path, 16)
     width = height = 0
     mode = ""
     if not error:
         try:
             with Image.open(path) as image:
                 width, height, mode = image.width, image.height, image.mode
-        except Exception:  # noqa: BLE001 - DICOM: PIL cannot read the header
+        except Exception:
             mode = "DICOM"
     return digest, width, height, mode, error
 
 
-def inspect_source(spec: str, labels: str = "folders", split_seed: int = 0, val_fraction: float = 0.1,
-                   test_fraction: float = 0.15, cache_dir: str | None = None, show_progress: bool = True) -> dict:
+def inspect_source(
+    spec: str,
+    labels: str = "folders",
+    split_seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.15,
+    cache_dir: str | None = None,
+    show_progress: bool = True,
+) -> dict:
     """A JSON-ready summary of ``spec``: counts, patients, sizes, duplicates, overlap, balance."""
     listing = list_source(spec, labels=labels, cache_dir=cache_dir)
     n = len(listing)
     if listing.kind == "npz":
         digests = [hashlib.sha1(_npz_image(listing, i).tobytes()).hexdigest() for i in range(n)]
-        sizes = Counter(f"{_npz_image(listing, i).shape[1]}x{_npz_image(listing, i).shape[0]}" for i in range(min(n, 1)))
+        sizes = Counter(
+            f"{_npz_image(listing, i).shape[1]}x{_npz_image(listing, i).shape[0]}" for i in range(min(n, 1))
+        )
         modes, errors = Counter({"uint8 array": n}), {}
     else:
         results = _inspect_files(listing.files, show_progress)
@@ -93,8 +102,17 @@ def inspect_source(spec: str, labels: str = "folders", split_seed: int = 0, val_
         ok = np.array([f not in errors for f in listing.files])
         keep = np.flatnonzero(ok)
         notes: list[str] = []
-        carved = carve_splits(labels_array[keep], [patients[i] for i in keep], [digests[i] for i in keep],
-                        [listing.splits[i] for i in keep], len(keep), val_fraction, test_fraction, split_seed, notes)
+        carved = carve_splits(
+            labels_array[keep],
+            [patients[i] for i in keep],
+            [digests[i] for i in keep],
+            [listing.splits[i] for i in keep],
+            len(keep),
+            val_fraction,
+            test_fraction,
+            split_seed,
+            notes,
+        )
         summary["run_splits"] = {
             s: {c: int(((carved == s) & (labels_array[keep] == k)).sum()) for k, c in enumerate(listing.classes)}
             for s in SPLITS

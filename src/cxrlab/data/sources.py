@@ -56,10 +56,14 @@ def list_source(spec: str, labels: str = "folders", cache_dir: str | None = None
         return _list_npz(str(_fetch_pneumoniamnist(spec, cache_dir)))
     path = Path(spec).expanduser()
     if not path.exists():
-        raise CxrlabError(f"data path {spec} does not exist: pass a dataset root, a folder of class folders or a .npz file")
+        raise CxrlabError(
+            f"data path {spec} does not exist: pass a dataset root, a folder of class folders or a .npz file"
+        )
     if path.is_file():
         if path.suffix.lower() != ".npz":
-            raise CxrlabError(f"data file {spec} is not a .npz file: pass a dataset root, a folder of class folders or a MedMNIST .npz")
+            raise CxrlabError(
+                f"data file {spec} is not a .npz file: pass a dataset root, a folder of class folders or a MedMNIST .npz"
+            )
         if labels != "folders":
             raise CxrlabError("--labels kermany3 needs the Kermany folder layout, not a .npz file")
         return _list_npz(str(path))
@@ -117,7 +121,9 @@ def _list_folder(path: Path, labels: str) -> SourceListing:
     if not entries:
         loose = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         hint = " (its images must sit in one folder per class)" if loose else ""
-        raise CxrlabError(f"folder {path} holds no class folders{hint}: pass a dataset root with train/ or a folder of class folders")
+        raise CxrlabError(
+            f"folder {path} holds no class folders{hint}: pass a dataset root with train/ or a folder of class folders"
+        )
     names = {name.upper(): name for name in entries}
     split_entries = {None: [(f, name) for name, files in entries.items() for f in files]}
     _fill_labels(listing, split_entries, {k: names[k] for k in sorted(names)}, labels)
@@ -182,9 +188,7 @@ def _image_files(class_dir: Path, listing: SourceListing) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not _ignored_folder(d))
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
-            if name.lower() in IGNORED_NAMES or name.startswith("._"):
-                listing.ignored.append(full)
-            elif name.startswith("."):
+            if name.lower() in IGNORED_NAMES or name.startswith("._") or name.startswith("."):
                 listing.ignored.append(full)
             elif Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 files.append(full)
@@ -196,15 +200,19 @@ def _image_files(class_dir: Path, listing: SourceListing) -> list[str]:
 def _list_npz(path: str) -> SourceListing:
     try:
         npz = np.load(path, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CxrlabError(f"cannot read {path} as a .npz file ({_first_line(exc)})") from exc
     if not hasattr(npz, "files"):  # a plain .npy array saved under a .npz name
-        raise CxrlabError(f"{path} holds a single array, not a .npz archive: a MedMNIST .npz holds <split>_images and <split>_labels")
+        raise CxrlabError(
+            f"{path} holds a single array, not a .npz archive: a MedMNIST .npz holds <split>_images and <split>_labels"
+        )
     listing = SourceListing(kind="npz", location=path, classes=[], files=[], labels=[], splits=[], arrays={})
     with npz:
         keys = set(npz.files)
         if "train_images" not in keys or "train_labels" not in keys:
-            raise CxrlabError(f"{path} lacks train_images or train_labels: a MedMNIST .npz holds <split>_images and <split>_labels")
+            raise CxrlabError(
+                f"{path} lacks train_images or train_labels: a MedMNIST .npz holds <split>_images and <split>_labels"
+            )
         max_label = 0
         for split in SPLITS:
             image_key, label_key = f"{split}_images", f"{split}_labels"
@@ -214,14 +222,20 @@ def _list_npz(path: str) -> SourceListing:
                 raise CxrlabError(f"{path} has {image_key if image_key in keys else label_key} without its partner key")
             try:
                 images, split_labels = npz[image_key], np.asarray(npz[label_key]).reshape(-1)
-            except Exception as exc:  # noqa: BLE001 - object arrays (pickles) and damaged members
-                raise CxrlabError(f"cannot read {image_key}/{label_key} of {path} ({_first_line(exc)}): "
-                                  "a MedMNIST .npz holds plain numeric arrays") from exc
+            except Exception as exc:
+                raise CxrlabError(
+                    f"cannot read {image_key}/{label_key} of {path} ({_first_line(exc)}): "
+                    "a MedMNIST .npz holds plain numeric arrays"
+                ) from exc
             if images.dtype.kind not in "uif" or split_labels.dtype.kind not in "ui":
-                raise CxrlabError(f"{path}: {image_key} must hold numbers and {label_key} integers "
-                                  f"(got {images.dtype} and {split_labels.dtype})")
+                raise CxrlabError(
+                    f"{path}: {image_key} must hold numbers and {label_key} integers "
+                    f"(got {images.dtype} and {split_labels.dtype})"
+                )
             if split_labels.size and split_labels.min() < 0:
-                raise CxrlabError(f"{path}: {label_key} holds a negative label ({split_labels.min()}): labels are class indices 0, 1, ...")
+                raise CxrlabError(
+                    f"{path}: {label_key} holds a negative label ({split_labels.min()}): labels are class indices 0, 1, ..."
+                )
             if len(images) != len(split_labels):
                 raise CxrlabError(
                     f"{path}: {image_key} holds {len(images)} images but {label_key} holds {len(split_labels)} labels"
@@ -243,7 +257,9 @@ def _fetch_pneumoniamnist(spec: str, cache_dir: str | None) -> Path:
     _, _, size_text = spec.partition(":")
     size = int(size_text) if size_text.isdigit() else 28 if not size_text else -1
     if size not in MEDMNIST_SIZES:
-        raise CxrlabError(f"unknown {spec}: use pneumoniamnist or pneumoniamnist:SIZE with SIZE one of 28, 64, 128, 224")
+        raise CxrlabError(
+            f"unknown {spec}: use pneumoniamnist or pneumoniamnist:SIZE with SIZE one of 28, 64, 128, 224"
+        )
     root = cache_root(cache_dir) / "medmnist"
     file_name = "pneumoniamnist.npz" if size == 28 else f"pneumoniamnist_{size}.npz"
     target = root / file_name
@@ -257,7 +273,7 @@ def _fetch_pneumoniamnist(spec: str, cache_dir: str | None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     try:
         medmnist.PneumoniaMNIST(split="train", download=True, size=size, root=str(root))
-    except Exception as exc:  # noqa: BLE001 - offline shows up as many exception types
+    except Exception as exc:
         raise CxrlabError(f"cannot download {spec} (offline?): {hint}") from exc
     if not target.exists():
         raise CxrlabError(f"medmnist did not leave {target}: {hint}")

@@ -48,9 +48,9 @@ def augment_batch(
     shift_x = uniform(-1.0, 1.0) * (1 - scale)
     shift_y = uniform(-1.0, 1.0) * (1 - scale)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1
-    ).to(images.dtype)
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1).to(
+        images.dtype
+    )
     grid = affine_grid(theta, images.shape[-2], images.shape[-1])
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     brightness = uniform(1 - max_brightness, 1 + max_brightness).view(n, 1, 1, 1).to(images.dtype)

@@ -85,8 +85,14 @@ class LogProbabilityTarget:
         return torch.log_softmax(output, dim=-1)[..., self.category]
 
 
-def cam_maps(model: torch.nn.Module, cam_layer: str, pixels: np.ndarray, targets: np.ndarray,
-             device: torch.device, batch_size: int = 16) -> np.ndarray:
+def cam_maps(
+    model: torch.nn.Module,
+    cam_layer: str,
+    pixels: np.ndarray,
+    targets: np.ndarray,
+    device: torch.device,
+    batch_size: int = 16,
+) -> np.ndarray:
     """Grad-CAM maps ``(N, S, S)`` in [0, 1] of ``targets`` (class indices) for uint8 images."""
     from pytorch_grad_cam import GradCAM
 
@@ -98,9 +104,9 @@ def cam_maps(model: torch.nn.Module, cam_layer: str, pixels: np.ndarray, targets
         parameter.requires_grad_(True)
     with GradCAM(model=model, target_layers=[layer]) as cam:
         for start in range(0, len(pixels), batch_size):
-            batch = torch.from_numpy(pixels[start:start + batch_size]).float().div(255).unsqueeze(1)
-            wanted = [LogProbabilityTarget(int(t)) for t in targets[start:start + batch_size]]
-            maps[start:start + len(batch)] = cam(input_tensor=batch, targets=wanted)
+            batch = torch.from_numpy(pixels[start : start + batch_size]).float().div(255).unsqueeze(1)
+            wanted = [LogProbabilityTarget(int(t)) for t in targets[start : start + batch_size]]
+            maps[start : start + len(batch)] = cam(input_tensor=batch, targets=wanted)
     return np.nan_to_num(maps)
 
 
@@ -118,8 +124,9 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, size: int | None = None) -> 
     return show_cam_on_image(rgb, np.clip(heatmap, 0, 1), use_rgb=True, image_weight=0.6)
 
 
-def run_cam_overlays(run: RunRecord, pixels: np.ndarray, device: str = "auto",
-                     targets: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def run_cam_overlays(
+    run: RunRecord, pixels: np.ndarray, device: str = "auto", targets: np.ndarray | None = None
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Grad-CAM of ``run``'s model on decoded images (at the run's image size): ``(overlays
     (RGB uint8, at least DISPLAY_SIZE px), heatmaps (N, S, S), targets)``. The heatmaps
     explain ``targets`` (class indices), by default the classes the run predicts."""
@@ -133,8 +140,9 @@ def run_cam_overlays(run: RunRecord, pixels: np.ndarray, device: str = "auto",
     return [overlay(image, heatmap, size) for image, heatmap in zip(pixels, maps)], maps, np.asarray(targets)
 
 
-def write_cam_overlays(run_dir: str | os.PathLike | RunRecord, image_paths: list[str], out_dir: str | os.PathLike,
-                       device: str = "auto") -> list[Path]:
+def write_cam_overlays(
+    run_dir: str | os.PathLike | RunRecord, image_paths: list[str], out_dir: str | os.PathLike, device: str = "auto"
+) -> list[Path]:
     """Write one Grad-CAM overlay PNG per image (folders expanded) into ``out_dir``, named
     ``<image stem>-gradcam-<predicted class>.png``; returns the paths in image order."""
     run = run_dir if isinstance(run_dir, RunRecord) else load_run(run_dir)

@@ -143,7 +143,9 @@ def _finite_threshold(thresholds: np.ndarray, index: int) -> float:
     return float(thresholds[index])
 
 
-def classification_report(y_true, probs, classes: list[str], threshold: float | None = None, positive: int | None = None) -> dict:
+def classification_report(
+    y_true, probs, classes: list[str], threshold: float | None = None, positive: int | None = None
+) -> dict:
     """Every summary metric of one prediction set, as a JSON-ready dict."""
     y_true, probs = np.asarray(y_true, dtype=np.int64), np.asarray(probs, dtype=np.float64)
     n_classes = len(classes)
@@ -152,7 +154,7 @@ def classification_report(y_true, probs, classes: list[str], threshold: float | 
         positive = 1
     y_pred = predict_labels(probs, threshold if binary else None, positive)
     report = {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "loss": log_loss(y_true, probs),
         "accuracy": accuracy(y_true, y_pred),
         "balanced_accuracy": balanced_accuracy(y_true, y_pred, n_classes),

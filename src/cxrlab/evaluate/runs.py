@@ -13,8 +13,8 @@ from cxrlab.data.dataset import load_dataset
 from cxrlab.data.images import decode_file, is_image_name
 from cxrlab.errors import BadImageError, CxrlabError
 from cxrlab.evaluate.metrics import classification_report
-from cxrlab.train.predict import predict_logits, softmax
 from cxrlab.train.loop import positive_index, resolve_device
+from cxrlab.train.predict import predict_logits, softmax
 from cxrlab.train.rundir import RunRecord, RunWriter, load_run
 
 
@@ -26,22 +26,39 @@ def evaluation_name(data: str) -> str:
     return f"eval-{safe}-{digest}"
 
 
-def evaluate_run(run: RunRecord | str | Path, data: str, *, tta: int | None = None, device: str = "auto",
-                 cache_dir: str | None = None, show_progress: bool = True) -> dict:
+def evaluate_run(
+    run: RunRecord | str | Path,
+    data: str,
+    *,
+    tta: int | None = None,
+    device: str = "auto",
+    cache_dir: str | None = None,
+    show_progress: bool = True,
+) -> dict:
     """Score ``run``'s selected checkpoint on ``data``'s test split (or on every image of a plain
     folder of class folders) at the run's own threshold; writes ``eval-<data>.json`` and
     ``eval-<data>.csv`` into the run directory and returns the metrics."""
     run = run if isinstance(run, RunRecord) else load_run(run)
     config = run.config
-    dataset = load_dataset(data, config["image_size"], split_seed=config["split_seed"],
-                           val_fraction=config["val_fraction"], test_fraction=config["test_fraction"],
-                           labels=config["labels"], on_bad_image=config["on_bad_image"], folder_is_test=True,
-                           cache_dir=cache_dir or config.get("cache_dir"), show_progress=show_progress)
+    dataset = load_dataset(
+        data,
+        config["image_size"],
+        split_seed=config["split_seed"],
+        val_fraction=config["val_fraction"],
+        test_fraction=config["test_fraction"],
+        labels=config["labels"],
+        on_bad_image=config["on_bad_image"],
+        folder_is_test=True,
+        cache_dir=cache_dir or config.get("cache_dir"),
+        show_progress=show_progress,
+    )
     classes = run.classes
     if [c.upper() for c in dataset.classes] != [c.upper() for c in classes]:
         missing = [c for c in dataset.classes if c.upper() not in {k.upper() for k in classes}]
         if missing:
-            raise CxrlabError(f"{data} has class {missing[0]}, which run {run.run_id} never learned ({', '.join(classes)})")
+            raise CxrlabError(
+                f"{data} has class {missing[0]}, which run {run.run_id} never learned ({', '.join(classes)})"
+            )
     remap = np.array([[c.upper() for c in classes].index(c.upper()) for c in dataset.classes], dtype=np.int64)
     indices = dataset.indices("test")
     if len(indices) == 0:
@@ -49,8 +66,17 @@ def evaluate_run(run: RunRecord | str | Path, data: str, *, tta: int | None = No
     torch_device = resolve_device(device)
     model = run.load_model().to(torch_device)
     tta = config.get("tta", 0) if tta is None else tta
-    probs = softmax(predict_logits(model, dataset.images, indices, torch_device, batch_size=config.get("eval_batch_size"),
-                                   tta=tta, seed=config.get("seed", 0)).astype(np.float64))
+    probs = softmax(
+        predict_logits(
+            model,
+            dataset.images,
+            indices,
+            torch_device,
+            batch_size=config.get("eval_batch_size"),
+            tta=tta,
+            seed=config.get("seed", 0),
+        ).astype(np.float64)
+    )
     labels = remap[dataset.labels[indices]]
     positive = positive_index(classes)
     threshold = run.threshold if len(classes) == 2 else None
@@ -63,14 +89,17 @@ def evaluate_run(run: RunRecord | str | Path, data: str, *, tta: int | None = No
         "test_loss": report.pop("loss"),
         "test_accuracy": report.pop("accuracy"),
         **report,
-        "test_at_threshold_0.5": {k: at_half[k] for k in ("accuracy", "sensitivity", "specificity")} if at_half else None,
-        "n_test": int(len(indices)),
+        "test_at_threshold_0.5": {k: at_half[k] for k in ("accuracy", "sensitivity", "specificity")}
+        if at_half
+        else None,
+        "n_test": len(indices),
     }
     name = evaluation_name(data)
     writer = RunWriter(run.path)
     writer.metrics(result, name=f"{name}.json")
-    writer.predictions([dataset.paths[i] for i in indices], ["test"] * len(indices), labels, probs, classes,
-                       name=f"{name}.csv")
+    writer.predictions(
+        [dataset.paths[i] for i in indices], ["test"] * len(indices), labels, probs, classes, name=f"{name}.csv"
+    )
     return result
 
 
@@ -107,8 +136,9 @@ def decode_images(files: list[str], size: int) -> np.ndarray:
     return pixels
 
 
-def predict_images(run: RunRecord | str | Path, images: list[str], *, tta: int | None = None,
-                   device: str = "auto") -> list[Prediction]:
+def predict_images(
+    run: RunRecord | str | Path, images: list[str], *, tta: int | None = None, device: str = "auto"
+) -> list[Prediction]:
     """The predicted class and class probabilities of each image (folders expanded)."""
     run = run if isinstance(run, RunRecord) else load_run(run)
     files = expand_images(images)
@@ -116,8 +146,11 @@ def predict_images(run: RunRecord | str | Path, images: list[str], *, tta: int |
     torch_device = resolve_device(device)
     model = run.load_model().to(torch_device)
     tta = run.config.get("tta", 0) if tta is None else tta
-    probs = softmax(predict_logits(model, pixels, np.arange(len(files)), torch_device, tta=tta,
-                                   seed=run.config.get("seed", 0)).astype(np.float64))
+    probs = softmax(
+        predict_logits(
+            model, pixels, np.arange(len(files)), torch_device, tta=tta, seed=run.config.get("seed", 0)
+        ).astype(np.float64)
+    )
     classes = run.classes
     positive = positive_index(classes)
     predictions = []
@@ -128,4 +161,3 @@ def predict_images(run: RunRecord | str | Path, images: list[str], *, tta: int |
             predicted = classes[int(np.argmax(row))]
         predictions.append(Prediction(path, predicted, {c: float(p) for c, p in zip(classes, row)}))
     return predictions
-

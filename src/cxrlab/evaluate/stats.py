@@ -15,8 +15,9 @@ Inputs follow ``cxrlab.evaluate.metrics``: ``y_true`` class indices, ``probs`` `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from statistics import NormalDist
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,8 +71,9 @@ def bootstrap_accuracy(y_true, y_pred, n_boot: int = N_BOOT, level: float = LEVE
     return bootstrap_mean(correct, n_boot, level, seed)
 
 
-def bootstrap_auc(y_true, probs, positive: int = 1, n_boot: int = N_BOOT, level: float = LEVEL,
-                  seed: int = 0) -> Interval:
+def bootstrap_auc(
+    y_true, probs, positive: int = 1, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> Interval:
     """ROC AUC with its percentile bootstrap interval: of ``probs[:, positive]`` for two
     classes, the macro one-vs-rest AUC for more."""
     y_true, probs = np.asarray(y_true, dtype=np.int64), np.asarray(probs, dtype=np.float64)
@@ -79,19 +81,22 @@ def bootstrap_auc(y_true, probs, positive: int = 1, n_boot: int = N_BOOT, level:
         return Interval(float("nan"), float("nan"), float("nan"))
     everything = np.arange(len(y_true))[None, :]
     estimate = float(_auc_of_resamples(y_true, probs, everything, positive)[0])
-    replicates = np.concatenate([_auc_of_resamples(y_true, probs, block, positive)
-                                 for block in _blocks(len(y_true), n_boot, seed)])
+    replicates = np.concatenate(
+        [_auc_of_resamples(y_true, probs, block, positive) for block in _blocks(len(y_true), n_boot, seed)]
+    )
     return percentile_interval(estimate, replicates, level)
 
 
-def bootstrap_metric(metric: Callable[..., float], y_true, scores, n_boot: int = N_BOOT, level: float = LEVEL,
-                     seed: int = 0) -> Interval:
+def bootstrap_metric(
+    metric: Callable[..., float], y_true, scores, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> Interval:
     """Bootstrap interval of any ``metric(y_true, scores)``: one call per resample, so use
     :func:`bootstrap_accuracy` or :func:`bootstrap_auc` where they apply (far faster)."""
     y_true, scores = np.asarray(y_true), np.asarray(scores)
     estimate = float(metric(y_true, scores))
-    replicates = [float(metric(y_true[rows], scores[rows]))
-                  for block in _blocks(len(y_true), n_boot, seed) for rows in block]
+    replicates = [
+        float(metric(y_true[rows], scores[rows])) for block in _blocks(len(y_true), n_boot, seed) for rows in block
+    ]
     return percentile_interval(estimate, np.array(replicates), level)
 
 
@@ -130,8 +135,12 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
         raise ValueError("paired predictions must have the same length")
     a_only = int((correct_a & ~correct_b).sum())
     b_only = int((~correct_a & correct_b).sum())
-    return {"a_only": a_only, "b_only": b_only, "n": int(len(correct_a)),
-            "p_value": binomial_two_sided(min(a_only, b_only), a_only + b_only)}
+    return {
+        "a_only": a_only,
+        "b_only": b_only,
+        "n": len(correct_a),
+        "p_value": binomial_two_sided(min(a_only, b_only), a_only + b_only),
+    }
 
 
 def binomial_two_sided(k: int, n: int) -> float:
@@ -152,9 +161,18 @@ def mcnemar_verdict(test: dict, name_a: str = "A", name_b: str = "B", alpha: flo
     return f"{better} is better at {level}"
 
 
-def paired_bootstrap_difference(y_true, pred_a, pred_b, metric: str = "accuracy", probs_a=None, probs_b=None,
-                                positive: int = 1, n_boot: int = N_BOOT, level: float = LEVEL,
-                                seed: int = 0) -> Interval:
+def paired_bootstrap_difference(
+    y_true,
+    pred_a,
+    pred_b,
+    metric: str = "accuracy",
+    probs_a=None,
+    probs_b=None,
+    positive: int = 1,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> Interval:
     """Interval of ``metric(A) - metric(B)`` over the same resamples of the same images.
 
     ``metric`` is ``"accuracy"`` (from the predicted labels) or ``"auc"`` (from the
@@ -169,11 +187,16 @@ def paired_bootstrap_difference(y_true, pred_a, pred_b, metric: str = "accuracy"
         raise ValueError(f"unknown metric {metric!r}: accuracy or auc")
     probs_a, probs_b = np.asarray(probs_a, dtype=np.float64), np.asarray(probs_b, dtype=np.float64)
     everything = np.arange(len(y_true))[None, :]
-    estimate = float(_auc_of_resamples(y_true, probs_a, everything, positive)[0]
-                     - _auc_of_resamples(y_true, probs_b, everything, positive)[0])
-    replicates = np.concatenate([
-        _auc_of_resamples(y_true, probs_a, block, positive) - _auc_of_resamples(y_true, probs_b, block, positive)
-        for block in _blocks(len(y_true), n_boot, seed)])
+    estimate = float(
+        _auc_of_resamples(y_true, probs_a, everything, positive)[0]
+        - _auc_of_resamples(y_true, probs_b, everything, positive)[0]
+    )
+    replicates = np.concatenate(
+        [
+            _auc_of_resamples(y_true, probs_a, block, positive) - _auc_of_resamples(y_true, probs_b, block, positive)
+            for block in _blocks(len(y_true), n_boot, seed)
+        ]
+    )
     return percentile_interval(estimate, replicates, level)
 
 
@@ -181,15 +204,16 @@ def _blocks(n: int, n_boot: int, seed: int):
     """The ``n_boot`` resamples of :func:`bootstrap_indices`, in blocks of rows."""
     indices = bootstrap_indices(n, n_boot, seed)
     for start in range(0, n_boot, _BLOCK):
-        yield indices[start:start + _BLOCK]
+        yield indices[start : start + _BLOCK]
 
 
 def _auc_of_resamples(y_true: np.ndarray, probs: np.ndarray, resamples: np.ndarray, positive: int) -> np.ndarray:
     """AUC of each resample (rows of ``resamples``): binary, or the macro one-vs-rest mean."""
     if probs.shape[1] == 2:
         return _binary_auc_of_resamples(y_true == positive, probs[:, positive], resamples)
-    per_class = np.stack([_binary_auc_of_resamples(y_true == c, probs[:, c], resamples)
-                          for c in range(probs.shape[1])], axis=1)
+    per_class = np.stack(
+        [_binary_auc_of_resamples(y_true == c, probs[:, c], resamples) for c in range(probs.shape[1])], axis=1
+    )
     with np.errstate(invalid="ignore"):
         # A class absent from the whole test set is left out, as in metrics.roc_auc_ovr.
         present = np.isin(np.arange(probs.shape[1]), y_true)
@@ -207,8 +231,9 @@ def _binary_auc_of_resamples(is_positive: np.ndarray, scores: np.ndarray, resamp
     values, group = np.unique(scores, return_inverse=True)
     n_groups, n_rows = len(values), resamples.shape[0]
     slots = (np.arange(n_rows)[:, None] * n_groups + group[resamples]).ravel()
-    positives = np.bincount(slots, weights=is_positive[resamples].ravel().astype(np.float64),
-                            minlength=n_rows * n_groups).reshape(n_rows, n_groups)
+    positives = np.bincount(
+        slots, weights=is_positive[resamples].ravel().astype(np.float64), minlength=n_rows * n_groups
+    ).reshape(n_rows, n_groups)
     negatives = np.bincount(slots, minlength=n_rows * n_groups).reshape(n_rows, n_groups) - positives
     below = np.cumsum(negatives, axis=1) - negatives
     pairs = positives.sum(axis=1) * negatives.sum(axis=1)

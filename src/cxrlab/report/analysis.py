@@ -19,12 +19,24 @@ from cxrlab.evaluate.metrics import classification_report, predict_labels
 from cxrlab.train.loop import positive_index
 from cxrlab.train.rundir import RunRecord
 
-MODE_NAMES = {"finetune": "fine-tune", "frozen": "fixed feature extractor", "scratch": "from scratch",
-              "gradual": "gradual unfreezing"}
+MODE_NAMES = {
+    "finetune": "fine-tune",
+    "frozen": "fixed feature extractor",
+    "scratch": "from scratch",
+    "gradual": "gradual unfreezing",
+}
 # Settings that tell two runs of one model and mode apart, in the order a reader scans them.
 SETTING_KEYS = ("lr", "epochs", "weight_decay", "batch_size", "image_size", "optimizer", "augment", "seed")
-SHORT = {"lr": "lr", "epochs": "ep", "weight_decay": "wd", "batch_size": "bs", "image_size": "px",
-         "optimizer": "opt", "augment": "aug", "seed": "seed"}
+SHORT = {
+    "lr": "lr",
+    "epochs": "ep",
+    "weight_decay": "wd",
+    "batch_size": "bs",
+    "image_size": "px",
+    "optimizer": "opt",
+    "augment": "aug",
+    "seed": "seed",
+}
 
 
 @dataclass
@@ -58,8 +70,12 @@ def scored_test(run: RunRecord) -> ScoredTest:
 
 
 # The modes as the subject of a sentence.
-MODE_PHRASES = {"finetune": "fine-tuning", "frozen": "the fixed feature extractor", "scratch": "training from scratch",
-                "gradual": "gradual unfreezing"}
+MODE_PHRASES = {
+    "finetune": "fine-tuning",
+    "frozen": "the fixed feature extractor",
+    "scratch": "training from scratch",
+    "gradual": "gradual unfreezing",
+}
 
 
 def mode_name(mode: str) -> str:
@@ -114,7 +130,7 @@ def curve_stability(run: RunRecord) -> float | None:
     if len(losses) < 2:
         return None
     steps = np.abs(np.diff(losses))
-    return float(steps[len(steps) // 2:].mean())
+    return float(steps[len(steps) // 2 :].mean())
 
 
 def _is_number(value) -> bool:
@@ -131,7 +147,8 @@ def run_analysis(run: RunRecord, n_boot: int = stats.N_BOOT, seed: int = 0) -> d
     report = classification_report(test.labels, test.probs, test.classes, test.threshold, test.positive)
     recall_intervals = {
         name: stats.wilson_interval(int(((test.labels == c) & test.correct).sum()), int((test.labels == c).sum()))
-        for c, name in enumerate(test.classes)}
+        for c, name in enumerate(test.classes)
+    }
     result = {
         "run": run.run_id,
         "path": str(run.path),
@@ -157,8 +174,10 @@ def run_analysis(run: RunRecord, n_boot: int = stats.N_BOOT, seed: int = 0) -> d
         "macro_f1": float(np.mean([v["f1"] for v in report["per_class"].values()])),
         "ece": report["ece"],
         "confusion_matrix": report["confusion_matrix"],
-        "per_class": {name: {**values, "recall_interval": recall_intervals[name].as_dict()}
-                      for name, values in report["per_class"].items()},
+        "per_class": {
+            name: {**values, "recall_interval": recall_intervals[name].as_dict()}
+            for name, values in report["per_class"].items()
+        },
         "train_seconds": run.metrics.get("train_seconds"),
         "generalisation_gap": generalisation_gap(run),
         "stability": curve_stability(run),
@@ -182,18 +201,22 @@ def same_test_images(a: RunRecord, b: RunRecord, test_a: ScoredTest, test_b: Sco
         common = len(set(test_a.paths) & set(where))
         raise CxrlabError(
             f"runs {a.run_id} and {b.run_id} were scored on different test images ({len(test_a.paths)} and "
-            f"{len(test_b.paths)}, {common} in common): compare runs of the same data and split seed")
+            f"{len(test_b.paths)}, {common} in common): compare runs of the same data and split seed"
+        )
     order = np.array([where[p] for p in test_a.paths], dtype=np.int64)
     names_a = [test_a.classes[i] for i in test_a.labels]
     names_b = [test_b.classes[i] for i in test_b.labels[order]]
     if names_a != names_b:
-        raise CxrlabError(f"runs {a.run_id} and {b.run_id} label the same test images differently: "
-                          f"compare runs of the same data and --labels")
+        raise CxrlabError(
+            f"runs {a.run_id} and {b.run_id} label the same test images differently: "
+            f"compare runs of the same data and --labels"
+        )
     return order
 
 
-def paired_comparison(a: RunRecord, b: RunRecord, name_a: str = "A", name_b: str = "B",
-                      n_boot: int = stats.N_BOOT, seed: int = 0) -> dict:
+def paired_comparison(
+    a: RunRecord, b: RunRecord, name_a: str = "A", name_b: str = "B", n_boot: int = stats.N_BOOT, seed: int = 0
+) -> dict:
     """McNemar's exact test and paired bootstrap intervals of the accuracy (and AUC) difference
     A - B on the same test images."""
     test_a, test_b = scored_test(a), scored_test(b)
@@ -203,16 +226,30 @@ def paired_comparison(a: RunRecord, b: RunRecord, name_a: str = "A", name_b: str
     # Each image scores +1, 0 or -1: A right and B wrong, both alike, or the reverse.
     difference = stats.bootstrap_mean(test_a.correct.astype(np.float64) - correct_b, n_boot=n_boot, seed=seed)
     result = {
-        "a": a.run_id, "b": b.run_id, "name_a": name_a, "name_b": name_b, "n": mcnemar["n"],
-        "a_only": mcnemar["a_only"], "b_only": mcnemar["b_only"], "p_value": mcnemar["p_value"],
+        "a": a.run_id,
+        "b": b.run_id,
+        "name_a": name_a,
+        "name_b": name_b,
+        "n": mcnemar["n"],
+        "a_only": mcnemar["a_only"],
+        "b_only": mcnemar["b_only"],
+        "p_value": mcnemar["p_value"],
         "verdict": stats.mcnemar_verdict(mcnemar, name_a, name_b),
         "accuracy_difference": difference.as_dict(),
         "auc_difference": None,
     }
     if test_a.classes == test_b.classes:
         result["auc_difference"] = stats.paired_bootstrap_difference(
-            test_a.labels, test_a.predicted, test_b.predicted[order], "auc", test_a.probs, test_b.probs[order],
-            positive=test_a.positive, n_boot=n_boot, seed=seed).as_dict()
+            test_a.labels,
+            test_a.predicted,
+            test_b.predicted[order],
+            "auc",
+            test_a.probs,
+            test_b.probs[order],
+            positive=test_a.positive,
+            n_boot=n_boot,
+            seed=seed,
+        ).as_dict()
     return result
 
 
@@ -237,5 +274,11 @@ def best_run(runs: list[RunRecord]) -> RunRecord | None:
     split plays no part in choosing."""
     if not runs:
         return None
-    return min(runs, key=lambda r: (-float(r.metrics.get("val_accuracy") or 0.0),
-                                    float(r.metrics.get("val_loss") or np.inf), r.run_id))
+    return min(
+        runs,
+        key=lambda r: (
+            -float(r.metrics.get("val_accuracy") or 0.0),
+            float(r.metrics.get("val_loss") or np.inf),
+            r.run_id,
+        ),
+    )

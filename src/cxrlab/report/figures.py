@@ -62,6 +62,7 @@ def colour(index: int) -> str:
 
 # --- curves of training --------------------------------------------------------------------
 
+
 def _epochs(run: RunRecord, column: str) -> tuple[np.ndarray, np.ndarray]:
     rows = [r for r in run.history if isinstance(r.get(column), (int, float))]
     return np.array([r["epoch"] for r in rows]), np.array([float(r[column]) for r in rows])
@@ -88,8 +89,15 @@ def history_figure(run: RunRecord, title: str | None = None) -> Figure:
             epochs, values = _epochs(run, f"{split}_{kind}")
             if kind == "acc":
                 values = values * 100
-            axes.plot(epochs, values, style, marker="o", markersize=3, color=colour(0 if split == "val" else 1),
-                      label="validation" if split == "val" else "train")
+            axes.plot(
+                epochs,
+                values,
+                style,
+                marker="o",
+                markersize=3,
+                color=colour(0 if split == "val" else 1),
+                label="validation" if split == "val" else "train",
+            )
         if span:
             axes.axvspan(*span, color=HEAD_PHASE_COLOUR, alpha=0.15, label="head only (backbone frozen)")
         if best:
@@ -132,6 +140,7 @@ def history_overlay_figure(runs: list[RunRecord], labels: list[str], title: str)
 
 # --- test-set curves --------------------------------------------------------------------------
 
+
 def roc_figure(curves: list[dict], title: str = "ROC curves on the test split") -> Figure:
     """ROC curves. Each curve is ``{"label", "labels", "probs", "classes", "positive",
     "operating_point": (fpr, tpr) or None}``; two classes give one curve per run (the disease
@@ -155,8 +164,15 @@ def roc_figure(curves: list[dict], title: str = "ROC curves on the test split") 
     axes.set_aspect("equal")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="lower right")
-    axes.set_title(wrapped(title, 70) + ("\n(dots: the operating point at each run's threshold)"
-                                   if any(c.get("operating_point") for c in curves) else ""), fontsize=10)
+    axes.set_title(
+        wrapped(title, 70)
+        + (
+            "\n(dots: the operating point at each run's threshold)"
+            if any(c.get("operating_point") for c in curves)
+            else ""
+        ),
+        fontsize=10,
+    )
     return figure
 
 
@@ -182,12 +198,20 @@ def precision_recall_figure(curves: list[dict], title: str = "Precision-recall c
             precision, recall, _ = precision_recall_curve(truth, curve["probs"][:, c])
             ap = average_precision_score(truth, curve["probs"][:, c])
             name = curve["label"] if len(curve["classes"]) == 2 else f"{curve['label']}: {curve['classes'][c]}"
-            axes.plot(recall, precision, style, color=colour(i), drawstyle="steps-post", label=plain(f"{name} (AP {ap:.3f})"))
+            axes.plot(
+                recall, precision, style, color=colour(i), drawstyle="steps-post", label=plain(f"{name} (AP {ap:.3f})")
+            )
             prevalences.add((curve["classes"][c], round(float(truth.mean()), 4)))
     for name, prevalence in sorted(prevalences):
         axes.axhline(prevalence, color="#999999", linestyle=":", linewidth=1)
-        axes.annotate(plain(f"no skill ({name}: {prevalence:.0%})"), (0.01, prevalence), fontsize=7, color="#666666",
-                      xytext=(0, 2), textcoords="offset points")
+        axes.annotate(
+            plain(f"no skill ({name}: {prevalence:.0%})"),
+            (0.01, prevalence),
+            fontsize=7,
+            color="#666666",
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     axes.set_xlabel("recall (sensitivity)")
     axes.set_ylabel("precision (positive predictive value)")
     axes.set_xlim(-0.01, 1.01)
@@ -209,8 +233,15 @@ def confusion_figure(matrix, classes: list[str], title: str) -> Figure:
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for t in range(n):
         for p in range(n):
-            axes.text(p, t, f"{matrix[t, p]}\n{shares[t, p]:.0%}", ha="center", va="center", fontsize=10,
-                      color="white" if shares[t, p] > 0.6 else "black")
+            axes.text(
+                p,
+                t,
+                f"{matrix[t, p]}\n{shares[t, p]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=10,
+                color="white" if shares[t, p] > 0.6 else "black",
+            )
     axes.set_xticks(range(n), [plain(c) for c in classes], rotation=20 if n > 2 else 0)
     axes.set_yticks(range(n), [plain(c) for c in classes])
     axes.set_xlabel("predicted class")
@@ -243,7 +274,9 @@ def reliability_figure(curves: list[dict], n_bins: int = 10, title: str = "Calib
         mean_conf = [confidence[bins == b].mean() for b in filled]
         accuracy = [correct[bins == b].mean() for b in filled]
         ece = expected_calibration_error(labels, probs)
-        top.plot(mean_conf, accuracy, "-o", color=colour(i), markersize=4, label=plain(f"{curve['label']} (ECE {ece:.3f})"))
+        top.plot(
+            mean_conf, accuracy, "-o", color=colour(i), markersize=4, label=plain(f"{curve['label']} (ECE {ece:.3f})")
+        )
         counts = np.bincount(bins, minlength=n_bins)
         bottom.bar(edges[:-1] + width * (i + 0.5), counts, width=width, color=colour(i), align="edge")
     top.set_ylabel("accuracy in the bin")
@@ -261,8 +294,10 @@ def reliability_figure(curves: list[dict], n_bins: int = 10, title: str = "Calib
 
 # --- cost ---------------------------------------------------------------------------------------
 
-def training_time_figure(labels: list[str], seconds: list[float], modes: list[str],
-                         title: str = "Training time per run") -> Figure:
+
+def training_time_figure(
+    labels: list[str], seconds: list[float], modes: list[str], title: str = "Training time per run"
+) -> Figure:
     """Horizontal bars of training time (epochs plus any feature computation), coloured by mode."""
     figure = new_figure(9, 1.2 + 0.35 * len(labels))
     axes = figure.subplots()
@@ -277,8 +312,14 @@ def training_time_figure(labels: list[str], seconds: list[float], modes: list[st
     axes.grid(axis="x", alpha=0.3)
     present = [m for m in MODE_COLOURS if m in modes]
     # Outside the axes: inside, it would cover the longest bar's label.
-    axes.legend(handles=[Patch(color=MODE_COLOURS[m], label=mode_name(m)) for m in present], fontsize=8,
-                loc="upper left", bbox_to_anchor=(1.01, 1.0), title="mode", title_fontsize=8)
+    axes.legend(
+        handles=[Patch(color=MODE_COLOURS[m], label=mode_name(m)) for m in present],
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="mode",
+        title_fontsize=8,
+    )
     axes.set_title(wrapped(title, 70), fontsize=10)
     return figure
 
@@ -290,6 +331,7 @@ def _duration(seconds: float) -> str:
 
 
 # --- images ----------------------------------------------------------------------------------
+
 
 def image_grid_figure(images: list[np.ndarray], captions: list[str], title: str, columns: int = 4) -> Figure:
     """A grid of images (grey uint8 or RGB) with a caption under each."""
@@ -305,12 +347,19 @@ def image_grid_figure(images: list[np.ndarray], captions: list[str], title: str,
     return figure
 
 
-def mistakes_figure(images: list[np.ndarray], names: list[str], true: list[str], predicted: list[str],
-                    confidence: list[float], title: str) -> Figure:
+def mistakes_figure(
+    images: list[np.ndarray],
+    names: list[str],
+    true: list[str],
+    predicted: list[str],
+    confidence: list[float],
+    title: str,
+) -> Figure:
     """The most confident mistakes: each X-ray with its true class, the class predicted, and
     the probability the run gave it."""
-    captions = [f"{_short_name(n)}\ntrue {t}, predicted {p} ({c:.0%})"
-                for n, t, p, c in zip(names, true, predicted, confidence)]
+    captions = [
+        f"{_short_name(n)}\ntrue {t}, predicted {p} ({c:.0%})" for n, t, p, c in zip(names, true, predicted, confidence)
+    ]
     return image_grid_figure(images, captions, title, columns=min(4, max(1, len(images))))
 
 

@@ -22,16 +22,25 @@ def significance(pair: dict) -> str:
     """``a significant difference (McNemar p = 0.003)`` or the words for noise."""
     if pair["p_value"] < ALPHA:
         return f"a significant difference at 5% (McNemar {p_statement(pair['p_value'])})"
-    return (f"within the noise of {pair['n']} test images (McNemar {p_statement(pair['p_value'])}: "
-            f"no significant difference at 5%)")
+    return (
+        f"within the noise of {pair['n']} test images (McNemar {p_statement(pair['p_value'])}: "
+        f"no significant difference at 5%)"
+    )
 
 
 def oriented(pair: dict, first: str) -> dict:
     """``pair`` read with run ``first`` as A (the difference's sign and the counts swapped)."""
     if pair["a"] == first:
         return pair
-    flipped = dict(pair, a=pair["b"], b=pair["a"], name_a=pair["name_b"], name_b=pair["name_a"],
-                   a_only=pair["b_only"], b_only=pair["a_only"])
+    flipped = dict(
+        pair,
+        a=pair["b"],
+        b=pair["a"],
+        name_a=pair["name_b"],
+        name_b=pair["name_a"],
+        a_only=pair["b_only"],
+        b_only=pair["a_only"],
+    )
     for key in ("accuracy_difference", "auc_difference"):
         if pair.get(key):
             d = pair[key]
@@ -62,23 +71,30 @@ def mode_findings(model: str, rows: list[dict], pairs: list[dict]) -> list[str]:
         return nothing_to_report(f"runs of {model}")
     if len(rows) == 1:
         only = rows[0]
-        return [f"{model} ran only as {mode_name(only['mode'])} (test accuracy {percent_ci(only['accuracy'])}); "
-                "there is no other mode of it to compare with."]
+        return [
+            f"{model} ran only as {mode_name(only['mode'])} (test accuracy {percent_ci(only['accuracy'])}); "
+            "there is no other mode of it to compare with."
+        ]
     ranked = _ranked(rows)
     winner, runner_up = ranked[0], ranked[1]
-    sentences = [f"For {model}, {mode_phrase(winner['mode'])} reached the highest test accuracy, "
-                 f"{percent_ci(winner['accuracy'])}."]
+    sentences = [
+        f"For {model}, {mode_phrase(winner['mode'])} reached the highest test accuracy, "
+        f"{percent_ci(winner['accuracy'])}."
+    ]
     pair = _find_pair(pairs, winner["run"], runner_up["run"])
     if pair is not None:
         sentences.append(
             f"Against {mode_phrase(runner_up['mode'])} ({percent(runner_up['accuracy']['estimate'])}) the difference is "
-            f"{points_ci(pair['accuracy_difference'])}: {significance(pair)}.")
+            f"{points_ci(pair['accuracy_difference'])}: {significance(pair)}."
+        )
     sentences.append(_time_sentence(winner, runner_up))
     for other in ranked[2:]:
         pair = _find_pair(pairs, winner["run"], other["run"])
         if pair is not None:
-            sentences.append(f"Against {mode_phrase(other['mode'])} ({percent(other['accuracy']['estimate'])}): "
-                             f"{points_ci(pair['accuracy_difference'])}, {significance(pair)}.")
+            sentences.append(
+                f"Against {mode_phrase(other['mode'])} ({percent(other['accuracy']['estimate'])}): "
+                f"{points_ci(pair['accuracy_difference'])}, {significance(pair)}."
+            )
     return sentences
 
 
@@ -87,10 +103,11 @@ def _time_sentence(winner: dict, other: dict) -> str:
     if missing(a) or missing(b) or not b:
         return "Training times were not recorded for both."
     if a >= b:
-        return (f"It cost {seconds(a)} of training against {seconds(b)} for {mode_phrase(other['mode'])}: "
-                f"{ratio(a, b)} the time.")
-    return (f"It was also the cheaper of the two: {seconds(a)} of training against {seconds(b)} "
-            f"({ratio(b, a)} less).")
+        return (
+            f"It cost {seconds(a)} of training against {seconds(b)} for {mode_phrase(other['mode'])}: "
+            f"{ratio(a, b)} the time."
+        )
+    return f"It was also the cheaper of the two: {seconds(a)} of training against {seconds(b)} ({ratio(b, a)} less)."
 
 
 def frozen_findings(frozen: list[dict], finetuned: list[dict]) -> list[str]:
@@ -101,14 +118,18 @@ def frozen_findings(frozen: list[dict], finetuned: list[dict]) -> list[str]:
     sentences = []
     by_model = {r["model"]: r for r in finetuned}
     for row in frozen:
-        text = (f"The fixed feature extractor of {row['model']} trained its head in {seconds(row['train_seconds'])} "
-                f"(backbone features computed once, then {row['epochs_run']} epochs on the cached features) and "
-                f"reached {percent_ci(row['accuracy'])} test accuracy.")
+        text = (
+            f"The fixed feature extractor of {row['model']} trained its head in {seconds(row['train_seconds'])} "
+            f"(backbone features computed once, then {row['epochs_run']} epochs on the cached features) and "
+            f"reached {percent_ci(row['accuracy'])} test accuracy."
+        )
         tuned = by_model.get(row["model"])
         if tuned is not None and not missing(tuned.get("train_seconds")) and row.get("train_seconds"):
-            text += (f" Fine-tuning {row['model']} took {seconds(tuned['train_seconds'])}, "
-                     f"{ratio(tuned['train_seconds'], row['train_seconds'])} as long, for "
-                     f"{percent_ci(tuned['accuracy'])}.")
+            text += (
+                f" Fine-tuning {row['model']} took {seconds(tuned['train_seconds'])}, "
+                f"{ratio(tuned['train_seconds'], row['train_seconds'])} as long, for "
+                f"{percent_ci(tuned['accuracy'])}."
+            )
         sentences.append(text)
     return sentences
 
@@ -119,10 +140,14 @@ def baseline_findings(rows: list[dict], baseline: dict | None, pairs: list[dict]
         return nothing_to_report("from-scratch runs, hence no baseline to test against")
     others = [r for r in rows if r["run"] != baseline["run"]]
     if not others:
-        return [f"The from-scratch baseline ({baseline['label']}) is the only run: there is nothing to test "
-                f"against it. Its test accuracy is {percent_ci(baseline['accuracy'])}."]
-    sentences = [f"The from-scratch baseline, {baseline['label']}, reached {percent_ci(baseline['accuracy'])} "
-                 f"test accuracy in {seconds(baseline['train_seconds'])}."]
+        return [
+            f"The from-scratch baseline ({baseline['label']}) is the only run: there is nothing to test "
+            f"against it. Its test accuracy is {percent_ci(baseline['accuracy'])}."
+        ]
+    sentences = [
+        f"The from-scratch baseline, {baseline['label']}, reached {percent_ci(baseline['accuracy'])} "
+        f"test accuracy in {seconds(baseline['train_seconds'])}."
+    ]
     better = worse = 0
     for row in _ranked(others):
         pair = _find_pair(pairs, row["run"], baseline["run"])
@@ -132,14 +157,15 @@ def baseline_findings(rows: list[dict], baseline: dict | None, pairs: list[dict]
         significant = pair["p_value"] < ALPHA
         better += significant and pair["a_only"] > pair["b_only"]
         worse += significant and pair["a_only"] < pair["b_only"]
-        sentences.append(f"{row['label']}: {percent(row['accuracy']['estimate'])}, "
-                         f"{points_ci(pair['accuracy_difference'])} against the baseline, {significance(pair)}; "
-                         f"{ratio(row.get('train_seconds'), baseline.get('train_seconds'))} its training time.")
+        sentences.append(
+            f"{row['label']}: {percent(row['accuracy']['estimate'])}, "
+            f"{points_ci(pair['accuracy_difference'])} against the baseline, {significance(pair)}; "
+            f"{ratio(row.get('train_seconds'), baseline.get('train_seconds'))} its training time."
+        )
     tested = len([r for r in others if _find_pair(pairs, r["run"], baseline["run"])])
     summary = f"{better} of {tested} transfer-learning runs beat the baseline significantly at 5%"
     summary += f", {worse} did significantly worse" if worse else ""
-    summary += (", and the rest are not distinguishable from it on this test split." if tested - better - worse
-                else ".")
+    summary += ", and the rest are not distinguishable from it on this test split." if tested - better - worse else "."
     return sentences + [summary]
 
 
@@ -151,20 +177,26 @@ def curve_findings(rows: list[dict]) -> list[str]:
         widest = max(gaps, key=lambda r: r["generalisation_gap"])
         lowest = min(gaps, key=lambda r: r["generalisation_gap"])
         if widest["generalisation_gap"] == lowest["generalisation_gap"]:
-            sentences.append(f"Every run has the same generalisation gap (train − validation accuracy at the kept "
-                             f"epoch): {points(widest['generalisation_gap'])}.")
+            sentences.append(
+                f"Every run has the same generalisation gap (train − validation accuracy at the kept "
+                f"epoch): {points(widest['generalisation_gap'])}."
+            )
         else:
-            sentences.append(f"Generalisation gap (train − validation accuracy at the kept epoch): from "
-                             f"{points(lowest['generalisation_gap'])} ({lowest['label']}) to "
-                             f"{points(widest['generalisation_gap'])} ({widest['label']}); a large positive gap "
-                             f"is overfitting.")
+            sentences.append(
+                f"Generalisation gap (train − validation accuracy at the kept epoch): from "
+                f"{points(lowest['generalisation_gap'])} ({lowest['label']}) to "
+                f"{points(widest['generalisation_gap'])} ({widest['label']}); a large positive gap "
+                f"is overfitting."
+            )
     steady = [r for r in rows if not missing(r.get("stability"))]
     if len(steady) >= 2:
         calm = min(steady, key=lambda r: r["stability"])
         rough = max(steady, key=lambda r: r["stability"])
-        sentences.append(f"Steadiest validation loss over the last half of training: {calm['label']} (mean change "
-                         f"{calm['stability']:.4f} per epoch); least steady: {rough['label']} "
-                         f"({rough['stability']:.4f}).")
+        sentences.append(
+            f"Steadiest validation loss over the last half of training: {calm['label']} (mean change "
+            f"{calm['stability']:.4f} per epoch); least steady: {rough['label']} "
+            f"({rough['stability']:.4f})."
+        )
     elif not steady:
         sentences.append("No run trained for two epochs or more, so curve stability cannot be measured.")
     return sentences
@@ -176,8 +208,10 @@ def calibration_findings(rows: list[dict]) -> list[str]:
         return [f"{rows[0]['label']}'s expected calibration error is {rows[0]['ece']:.3f}."] if rows else []
     best = min(rows, key=lambda r: r["ece"])
     worst = max(rows, key=lambda r: r["ece"])
-    return [f"Best calibrated: {best['label']} (expected calibration error {best['ece']:.3f}); least: "
-            f"{worst['label']} ({worst['ece']:.3f})."]
+    return [
+        f"Best calibrated: {best['label']} (expected calibration error {best['ece']:.3f}); least: "
+        f"{worst['label']} ({worst['ece']:.3f})."
+    ]
 
 
 def sensitivity_findings(rows: list[dict]) -> list[str]:
@@ -186,8 +220,10 @@ def sensitivity_findings(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     top = max(rows, key=lambda r: (r["sensitivity"]["estimate"], r["specificity"]["estimate"]))
-    return [f"Highest sensitivity: {top['label']}, {percent_ci(top['sensitivity'])} of {top['positive_class']} "
-            f"cases found, at a specificity of {percent_ci(top['specificity'])}."]
+    return [
+        f"Highest sensitivity: {top['label']}, {percent_ci(top['sensitivity'])} of {top['positive_class']} "
+        f"cases found, at a specificity of {percent_ci(top['specificity'])}."
+    ]
 
 
 def settings_findings(group: str, rows: list[dict]) -> list[str]:
@@ -198,8 +234,10 @@ def settings_findings(group: str, rows: list[dict]) -> list[str]:
     accuracies = [r["accuracy"]["estimate"] for r in rows]
     widths = [r["accuracy"]["high"] - r["accuracy"]["low"] for r in rows if not missing(r["accuracy"]["low"])]
     spread = max(accuracies) - min(accuracies)
-    text = (f"Across {len(rows)} settings of {group}, test accuracy ranges from {percent(min(accuracies))} to "
-            f"{percent(max(accuracies))} ({100 * spread:.1f} points)")
+    text = (
+        f"Across {len(rows)} settings of {group}, test accuracy ranges from {percent(min(accuracies))} to "
+        f"{percent(max(accuracies))} ({100 * spread:.1f} points)"
+    )
     if widths:
         half = sum(widths) / len(widths) / 2
         verdict = "less than" if spread < half else "more than"

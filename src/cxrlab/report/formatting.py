@@ -19,8 +19,10 @@ def percent_ci(interval: dict | None, digits: int = 1) -> str:
         return "–"
     if missing(interval.get("low")):
         return percent(interval["estimate"], digits)
-    return (f"{100 * interval['estimate']:.{digits}f}% "
-            f"({100 * interval['low']:.{digits}f}–{100 * interval['high']:.{digits}f})")
+    return (
+        f"{100 * interval['estimate']:.{digits}f}% "
+        f"({100 * interval['low']:.{digits}f}–{100 * interval['high']:.{digits}f})"
+    )
 
 
 def number_ci(interval: dict | None, digits: int = 3) -> str:
@@ -100,7 +102,6 @@ def markdown_cell(value) -> str:
 
 
 def markdown_table(columns: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(markdown_cell(c) for c in columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
+    lines = ["| " + " | ".join(markdown_cell(c) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(markdown_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -32,8 +32,22 @@ METRICS = {
 SETTINGS = ["model", "mode", "learning_rate", "epochs", "weight_decay", "batch_size", "image_size", "optimizer"]
 # Config fields that say where or how fast a run went, not what it learned: runs that differ
 # only in these (and in seed) are one setting.
-NOT_SETTINGS = {"seed", "name", "out", "cache_dir", "device", "tensorboard", "compile", "eval_batch_size",
-                "deterministic", "channels_last", "distributed", "data_info", "weights_id", "environment"}
+NOT_SETTINGS = {
+    "seed",
+    "name",
+    "out",
+    "cache_dir",
+    "device",
+    "tensorboard",
+    "compile",
+    "eval_batch_size",
+    "deterministic",
+    "channels_last",
+    "distributed",
+    "data_info",
+    "weights_id",
+    "environment",
+}
 SEED_SUFFIX = re.compile(r"-seed=\d+$")
 
 
@@ -54,17 +68,48 @@ def results_rows(runs: list[RunRecord]) -> list[dict]:
 def results_markdown(rows: list[dict]) -> str:
     """A Markdown table of ``rows``: mean ± std where a setting has more than one run."""
     show_status = any(row["status"] != FINISHED for row in rows)
-    header = ["model", "mode", "lr", "epochs", "weight decay", "batch", "image size", "train time", "test loss",
-              "test acc", "val loss", "val acc", "AUC", "sensitivity", "specificity", "n"]
+    header = [
+        "model",
+        "mode",
+        "lr",
+        "epochs",
+        "weight decay",
+        "batch",
+        "image size",
+        "train time",
+        "test loss",
+        "test acc",
+        "val loss",
+        "val acc",
+        "AUC",
+        "sensitivity",
+        "specificity",
+        "n",
+    ]
     header += ["status"] if show_status else []
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|",
+    ]
     for row in rows:
-        cells = [row["model"], row["mode"], _number(row["learning_rate"]), _number(row["epochs"]),
-                 _number(row["weight_decay"]), _number(row["batch_size"]), _number(row["image_size"]),
-                 _mean_std(row, "training_time_s", 1, " s"), _mean_std(row, "test_loss", 4),
-                 _percent(row, "test_accuracy"), _mean_std(row, "val_loss", 4), _percent(row, "val_accuracy"),
-                 _mean_std(row, "roc_auc", 4), _percent(row, "sensitivity"), _percent(row, "specificity"),
-                 str(row["n"])]
+        cells = [
+            row["model"],
+            row["mode"],
+            _number(row["learning_rate"]),
+            _number(row["epochs"]),
+            _number(row["weight_decay"]),
+            _number(row["batch_size"]),
+            _number(row["image_size"]),
+            _mean_std(row, "training_time_s", 1, " s"),
+            _mean_std(row, "test_loss", 4),
+            _percent(row, "test_accuracy"),
+            _mean_std(row, "val_loss", 4),
+            _percent(row, "val_accuracy"),
+            _mean_std(row, "roc_auc", 4),
+            _percent(row, "sensitivity"),
+            _percent(row, "specificity"),
+            str(row["n"]),
+        ]
         cells += [row["status"]] if show_status else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -83,14 +128,17 @@ def write_results(rows: list[dict], folder: str | Path) -> list[Path]:
     for row in rows:
         writer.writerow([";".join(row["runs"]) if c == "runs" else _csv_value(row.get(c)) for c in columns])
     write_text(folder / "results.csv", buffer.getvalue())
-    note = ("\nOne row per setting, sorted by validation loss (the test split chooses nothing); "
-            "mean ± standard deviation over n seeds where n > 1. Train time is fitting time (epochs, plus "
-            "computing frozen features once).\n")
+    note = (
+        "\nOne row per setting, sorted by validation loss (the test split chooses nothing); "
+        "mean ± standard deviation over n seeds where n > 1. Train time is fitting time (epochs, plus "
+        "computing frozen features once).\n"
+    )
     write_text(folder / "results.md", results_markdown(rows) + note)
     return [folder / "results.csv", folder / "results.md"]
 
 
 # --- pieces -------------------------------------------------------------------------------
+
 
 def _setting_key(run: RunRecord) -> tuple:
     config = {k: v for k, v in run.config.items() if k not in NOT_SETTINGS}
@@ -119,8 +167,9 @@ def _row(runs: list[RunRecord]) -> dict:
         "seeds": [r.config.get("seed") for r in runs],
     }
     for name, key in METRICS.items():
-        values = [float(r.metrics[key]) for r in runs
-                  if r.status.get("status") == FINISHED and r.metrics.get(key) is not None]
+        values = [
+            float(r.metrics[key]) for r in runs if r.status.get("status") == FINISHED and r.metrics.get(key) is not None
+        ]
         values = [v for v in values if math.isfinite(v)]
         row[name] = sum(values) / len(values) if values else None
         row[f"{name}_std"] = _std(values)

@@ -20,12 +20,23 @@ def shipped_study(name: str = DEFAULT_STUDY) -> Path:
     return Path(str(resources.files("cxrlab") / "studies" / name))
 
 
-def run_study(study_file: str | Path | None = None, *, data: str | None = None, workers: int = 1,
-              overrides: list[str] | tuple[str, ...] = (), out: str | Path | None = None) -> list[Path]:
+def run_study(
+    study_file: str | Path | None = None,
+    *,
+    data: str | None = None,
+    workers: int = 1,
+    overrides: list[str] | tuple[str, ...] = (),
+    out: str | Path | None = None,
+) -> list[Path]:
     """Sweep ``study_file`` (default: the shipped offline study), then write the report;
     returns the report's files (report.md, report.html)."""
     from cxrlab.report.render import write_report
 
-    study_dir = run_sweep(study_file if study_file is not None else shipped_study(), data=data, workers=workers,
-                          overrides=overrides, out=out)
+    study_dir = run_sweep(
+        study_file if study_file is not None else shipped_study(),
+        data=data,
+        workers=workers,
+        overrides=overrides,
+        out=out,
+    )
     return list(write_report(study_dir))

@@ -52,9 +52,19 @@ RESERVED = {
     "name": "run names are made from the settings",
 }
 # Names people reach for that are not the field's name.
-ALIASES = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "batch": "batch_size",
-           "bs": "batch_size", "epoch": "epochs", "size": "image_size", "img_size": "image_size",
-           "optim": "optimizer", "arch": "model", "network": "model"}
+ALIASES = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "wd": "weight_decay",
+    "batch": "batch_size",
+    "bs": "batch_size",
+    "epoch": "epochs",
+    "size": "image_size",
+    "img_size": "image_size",
+    "optim": "optimizer",
+    "arch": "model",
+    "network": "model",
+}
 MAX_SETTING_ID = 96  # run ids (setting + "-seed=N") stay within safe_run_id's 120 characters
 # How a setting reads in a run id; others appear as key=value.
 SHORT_NAMES = {"lr": "lr", "epochs": "ep", "weight_decay": "wd", "batch_size": "bs", "image_size": "px"}
@@ -73,7 +83,7 @@ class SpaceEntry(BaseModel):
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _complete(self) -> "SpaceEntry":
+    def _complete(self) -> SpaceEntry:
         if self.choices is not None:
             if self.low is not None or self.high is not None:
                 raise ValueError("give either choices or low/high, not both")
@@ -174,18 +184,35 @@ class StudyPlan:
             "data": self.data,
             "repeats": self.repeats,
             "overrides": self.overrides,
-            "runs": [{"run_id": r.run_id, "setting_id": r.setting_id, "seed": r.seed, "origin": r.origin,
-                      "settings": {k: v for k, v in r.settings.items() if k not in ("data", "seed")}}
-                     for r in self.runs],
-            "search": [{"label": s.label, "trials": s.trials, "origin": s.origin,
-                        "fixed": {k: v for k, v in s.fixed.items() if k != "data"},
-                        "space": {k: {f: v for f, v in d.__dict__.items() if v not in (None, (), False)}
-                                  for k, d in s.space.items()}}
-                       for s in self.searches],
+            "runs": [
+                {
+                    "run_id": r.run_id,
+                    "setting_id": r.setting_id,
+                    "seed": r.seed,
+                    "origin": r.origin,
+                    "settings": {k: v for k, v in r.settings.items() if k not in ("data", "seed")},
+                }
+                for r in self.runs
+            ],
+            "search": [
+                {
+                    "label": s.label,
+                    "trials": s.trials,
+                    "origin": s.origin,
+                    "fixed": {k: v for k, v in s.fixed.items() if k != "data"},
+                    "space": {
+                        k: {f: v for f, v in d.__dict__.items() if v not in (None, (), False)}
+                        for k, d in s.space.items()
+                    },
+                }
+                for s in self.searches
+            ],
         }
 
 
-def load_plan(study_file: str | Path, *, data: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> StudyPlan:
+def load_plan(
+    study_file: str | Path, *, data: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> StudyPlan:
     """Read, check and resolve a study file; ``data`` and ``overrides`` (``KEY=VALUE``) come
     from the command line. Raises ``CxrlabError`` naming the key and line of any mistake."""
     path = Path(study_file)
@@ -221,7 +248,7 @@ def load_plan(study_file: str | Path, *, data: str | None = None, overrides: lis
     for index, entry in enumerate(study.grids):
         given = where.settings(entry, ("grids", index))
         crossed = {k: v for k, v in given.items() if isinstance(v[0], list)}
-        for key, (values, origin) in crossed.items():
+        for _key, (values, origin) in crossed.items():
             if not values:
                 raise CxrlabError(where.at(origin, "an empty list crosses to no runs"))
         for combination in itertools.product(*[[(k, v) for v in crossed[k][0]] for k in crossed]):
@@ -245,16 +272,31 @@ def load_plan(study_file: str | Path, *, data: str | None = None, overrides: lis
         seen[setting_id] = seen[written] = origin
         values = config.model_dump(exclude={"out", "name", "seed"})
         for seed in range(study.repeats):
-            runs.append(PlannedRun(run_id=f"{setting_id}-seed={seed}", setting_id=setting_id, seed=seed,
-                                   settings={**values, "seed": seed}, origin=origin))
+            runs.append(
+                PlannedRun(
+                    run_id=f"{setting_id}-seed={seed}",
+                    setting_id=setting_id,
+                    seed=seed,
+                    settings={**values, "seed": seed},
+                    origin=origin,
+                )
+            )
     # Seed-major order: a killed or half-done study has a full table at seed 0 first.
     runs.sort(key=lambda r: r.seed)
 
     searches: list[SearchPlan] = []
     for index, entry in enumerate(study.search):
         searches.append(_search_plan(where, entry, index, base, overridden, [s.label for s in searches]))
-    return StudyPlan(name=name, source=str(study_file), description=study.description, data=chosen_data,
-                     repeats=study.repeats, overrides=fixed_overrides, runs=runs, searches=searches)
+    return StudyPlan(
+        name=name,
+        source=str(study_file),
+        description=study.description,
+        data=chosen_data,
+        repeats=study.repeats,
+        overrides=fixed_overrides,
+        runs=runs,
+        searches=searches,
+    )
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -310,6 +352,7 @@ def format_value(value: Any) -> str:
 
 # --- reading the file --------------------------------------------------------------------
 
+
 def _parse(text: str, source: str) -> tuple[dict, dict[tuple, int]]:
     """The file's data (safe loader) and the line of every key and list item in it."""
     loader = yaml.SafeLoader(text)
@@ -328,7 +371,9 @@ def _parse(text: str, source: str) -> tuple[dict, dict[tuple, int]]:
     finally:
         loader.dispose()
     if not isinstance(data, dict):
-        raise CxrlabError(f"{source}: a study file is a YAML mapping (name:, data:, runs: ...), not a {type(data).__name__}")
+        raise CxrlabError(
+            f"{source}: a study file is a YAML mapping (name:, data:, runs: ...), not a {type(data).__name__}"
+        )
     return data, lines
 
 
@@ -339,8 +384,9 @@ def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], source: 
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                raise CxrlabError(f"{source}, line {key_node.start_mark.line + 1}: {_dotted(path + (key,))} "
-                                  f"is given twice: keep one")
+                raise CxrlabError(
+                    f"{source}, line {key_node.start_mark.line + 1}: {_dotted(path + (key,))} is given twice: keep one"
+                )
             seen.add(key)
             _index_lines(value_node, path + (key,), lines, source)
             lines[path + (key,)] = key_node.start_mark.line + 1  # a key's own line, not its value's
@@ -362,7 +408,11 @@ class _Locator:
         while probe and probe not in self.lines:
             probe = probe[:-1]
         line = self.lines.get(probe)
-        return f"{self.source}, line {line}: {_dotted(path)}: {message}" if line else f"{self.source}: {_dotted(path)}: {message}"
+        return (
+            f"{self.source}, line {line}: {_dotted(path)}: {message}"
+            if line
+            else f"{self.source}: {_dotted(path)}: {message}"
+        )
 
     def pydantic(self, exc: ValidationError) -> str:
         error = exc.errors()[0]
@@ -395,7 +445,9 @@ def _setting_problem(key: str) -> str | None:
         known = [k for k in TrainConfig.model_fields if k not in RESERVED]
         close = difflib.get_close_matches(key, known + list(ALIASES), n=1, cutoff=0.6)
         hint = f" (did you mean {ALIASES.get(close[0], close[0])}?)" if close else ""
-        return f"unknown setting {key!r}{hint}: a setting is a train option such as lr, epochs, weight_decay, batch_size"
+        return (
+            f"unknown setting {key!r}{hint}: a setting is a train option such as lr, epochs, weight_decay, batch_size"
+        )
     return None
 
 
@@ -412,6 +464,7 @@ def _dotted(path: tuple) -> str:
 
 
 # --- resolving ---------------------------------------------------------------------------
+
 
 def _validated(where: _Locator, merged: dict[str, tuple[Any, tuple]], entry: tuple) -> TrainConfig:
     """``merged`` as a TrainConfig; an error names the key and the line the bad value came from."""
@@ -445,7 +498,7 @@ def _setting_id(config: TrainConfig, keys: list[str]) -> str:
 def _bounded_id(joined: str) -> str:
     if len(joined) > MAX_SETTING_ID:
         # Cut long ids but keep them unique (and room for "-seed=N"): a hash of the whole.
-        joined = f"{joined[:MAX_SETTING_ID - 9].rstrip('-=')}-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
+        joined = f"{joined[: MAX_SETTING_ID - 9].rstrip('-=')}-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
     return safe_run_id(joined)
 
 
@@ -453,8 +506,9 @@ def _id_part(key: str, value: Any) -> str:
     return f"{SHORT_NAMES.get(key, key)}={format_value(value)}"
 
 
-def _search_plan(where: _Locator, entry: SearchEntry, index: int, base: dict, overridden: dict,
-                 labels: list[str]) -> SearchPlan:
+def _search_plan(
+    where: _Locator, entry: SearchEntry, index: int, base: dict, overridden: dict, labels: list[str]
+) -> SearchPlan:
     path = ("search", index)
     given = where.settings(dict(entry.model_extra or {}), path)
     merged = {**base, **given, **overridden}
@@ -471,7 +525,9 @@ def _search_plan(where: _Locator, entry: SearchEntry, index: int, base: dict, ov
         if problem:
             raise CxrlabError(where.at(origin, problem))
         if key in given:
-            raise CxrlabError(where.at(origin, f"{key} is both fixed ({_dotted(given[key][1])}) and searched: keep one"))
+            raise CxrlabError(
+                where.at(origin, f"{key} is both fixed ({_dotted(given[key][1])}) and searched: keep one")
+            )
         if key in overridden:
             continue  # --set fixes it for every run, the search included
         space[key] = _dimension(key, dimension, where, origin)
@@ -494,6 +550,11 @@ def _dimension(key: str, entry: SpaceEntry, where: _Locator, origin: tuple) -> D
         bounds = [entry.low, entry.high] + ([entry.step] if entry.step is not None else [])
         if not all(float(v).is_integer() for v in bounds):
             raise CxrlabError(where.at(origin, f"{key} takes whole numbers: give whole low, high and step"))
-        return Dimension("int", low=int(entry.low), high=int(entry.high), log=entry.log,
-                         step=int(entry.step) if entry.step is not None else None)
+        return Dimension(
+            "int",
+            low=int(entry.low),
+            high=int(entry.high),
+            log=entry.log,
+            step=int(entry.step) if entry.step is not None else None,
+        )
     return Dimension("float", low=float(entry.low), high=float(entry.high), log=entry.log, step=entry.step)

@@ -26,8 +26,8 @@ import os
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from optuna.trial import TrialState
 
@@ -36,9 +36,25 @@ from cxrlab.io import read_json, read_yaml, write_yaml
 from cxrlab.progress import console
 from cxrlab.report.tables import results_rows, write_results
 from cxrlab.study.spec import PlannedRun, SearchPlan, StudyPlan, load_plan, search_run_id, search_settings
-from cxrlab.study.trials import (HOST, Claim, Ledger, claim_queued, claim_search_trial, count_states,
-                                 default_storage_url, enqueue_missing, fail, fail_dead_trials, finish, heartbeat,
-                                 open_ledger, open_storage, retried_from, shown_url, trials_by_run)
+from cxrlab.study.trials import (
+    HOST,
+    Claim,
+    Ledger,
+    claim_queued,
+    claim_search_trial,
+    count_states,
+    default_storage_url,
+    enqueue_missing,
+    fail,
+    fail_dead_trials,
+    finish,
+    heartbeat,
+    open_ledger,
+    open_storage,
+    retried_from,
+    shown_url,
+    trials_by_run,
+)
 from cxrlab.train.config import TrainConfig
 from cxrlab.train.rundir import DIVERGED, FINISHED, RunRecord, list_runs, load_run
 
@@ -51,9 +67,16 @@ NOT_COMPARED = {"out", "name", "cache_dir", "device", "tensorboard", "compile", 
 Log = Callable[[str], None]
 
 
-def run_sweep(study_file: str | Path, *, data: str | None = None, storage: str | None = None, workers: int = 1,
-              overrides: list[str] | tuple[str, ...] = (), out: str | Path | None = None,
-              show_progress: bool = True) -> Path:
+def run_sweep(
+    study_file: str | Path,
+    *,
+    data: str | None = None,
+    storage: str | None = None,
+    workers: int = 1,
+    overrides: list[str] | tuple[str, ...] = (),
+    out: str | Path | None = None,
+    show_progress: bool = True,
+) -> Path:
     """Run every run of ``study_file`` and return the study directory (with results.md).
 
     ``data`` replaces the study's data, ``storage`` its Optuna storage (default SQLite in
@@ -73,10 +96,13 @@ def run_sweep(study_file: str | Path, *, data: str | None = None, storage: str |
 
     log = _logger()
     queued, dead = prepare_storage(plan, url)
-    log(f"study [bold]{plan.name}[/bold]: {len(plan.runs)} runs"
+    log(
+        f"study [bold]{plan.name}[/bold]: {len(plan.runs)} runs"
         + (f" and {len(plan.searches)} searches" if plan.searches else "")
-        + f" in {study_dir}; {queued} queued now" + (f", {dead} left by dead workers queued again" if dead else "")
-        + f"; storage {shown_url(url)}")
+        + f" in {study_dir}; {queued} queued now"
+        + (f", {dead} left by dead workers queued again" if dead else "")
+        + f"; storage {shown_url(url)}"
+    )
 
     exit_codes = [0]
     if workers == 1:
@@ -89,10 +115,13 @@ def run_sweep(study_file: str | Path, *, data: str | None = None, storage: str |
     problems = unfinished(plan, url)
     problems += [f"worker {i} exited with code {code}" for i, code in enumerate(exit_codes) if code]
     if problems:
-        raise CxrlabError(f"{len(problems)} parts of study {plan.name} did not finish: " + "; ".join(problems[:3])
-                          + ("; ..." if len(problems) > 3 else "")
-                          + f" (results so far in {study_dir / 'results.md'}; rerun the same command to retry, "
-                            "finished runs are kept)")
+        raise CxrlabError(
+            f"{len(problems)} parts of study {plan.name} did not finish: "
+            + "; ".join(problems[:3])
+            + ("; ..." if len(problems) > 3 else "")
+            + f" (results so far in {study_dir / 'results.md'}; rerun the same command to retry, "
+            "finished runs are kept)"
+        )
     log(f"study [bold]{plan.name}[/bold]: {len(rows)} settings in {study_dir / 'results.md'}")
     return study_dir
 
@@ -109,8 +138,16 @@ def prepare_storage(plan: StudyPlan, url: str) -> tuple[int, int]:
     return queued, dead
 
 
-def work(plan: StudyPlan, study_dir: Path, url: str, *, index: int = 0, seeded: bool = True,
-         show_progress: bool = True, log: Log | None = None) -> None:
+def work(
+    plan: StudyPlan,
+    study_dir: Path,
+    url: str,
+    *,
+    index: int = 0,
+    seeded: bool = True,
+    show_progress: bool = True,
+    log: Log | None = None,
+) -> None:
     """One worker: queued runs, then search trials, until the study has nothing left to run."""
     import optuna
 
@@ -144,15 +181,16 @@ def work(plan: StudyPlan, study_dir: Path, url: str, *, index: int = 0, seeded: 
                 fail_dead_trials(ledger)
 
 
-def run_claimed(claim: Claim, run: PlannedRun, runs_dir: Path, grid: Ledger, total: int, show_progress: bool,
-                log: Log) -> None:
+def run_claimed(
+    claim: Claim, run: PlannedRun, runs_dir: Path, grid: Ledger, total: int, show_progress: bool, log: Log
+) -> None:
     """Run (or reuse, or resume) the run of a claimed trial and record the outcome on it."""
     done = count_states(grid).get(TrialState.COMPLETE, 0)
     log(f"[bold]{run.run_id}[/bold] ({done} of {total} done)")
     with heartbeat(claim):
         try:
             record = execute_run(run.settings, run.run_id, runs_dir, show_progress=show_progress, log=log)
-        except Exception as exc:  # noqa: BLE001 - one bad run must not stop the others
+        except Exception as exc:
             _report_failure(run.run_id, exc, log)
             fail(claim, f"{type(exc).__name__}: {exc}")
             return
@@ -162,8 +200,9 @@ def run_claimed(claim: Claim, run: PlannedRun, runs_dir: Path, grid: Ledger, tot
     finish(claim, objective(record), status=record.status.get("status"), host=HOST)
 
 
-def run_search_trial(claim: Claim, search: SearchPlan, seeds: list[int], runs_dir: Path, show_progress: bool,
-                     log: Log) -> None:
+def run_search_trial(
+    claim: Claim, search: SearchPlan, seeds: list[int], runs_dir: Path, show_progress: bool, log: Log
+) -> None:
     """Run a search trial's setting at every seed; its objective is their mean validation loss."""
     number = retried_from(claim)  # a retry of a dead trial resumes the same run directories
     run_ids, values = [], []
@@ -172,11 +211,12 @@ def run_search_trial(claim: Claim, search: SearchPlan, seeds: list[int], runs_di
             for seed in seeds:
                 run_id = search_run_id(search, number, claim.params, seed)
                 log(f"[bold]{run_id}[/bold] (search {search.label}, trial {number}, budget {search.trials} trials)")
-                record = execute_run(search_settings(search, claim.params, seed), run_id, runs_dir,
-                                     show_progress=show_progress, log=log)
+                record = execute_run(
+                    search_settings(search, claim.params, seed), run_id, runs_dir, show_progress=show_progress, log=log
+                )
                 run_ids.append(run_id)
                 values.append(objective(record))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _report_failure(f"search {search.label} trial {number}", exc, log)
             fail(claim, f"{type(exc).__name__}: {exc}")
             return
@@ -186,8 +226,9 @@ def run_search_trial(claim: Claim, search: SearchPlan, seeds: list[int], runs_di
     finish(claim, sum(values) / len(values), run_ids=run_ids, host=HOST)
 
 
-def execute_run(settings: dict, run_id: str, runs_dir: Path, *, show_progress: bool = True,
-                log: Log | None = None) -> RunRecord:
+def execute_run(
+    settings: dict, run_id: str, runs_dir: Path, *, show_progress: bool = True, log: Log | None = None
+) -> RunRecord:
     """The run directory ``runs_dir/run_id``: kept when it finished or diverged, resumed when
     it was killed, else trained now."""
     from cxrlab.train.loop import fit
@@ -218,8 +259,11 @@ def objective(record: RunRecord) -> float:
 
 def study_runs(study_dir: str | Path) -> list[RunRecord]:
     """The runs of a study directory that came to an end (finished or diverged)."""
-    return [run for run in list_runs(Path(study_dir) / "runs", finished_only=False)
-            if run.status.get("status") in (FINISHED, DIVERGED)]
+    return [
+        run
+        for run in list_runs(Path(study_dir) / "runs", finished_only=False)
+        if run.status.get("status") in (FINISHED, DIVERGED)
+    ]
 
 
 def unfinished(plan: StudyPlan, url: str) -> list[str]:
@@ -252,9 +296,11 @@ def check_recorded_runs(plan: StudyPlan, runs_dir: Path, study_dir: Path) -> Non
         wanted = TrainConfig(**run.settings).resolved().model_dump()
         for key, value in wanted.items():
             if key not in NOT_COMPARED and key in recorded and recorded[key] != value:
-                raise CxrlabError(f"{config_file.parent} was run with {key}={recorded[key]!r} but the study now asks "
-                                  f"for {key}={value!r}: remove {study_dir} to start the study over, or give it "
-                                  f"another name")
+                raise CxrlabError(
+                    f"{config_file.parent} was run with {key}={recorded[key]!r} but the study now asks "
+                    f"for {key}={value!r}: remove {study_dir} to start the study over, or give it "
+                    f"another name"
+                )
 
 
 def search_study_name(plan: StudyPlan, search: SearchPlan) -> str:
@@ -278,12 +324,17 @@ def distributions(search: SearchPlan) -> dict:
 
 # --- pieces -------------------------------------------------------------------------------
 
+
 def _run_workers(plan: StudyPlan, study_dir: Path, url: str, workers: int) -> list[int]:
     """``workers`` local processes on one storage; returns their exit codes."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads
     threads = max(1, (os.cpu_count() or 1) // workers)
-    processes = [context.Process(target=_worker_main, args=(plan, str(study_dir), url, index, threads),
-                                 name=f"cxrlab-worker-{index}") for index in range(workers)]
+    processes = [
+        context.Process(
+            target=_worker_main, args=(plan, str(study_dir), url, index, threads), name=f"cxrlab-worker-{index}"
+        )
+        for index in range(workers)
+    ]
     for process in processes:
         process.start()
     try:
@@ -306,8 +357,15 @@ def _worker_main(plan: StudyPlan, study_dir: str, url: str, index: int, threads:
         torch.set_num_threads(threads)
     prefix = f"[dim]worker {index}[/dim] "
     try:
-        work(plan, Path(study_dir), url, index=index, seeded=False, show_progress=False,
-             log=lambda line: console.print(prefix + line, highlight=False, soft_wrap=True))
+        work(
+            plan,
+            Path(study_dir),
+            url,
+            index=index,
+            seeded=False,
+            show_progress=False,
+            log=lambda line: console.print(prefix + line, highlight=False, soft_wrap=True),
+        )
     except KeyboardInterrupt:
         sys.exit(130)
     except CxrlabError as exc:

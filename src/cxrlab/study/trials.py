@@ -24,10 +24,11 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -81,7 +82,7 @@ def shown_url(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is reported by open_storage
+    except Exception:
         return url
 
 
@@ -90,22 +91,32 @@ def open_storage(url: str) -> RDBStorage:
     start together race to create the tables."""
     import sqlalchemy.exc
 
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    )
     last: Exception | None = None
     for attempt in range(5):
         try:
             with _quiet():
-                storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                     grace_period=GRACE_S,
-                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+                storage = RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+                )
             if url.startswith("sqlite"):
                 _lock_sqlite_transactions(storage.engine)
             return storage
         except (ImportError, sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as exc:
             hint = " (pip install 'cxrlab[postgres]')" if "postgres" in url else ""
             raise CxrlabError(f"--storage {shown_url(url)}: {str(exc).splitlines()[0]}{hint}") from exc
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError,
-                optuna.exceptions.StorageInternalError) as exc:
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.ProgrammingError,
+            optuna.exceptions.StorageInternalError,
+        ) as exc:
             last = exc
             time.sleep(0.5 + attempt)
     raise CxrlabError(f"cannot open the study storage {shown_url(url)}: {str(last).splitlines()[0]}")
@@ -113,8 +124,9 @@ def open_storage(url: str) -> RDBStorage:
 
 def open_ledger(storage: RDBStorage, name: str, sampler: optuna.samplers.BaseSampler | None = None) -> Ledger:
     """The Optuna study ``name`` in ``storage``, made on first use (minimising validation loss)."""
-    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True,
-                                sampler=sampler)
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="minimize", load_if_exists=True, sampler=sampler
+    )
     return Ledger(study, storage, storage.get_study_id_from_name(name))
 
 
@@ -262,6 +274,7 @@ def retried_from(claim: Claim) -> int:
 
 # --- pieces -------------------------------------------------------------------------------
 
+
 def _lock_sqlite_transactions(engine) -> None:
     """Make SQLite claims atomic. Optuna moves a trial from WAITING to RUNNING by reading it
     with SELECT ... FOR UPDATE and then updating it; SQLite ignores FOR UPDATE, and Python's
@@ -308,8 +321,9 @@ def _mark(ledger: Ledger, trial_id: int, number: int) -> None:
     # silence. The trial number is part of the claim: a queued copy of a dead trial inherits
     # the user attributes, and must not be mistaken for a dead claim of its own.
     ledger.storage.record_heartbeat(trial_id)
-    ledger.storage.set_trial_user_attr(trial_id, CLAIM, {"host": HOST, "pid": os.getpid(), "trial": number,
-                                                         "time": time.time()})
+    ledger.storage.set_trial_user_attr(
+        trial_id, CLAIM, {"host": HOST, "pid": os.getpid(), "trial": number, "time": time.time()}
+    )
 
 
 def _is_duplicate(ledger: Ledger, claim: Claim) -> bool:

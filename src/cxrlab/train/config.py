@@ -17,14 +17,26 @@ MODES = ("finetune", "frozen", "scratch", "gradual")
 # The defaults of each mode: the default recipe (docs/recipe.md gives the evidence). They
 # serve a GPU user; a study file sets smaller sizes where a 2-core budget calls for them.
 MODE_DEFAULTS: dict[str, dict] = {
-    "finetune": dict(lr=1e-3, epochs=10, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0,
-                     augment="light"),
-    "gradual": dict(lr=1e-3, epochs=10, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0,
-                    augment="light", head_epochs=10, head_lr=1e-3),
-    "frozen": dict(lr=1e-3, epochs=30, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=0.0,
-                   augment="none"),
-    "scratch": dict(lr=1e-3, epochs=30, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0,
-                    augment="light"),
+    "finetune": dict(
+        lr=1e-3, epochs=10, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0, augment="light"
+    ),
+    "gradual": dict(
+        lr=1e-3,
+        epochs=10,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        scheduler="cosine",
+        warmup=1.0,
+        augment="light",
+        head_epochs=10,
+        head_lr=1e-3,
+    ),
+    "frozen": dict(
+        lr=1e-3, epochs=30, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=0.0, augment="none"
+    ),
+    "scratch": dict(
+        lr=1e-3, epochs=30, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0, augment="light"
+    ),
 }
 
 
@@ -99,7 +111,7 @@ class TrainConfig(BaseModel):
             raise ValueError("device is auto, cpu, cuda or cuda:N")
         return value
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """A copy with every mode-dependent default filled in."""
         from cxrlab.models.registry import model_entry
 
@@ -109,7 +121,9 @@ class TrainConfig(BaseModel):
             if values.get(key) is None:
                 values[key] = value
         if values["weights"] is None:
-            values["weights"] = "none" if self.mode == "scratch" or not model_entry(self.model).pretrained else "imagenet"
+            values["weights"] = (
+                "none" if self.mode == "scratch" or not model_entry(self.model).pretrained else "imagenet"
+            )
         if values["head_epochs"] is None:
             values["head_epochs"] = 0
         if values["head_lr"] is None:

@@ -39,7 +39,9 @@ SINGLE = Ranks()
 def init_ranks(device: torch.device) -> Ranks:
     """Join the process group torchrun set up (its environment names the rank and world)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise CxrlabError("--distributed runs under torchrun: torchrun --nproc_per_node N -m cxrlab train ... --distributed")
+        raise CxrlabError(
+            "--distributed runs under torchrun: torchrun --nproc_per_node N -m cxrlab train ... --distributed"
+        )
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
@@ -51,7 +53,7 @@ def shard(indices: np.ndarray, ranks: Ranks) -> np.ndarray:
     if not ranks.enabled:
         return indices
     per_rank = len(indices) // ranks.world
-    return indices[ranks.rank * per_rank:(ranks.rank + 1) * per_rank]
+    return indices[ranks.rank * per_rank : (ranks.rank + 1) * per_rank]
 
 
 def same_text_everywhere(text: str, ranks: Ranks) -> str:

@@ -69,9 +69,16 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, target: Path) -> None:
     except ImportError as exc:
         raise CxrlabError("--format onnx needs the onnx and onnxscript packages: pip install onnx onnxscript") from exc
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(model, (example,), input_names=["images"], output_names=["probabilities"],
-                                dynamic_shapes={"images": {0: batch}}, opset_version=ONNX_OPSET, dynamo=True,
-                                verbose=False)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        input_names=["images"],
+        output_names=["probabilities"],
+        dynamic_shapes={"images": {0: batch}},
+        opset_version=ONNX_OPSET,
+        dynamo=True,
+        verbose=False,
+    )
     with atomic_path(target) as tmp:
         # One self-contained file: the weights inside, not in a .data file beside it.
         program.save(str(tmp), external_data=False)
@@ -123,9 +130,11 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
         ],
         # The exact pixels of training come from this Pillow recipe; another resizer gives
         # slightly different pixels and so slightly different probabilities.
-        "preprocessing_pillow": (f"image = Image.open(path); image.draft('L', ({size}, {size})) for JPEG; "
-                                 f"image = ImageOps.exif_transpose(image).convert('L').resize(({size}, {size}), Image.BILINEAR, "
-                                 f"reducing_gap=3.0); x = np.asarray(image, np.float32)[None, None] / 255"),
+        "preprocessing_pillow": (
+            f"image = Image.open(path); image.draft('L', ({size}, {size})) for JPEG; "
+            f"image = ImageOps.exif_transpose(image).convert('L').resize(({size}, {size}), Image.BILINEAR, "
+            f"reducing_gap=3.0); x = np.asarray(image, np.float32)[None, None] / 255"
+        ),
         "normalisation_inside": {
             "description": "the model repeats the channel to RGB and applies (x - mean) / std itself",
             "mean": [round(v, 6) for v in mean],
@@ -134,11 +143,14 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
         "classes": classes,
         "positive_class": positive,
         "threshold": threshold,
-        "decision": (f"{positive} if probabilities[:, {classes.index(positive)}] >= {threshold} else {negative}"
-                     if binary and threshold is not None else "the class with the highest probability"),
+        "decision": (
+            f"{positive} if probabilities[:, {classes.index(positive)}] >= {threshold} else {negative}"
+            if binary and threshold is not None
+            else "the class with the highest probability"
+        ),
         "threshold_rule": run.metrics.get("threshold_rule"),
-        "test_time_augmentation": "not included" + (
-            f"; the run's own metrics used tta={run.config.get('tta')}" if run.config.get("tta") else ""),
+        "test_time_augmentation": "not included"
+        + (f"; the run's own metrics used tta={run.config.get('tta')}" if run.config.get("tta") else ""),
         "source_run": {
             "run_id": run.run_id,
             "path": str(run.path.resolve()),
@@ -152,4 +164,3 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
             "cxrlab": run.config.get("environment", {}).get("cxrlab"),
         },
     }
-

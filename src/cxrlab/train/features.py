@@ -19,10 +19,10 @@ import torch
 from cxrlab.data.batches import batch_indices, image_batches
 from cxrlab.data.cache import pixels_checksum
 from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
-from cxrlab.train.predict import autocast_for, default_eval_batch_size
 from cxrlab.io import atomic_path, file_lock, read_json, write_json
 from cxrlab.paths import cache_root
 from cxrlab.progress import progress_bar
+from cxrlab.train.predict import autocast_for, default_eval_batch_size
 
 _MEMORY: dict[str, torch.Tensor] = {}
 _MEMORY_LIMIT = 8
@@ -32,9 +32,21 @@ def feature_key(*parts) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
 
 
-def cached_features(model, images: np.ndarray, indices: np.ndarray, *, key: str, device: torch.device,
-                    batch_size: int | None, views: int = 1, augment: str = "none", seed: int = 0,
-                    cache_dir: str | None = None, show_progress: bool = True, label: str = "") -> torch.Tensor:
+def cached_features(
+    model,
+    images: np.ndarray,
+    indices: np.ndarray,
+    *,
+    key: str,
+    device: torch.device,
+    batch_size: int | None,
+    views: int = 1,
+    augment: str = "none",
+    seed: int = 0,
+    cache_dir: str | None = None,
+    show_progress: bool = True,
+    label: str = "",
+) -> torch.Tensor:
     """Features ``(views, len(indices), F)`` on the CPU, from memory, disk, or computed now.
 
     View 0 is the plain image, the others augmented at level ``augment`` ("light", "strong"); every view is drawn from its own seeded
@@ -49,15 +61,29 @@ def cached_features(model, images: np.ndarray, indices: np.ndarray, *, key: str,
             features = _load(array_path, manifest_path)
             if features is None:
                 started = time.perf_counter()
-                features = compute_features(model, images, indices, device=device, batch_size=batch_size,
-                                            views=views, augment=augment, seed=seed, show_progress=show_progress,
-                                            label=label)
-                with atomic_path(array_path) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.save(f, features)
-                write_json(manifest_path, {"shape": list(features.shape), "dtype": str(features.dtype),
-                                           "checksum": pixels_checksum(features.view(np.uint8)),
-                                           "seconds": round(time.perf_counter() - started, 3)})
+                features = compute_features(
+                    model,
+                    images,
+                    indices,
+                    device=device,
+                    batch_size=batch_size,
+                    views=views,
+                    augment=augment,
+                    seed=seed,
+                    show_progress=show_progress,
+                    label=label,
+                )
+                with atomic_path(array_path) as tmp, open(tmp, "wb") as f:
+                    np.save(f, features)
+                write_json(
+                    manifest_path,
+                    {
+                        "shape": list(features.shape),
+                        "dtype": str(features.dtype),
+                        "checksum": pixels_checksum(features.view(np.uint8)),
+                        "seconds": round(time.perf_counter() - started, 3),
+                    },
+                )
     tensor = torch.from_numpy(np.ascontiguousarray(features))
     if len(_MEMORY) >= _MEMORY_LIMIT:
         _MEMORY.pop(next(iter(_MEMORY)))
@@ -97,9 +123,19 @@ def _load(array_path: Path, manifest_path: Path) -> np.ndarray | None:
 
 
 @torch.inference_mode()
-def compute_features(model, images: np.ndarray, indices: np.ndarray, *, device: torch.device, batch_size: int | None,
-                     views: int = 1, augment: str = "none", seed: int = 0, show_progress: bool = True,
-                     label: str = "") -> np.ndarray:
+def compute_features(
+    model,
+    images: np.ndarray,
+    indices: np.ndarray,
+    *,
+    device: torch.device,
+    batch_size: int | None,
+    views: int = 1,
+    augment: str = "none",
+    seed: int = 0,
+    show_progress: bool = True,
+    label: str = "",
+) -> np.ndarray:
     """Run the backbone (in eval mode: BatchNorm statistics never move) over ``indices``."""
     model.eval()
     indices = np.asarray(indices)

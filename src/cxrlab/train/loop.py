@@ -17,9 +17,9 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -30,17 +30,34 @@ from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.metrics import classification_report, equal_error_threshold, youden_threshold
-from cxrlab.train.predict import autocast_for, predict_logits, softmax
 from cxrlab.io import read_json, read_yaml
 from cxrlab.models.registry import Classifier, build_model
 from cxrlab.models.weights import load_weights
 from cxrlab.progress import console, progress_bar
 from cxrlab.train.config import TrainConfig
-from cxrlab.train.distributed import (SINGLE, Ranks, init_ranks, same_text_everywhere, shard, shutdown, sync_buffers,
-                                      weights_agree)
+from cxrlab.train.distributed import (
+    SINGLE,
+    Ranks,
+    init_ranks,
+    same_text_everywhere,
+    shard,
+    shutdown,
+    sync_buffers,
+    weights_agree,
+)
 from cxrlab.train.features import cached_features, feature_key, recorded_seconds
-from cxrlab.train.rundir import (DIVERGED, FAILED, FINISHED, RUNNING, RunWriter, load_tensors, new_run_id,
-                                 safe_run_id, save_tensors)
+from cxrlab.train.predict import autocast_for, predict_logits, softmax
+from cxrlab.train.rundir import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    RUNNING,
+    RunWriter,
+    load_tensors,
+    new_run_id,
+    safe_run_id,
+    save_tensors,
+)
 
 
 class Diverged(Exception):
@@ -94,8 +111,13 @@ class Context:
     ranks: Ranks = SINGLE
 
 
-def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_progress: bool = True,
-        log: Callable[[str], None] | None = None) -> Path:
+def fit(
+    config: TrainConfig,
+    *,
+    resume: str | os.PathLike | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """Train one run and return its run directory."""
     log = log or (lambda line: console.print(line, highlight=False, soft_wrap=True))
     if resume is not None:
@@ -119,15 +141,27 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
     deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
     seed_everything(config.seed, deterministic)
 
-    data = load_dataset(config.data, config.image_size, split_seed=config.split_seed,
-                        val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                        labels=config.labels, on_bad_image=config.on_bad_image, cache_dir=config.cache_dir,
-                        show_progress=show_progress)
+    data = load_dataset(
+        config.data,
+        config.image_size,
+        split_seed=config.split_seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        labels=config.labels,
+        on_bad_image=config.on_bad_image,
+        cache_dir=config.cache_dir,
+        show_progress=show_progress,
+    )
     _check_splits(data)
-    if resume is not None and recorded.get("data_info", {}).get("split_fingerprint") not in (None, data.split_fingerprint):
+    if resume is not None and recorded.get("data_info", {}).get("split_fingerprint") not in (
+        None,
+        data.split_fingerprint,
+    ):
         # Resuming on other images would mix two data sets in one run's weights and records.
-        raise CxrlabError(f"--resume {resume}: the data at {config.data} changed since the run started "
-                          "(files, their sizes or times, or the splits): start a new run")
+        raise CxrlabError(
+            f"--resume {resume}: the data at {config.data} changed since the run started "
+            "(files, their sizes or times, or the splits): start a new run"
+        )
     model = build_model(config.model, num_classes=len(data.classes))
     weights_id = load_weights(model, config.model, config.weights)
     model.to(device)
@@ -145,9 +179,17 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
     writer.config(record)
     writer.split(data.paths, data.splits, data.labels, data.patients, data.classes)
 
-    ctx = Context(config=config, data=data, model=model, device=device, writer=writer,
-                  class_weights=_class_weights(config, data, device), weights_id=weights_id,
-                  show_progress=show_progress and ranks.is_main, ranks=ranks)
+    ctx = Context(
+        config=config,
+        data=data,
+        model=model,
+        device=device,
+        writer=writer,
+        class_weights=_class_weights(config, data, device),
+        weights_id=weights_id,
+        show_progress=show_progress and ranks.is_main,
+        ranks=ranks,
+    )
     if config.tensorboard and ranks.is_main:
         from cxrlab.train.tensorboard import TensorBoardLogger
 
@@ -165,11 +207,16 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
                 continue
             run_phase(ctx, index, phase, selection, first_epoch=start_epoch if index == start_phase else 0, log=log)
     except Diverged as exc:
-        writer.status(DIVERGED, epoch=exc.epoch, step=exc.step, loss=str(exc.loss),
-                      best_epoch=selection.epoch or None)
-        kept = f"kept the checkpoint of epoch {selection.epoch}" if selection.epoch else "no epoch finished, no checkpoint kept"
-        log(f"run diverged: loss became {exc.loss} at epoch {exc.epoch}, step {exc.step}; {kept} in {run_dir}; "
-            f"try a lower --lr (now {config.lr:g})")
+        writer.status(DIVERGED, epoch=exc.epoch, step=exc.step, loss=str(exc.loss), best_epoch=selection.epoch or None)
+        kept = (
+            f"kept the checkpoint of epoch {selection.epoch}"
+            if selection.epoch
+            else "no epoch finished, no checkpoint kept"
+        )
+        log(
+            f"run diverged: loss became {exc.loss} at epoch {exc.epoch}, step {exc.step}; {kept} in {run_dir}; "
+            f"try a lower --lr (now {config.lr:g})"
+        )
         return run_dir
     except BaseException:
         writer.status(FAILED)
@@ -184,17 +231,22 @@ def fit(config: TrainConfig, *, resume: str | os.PathLike | None = None, show_pr
     model.load_state_dict(selection.state)
     metrics = score_run(ctx, selection, train_seconds)
     if ranks.enabled:
-        metrics["distributed"] = {"world_size": ranks.world, "backend": torch.distributed.get_backend(),
-                                  "ranks_identical": weights_agree(model, ranks)}
+        metrics["distributed"] = {
+            "world_size": ranks.world,
+            "backend": torch.distributed.get_backend(),
+            "ranks_identical": weights_agree(model, ranks),
+        }
         shutdown(ranks)
     if ctx.tensorboard is not None:
         ctx.tensorboard.finish(metrics)
     writer.metrics(metrics)
     writer.status(FINISHED)
     (run_dir / "last.pt").unlink(missing_ok=True)
-    log(f"[bold]{run_dir.name}[/bold]: test accuracy {metrics['test_accuracy']:.4f}, test loss "
+    log(
+        f"[bold]{run_dir.name}[/bold]: test accuracy {metrics['test_accuracy']:.4f}, test loss "
         f"{metrics['test_loss']:.4f}, AUC {metrics['roc_auc']:.4f}, best epoch {metrics['best_epoch']}, "
-        f"trained in {train_seconds:.1f} s")
+        f"trained in {train_seconds:.1f} s"
+    )
     return run_dir
 
 
@@ -207,8 +259,9 @@ def plan_phases(config: TrainConfig) -> list[Phase]:
     return [Phase("network", config.epochs, config.lr, on_features=False)]
 
 
-def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, first_epoch: int,
-              log: Callable[[str], None]) -> None:
+def run_phase(
+    ctx: Context, index: int, phase: Phase, selection: Selection, first_epoch: int, log: Callable[[str], None]
+) -> None:
     config, model = ctx.config, ctx.model
     head_only = phase.name == "head"
     if head_only and phase.on_features:
@@ -226,7 +279,9 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
     if ctx.ranks.enabled and not head_only:
         from torch.nn.parallel import DistributedDataParallel
 
-        compiled = DistributedDataParallel(compiled, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        compiled = DistributedDataParallel(
+            compiled, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
     epoch_offset = sum(p.epochs for p in plan_phases(config)[:index])
 
     for epoch in range(first_epoch, phase.epochs):
@@ -237,17 +292,25 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
             train_loss, train_acc = train_head_epoch(ctx, optimizer, scheduler, generator, number)
             val_loss, val_acc = evaluate_head(ctx)
         else:
-            train_loss, train_acc = train_network_epoch(ctx, compiled, optimizer, scheduler, generator, number,
-                                                        head_only=head_only)
+            train_loss, train_acc = train_network_epoch(
+                ctx, compiled, optimizer, scheduler, generator, number, head_only=head_only
+            )
             sync_buffers(model, ctx.ranks)
             val_loss, val_acc = evaluate_network(ctx, model)
         if not math.isfinite(val_loss):
             # Finite training losses can still leave weights or BatchNorm statistics at inf.
             raise Diverged(number, steps_per_epoch, val_loss)
         seconds = time.perf_counter() - tick
-        row = dict(epoch=number, phase=phase.name, train_loss=round(train_loss, 6), train_acc=round(train_acc, 6),
-                   val_loss=round(val_loss, 6), val_acc=round(val_acc, 6),
-                   lr=f"{optimizer.param_groups[-1]['lr']:.3g}", seconds=round(seconds, 3))
+        row = dict(
+            epoch=number,
+            phase=phase.name,
+            train_loss=round(train_loss, 6),
+            train_acc=round(train_acc, 6),
+            val_loss=round(val_loss, 6),
+            val_acc=round(val_acc, 6),
+            lr=f"{optimizer.param_groups[-1]['lr']:.3g}",
+            seconds=round(seconds, 3),
+        )
         ctx.history.append(row)
         improved = selection.offer(number, val_loss, val_acc, model)
         if improved:
@@ -256,12 +319,15 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         if ctx.tensorboard is not None:
             ctx.tensorboard.epoch(row)
         _checkpoint(ctx, index, epoch + 1, optimizer, scheduler, selection)
-        log(f"epoch {number:3d} {phase.name:7s} train loss {train_loss:.4f} acc {train_acc:.4f} | "
-            f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else '  '} | {seconds:6.1f} s")
+        log(
+            f"epoch {number:3d} {phase.name:7s} train loss {train_loss:.4f} acc {train_acc:.4f} | "
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else '  '} | {seconds:6.1f} s"
+        )
 
 
-def train_network_epoch(ctx: Context, model, optimizer, scheduler, generator: torch.Generator, epoch: int,
-                        head_only: bool = False) -> tuple[float, float]:
+def train_network_epoch(
+    ctx: Context, model, optimizer, scheduler, generator: torch.Generator, epoch: int, head_only: bool = False
+) -> tuple[float, float]:
     """One pass over the training images; the backbone stays in eval mode when it is frozen."""
     config, data = ctx.config, ctx.data
     model.train()
@@ -272,8 +338,14 @@ def train_network_epoch(ctx: Context, model, optimizer, scheduler, generator: to
     batches = batch_indices(shard(order, ctx.ranks), config.batch_size, shuffle=False, drop_last=True)
     augment = config.augment != "none"
     total_loss, correct, seen = 0.0, 0, 0
-    with progress_bar(f"epoch {epoch}", len(batches), enabled=ctx.show_progress,
-                      fields="loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}", loss=0.0, acc=0.0) as advance:
+    with progress_bar(
+        f"epoch {epoch}",
+        len(batches),
+        enabled=ctx.show_progress,
+        fields="loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}",
+        loss=0.0,
+        acc=0.0,
+    ) as advance:
         for step, (pixels, targets, _) in enumerate(image_batches(data.images, data.labels, batches, ctx.device)):
             images = to_float(pixels)
             if augment:
@@ -282,8 +354,9 @@ def train_network_epoch(ctx: Context, model, optimizer, scheduler, generator: to
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast_for(ctx.device):
                 logits = model(images)
-                loss = F.cross_entropy(logits.float(), targets, weight=ctx.class_weights,
-                                       label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(
+                    logits.float(), targets, weight=ctx.class_weights, label_smoothing=config.label_smoothing
+                )
             if not torch.isfinite(loss):
                 raise Diverged(epoch, step + 1, float(loss.detach()))
             optimizer.zero_grad(set_to_none=True)
@@ -333,8 +406,9 @@ def evaluate_head(ctx: Context, split: str = "val") -> tuple[float, float]:
 
 def evaluate_network(ctx: Context, model: Classifier, split: str = "val") -> tuple[float, float]:
     indices = ctx.data.indices(split)
-    logits = torch.from_numpy(predict_logits(model, ctx.data.images, indices, ctx.device,
-                                             batch_size=ctx.config.eval_batch_size))
+    logits = torch.from_numpy(
+        predict_logits(model, ctx.data.images, indices, ctx.device, batch_size=ctx.config.eval_batch_size)
+    )
     labels = torch.from_numpy(ctx.data.labels[indices])
     return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
 
@@ -350,8 +424,15 @@ def score_run(ctx: Context, selection: Selection, train_seconds: float) -> dict:
             with torch.no_grad():
                 logits = model.head.eval()(ctx.features[split][0].to(ctx.device)).float().cpu().numpy()
         else:
-            logits = predict_logits(model, data.images, data.indices(split), ctx.device,
-                                    batch_size=config.eval_batch_size, tta=config.tta, seed=config.seed)
+            logits = predict_logits(
+                model,
+                data.images,
+                data.indices(split),
+                ctx.device,
+                batch_size=config.eval_batch_size,
+                tta=config.tta,
+                seed=config.seed,
+            )
         probs[split] = softmax(logits.astype(np.float64))
     val_labels, test_labels = data.labels[data.indices("val")], data.labels[data.indices("test")]
     threshold = choose_threshold(config.threshold, val_labels, probs["val"], positive) if len(classes) == 2 else None
@@ -362,8 +443,24 @@ def score_run(ctx: Context, selection: Selection, train_seconds: float) -> dict:
     metrics = {
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
-        **{k: test[k] for k in ("balanced_accuracy", "sensitivity", "specificity", "precision", "recall", "f1", "roc_auc", "ece",
-                                "confusion_matrix", "per_class", "threshold", "positive_class") if k in test},
+        **{
+            k: test[k]
+            for k in (
+                "balanced_accuracy",
+                "sensitivity",
+                "specificity",
+                "precision",
+                "recall",
+                "f1",
+                "roc_auc",
+                "ece",
+                "confusion_matrix",
+                "per_class",
+                "threshold",
+                "positive_class",
+            )
+            if k in test
+        },
         "threshold_rule": config.threshold if len(classes) == 2 else "argmax",
         "test_at_threshold_0.5": _short(at_half) if at_half else None,
         "val_loss": val["loss"],
@@ -385,7 +482,10 @@ def score_run(ctx: Context, selection: Selection, train_seconds: float) -> dict:
     ctx.writer.predictions(
         [data.paths[i] for s in ("val", "test") for i in data.indices(s)],
         [s for s in ("val", "test") for _ in data.indices(s)],
-        np.concatenate([val_labels, test_labels]), np.concatenate([probs["val"], probs["test"]]), classes)
+        np.concatenate([val_labels, test_labels]),
+        np.concatenate([probs["val"], probs["test"]]),
+        classes,
+    )
     return metrics
 
 
@@ -394,7 +494,11 @@ def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray, positive:
     if rule == "0.5" or len(np.unique(labels)) < 2:
         return 0.5
     scores = probs[:, positive]
-    return youden_threshold(labels, scores, positive) if rule == "val-youden" else equal_error_threshold(labels, scores, positive)
+    return (
+        youden_threshold(labels, scores, positive)
+        if rule == "val-youden"
+        else equal_error_threshold(labels, scores, positive)
+    )
 
 
 def positive_index(classes: list[str]) -> int:
@@ -405,6 +509,7 @@ def positive_index(classes: list[str]) -> int:
 
 # --- optimisation -------------------------------------------------------------------------
 
+
 def make_optimizer(config: TrainConfig, model: Classifier, phase: Phase, head_only: bool) -> torch.optim.Optimizer:
     """Weight decay on weights only (not on biases and norm scales); in a gradual network phase
     the backbone learns at ``lr * backbone_lr_scale`` and the head at ``lr``."""
@@ -414,8 +519,10 @@ def make_optimizer(config: TrainConfig, model: Classifier, phase: Phase, head_on
         scale = config.backbone_lr_scale if (name == "backbone" and config.mode == "gradual") else 1.0
         decay = [p for p in module.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim <= 1]
-        groups += [{"params": decay, "weight_decay": config.weight_decay, "lr": phase.lr * scale},
-                   {"params": no_decay, "weight_decay": 0.0, "lr": phase.lr * scale}]
+        groups += [
+            {"params": decay, "weight_decay": config.weight_decay, "lr": phase.lr * scale},
+            {"params": no_decay, "weight_decay": 0.0, "lr": phase.lr * scale},
+        ]
     groups = [g for g in groups if g["params"]]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=phase.lr, momentum=config.momentum, nesterov=True)
@@ -428,7 +535,7 @@ def make_optimizer(config: TrainConfig, model: Classifier, phase: Phase, head_on
 def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int, epochs: int):
     """Per-step learning-rate factor: linear warmup, then constant, cosine or step decay."""
     total = max(1, steps_per_epoch * epochs)
-    warmup = min(int(round(config.warmup * steps_per_epoch)), total - 1)
+    warmup = min(round(config.warmup * steps_per_epoch), total - 1)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -444,6 +551,7 @@ def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int, epochs:
 
 
 # --- pieces -------------------------------------------------------------------------------
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -473,7 +581,9 @@ def _channels_last(config: TrainConfig, device: torch.device) -> bool:
 def _check_splits(data: Dataset) -> None:
     for split in ("train", "val", "test"):
         if data.count(split) == 0:
-            raise CxrlabError(f"the {split} split of {data.location} is empty: add images or lower the held-out fractions")
+            raise CxrlabError(
+                f"the {split} split of {data.location} is empty: add images or lower the held-out fractions"
+            )
     if len(np.unique(data.labels[data.indices("train")])) < 2:
         raise CxrlabError(f"the train split of {data.location} holds one class: a classifier needs two or more")
 
@@ -510,12 +620,32 @@ def _prepare_features(ctx: Context) -> None:
         # The seed only draws the augmented views: plain features of pretrained weights are
         # the same for every seed, so the repeats of a frozen run share them.
         view_seed = config.seed if augment and split == "train" else 0
-        key = feature_key("features-v1", config.model, weights_part, data.fingerprint, data.image_size,
-                          data.split_fingerprint, split, split_views, level[split], view_seed)
+        key = feature_key(
+            "features-v1",
+            config.model,
+            weights_part,
+            data.fingerprint,
+            data.image_size,
+            data.split_fingerprint,
+            split,
+            split_views,
+            level[split],
+            view_seed,
+        )
         ctx.features[split] = cached_features(
-            ctx.model, data.images, indices, key=key, device=ctx.device, batch_size=config.eval_batch_size,
-            views=split_views, augment=level[split], seed=config.seed, cache_dir=config.cache_dir,
-            show_progress=ctx.show_progress, label=split)
+            ctx.model,
+            data.images,
+            indices,
+            key=key,
+            device=ctx.device,
+            batch_size=config.eval_batch_size,
+            views=split_views,
+            augment=level[split],
+            seed=config.seed,
+            cache_dir=config.cache_dir,
+            show_progress=ctx.show_progress,
+            label=split,
+        )
         ctx.features[f"{split}_labels"] = torch.from_numpy(data.labels[indices])
         # What computing these features cost, even when an earlier run computed them: a
         # run's training time must not depend on what happens to be in the cache.
@@ -525,17 +655,20 @@ def _prepare_features(ctx: Context) -> None:
 def _checkpoint(ctx: Context, phase_index: int, epochs_done: int, optimizer, scheduler, selection: Selection) -> None:
     if not ctx.writer.enabled:
         return
-    save_tensors(ctx.writer.path / "last.pt", {
-        "phase": phase_index,
-        "epochs_done": epochs_done,
-        "model": ctx.model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
-        "best_epoch": selection.epoch,
-        "best_score": selection.score,
-        "feature_seconds": ctx.feature_seconds,
-    })
+    save_tensors(
+        ctx.writer.path / "last.pt",
+        {
+            "phase": phase_index,
+            "epochs_done": epochs_done,
+            "model": ctx.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "best_epoch": selection.epoch,
+            "best_score": selection.score,
+            "feature_seconds": ctx.feature_seconds,
+        },
+    )
 
 
 def _restore(ctx: Context, run_dir: Path) -> tuple[int, int, Selection]:
@@ -548,8 +681,11 @@ def _restore(ctx: Context, run_dir: Path) -> tuple[int, int, Selection]:
     phase, done = int(state["phase"]), int(state["epochs_done"])
     epochs_done = sum(p.epochs for p in phases[:phase]) + done
     # A kill between writing history.csv and last.pt leaves a row of the epoch about to be redone.
-    ctx.history = [{k: (v if k in ("phase", "lr") else float(v) if k != "epoch" else int(v)) for k, v in row.items()}
-                   for row in read_csv(run_dir / "history.csv") if int(row["epoch"]) <= epochs_done]
+    ctx.history = [
+        {k: (v if k in ("phase", "lr") else float(v) if k != "epoch" else int(v)) for k, v in row.items()}
+        for row in read_csv(run_dir / "history.csv")
+        if int(row["epoch"]) <= epochs_done
+    ]
     ctx.feature_seconds = float(state["feature_seconds"])
     selection = Selection(ctx.config.select, score=float(state["best_score"]), epoch=int(state["best_epoch"]))
     if (run_dir / "model.pt").exists():
@@ -560,16 +696,20 @@ def _restore(ctx: Context, run_dir: Path) -> tuple[int, int, Selection]:
 
 
 def _model_meta(ctx: Context, epoch: int) -> dict:
-    return {"model": ctx.config.model, "classes": ctx.data.classes, "image_size": ctx.config.image_size,
-            "epoch": epoch}
+    return {"model": ctx.config.model, "classes": ctx.data.classes, "image_size": ctx.config.image_size, "epoch": epoch}
 
 
 def _short(report: dict) -> dict:
-    return {k: report[k] for k in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1")
-            if k in report}
+    return {
+        k: report[k]
+        for k in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1")
+        if k in report
+    }
 
 
-def _config_record(config: TrainConfig, data: Dataset, weights_id: str, device: torch.device, deterministic: bool) -> dict:
+def _config_record(
+    config: TrainConfig, data: Dataset, weights_id: str, device: torch.device, deterministic: bool
+) -> dict:
     import timm
     import torchvision
 
@@ -589,9 +729,18 @@ def _config_record(config: TrainConfig, data: Dataset, weights_id: str, device: 
     }
     record["weights_id"] = weights_id
     record["environment"] = {
-        "cxrlab": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__), "timm": str(timm.__version__), "numpy": str(np.__version__),
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "deterministic": deterministic, "host": socket.gethostname(),
+        "cxrlab": __version__,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "timm": str(timm.__version__),
+        "numpy": str(np.__version__),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "deterministic": deterministic,
+        "host": socket.gethostname(),
     }
     return record

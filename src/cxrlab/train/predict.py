@@ -24,8 +24,15 @@ def autocast_for(device: torch.device):
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, images: np.ndarray, indices: np.ndarray, device: torch.device,
-                   batch_size: int | None = None, tta: int = 0, seed: int = 0) -> np.ndarray:
+def predict_logits(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    indices: np.ndarray,
+    device: torch.device,
+    batch_size: int | None = None,
+    tta: int = 0,
+    seed: int = 0,
+) -> np.ndarray:
     """Logits ``(len(indices), C)`` in the order of ``indices``; with ``tta`` > 0 the mean
     probability over the plain image and ``tta`` augmented views, returned as log-probabilities."""
     model.eval()

@@ -61,27 +61,51 @@ class RunWriter:
             self.path.mkdir(parents=True, exist_ok=True)
 
     def status(self, status: str, **extra: Any) -> None:
-        self._json("status.json", {"status": status, "pid": os.getpid(), "host": socket.gethostname(),
-                                   "time": time.time(), **extra})
+        self._json(
+            "status.json",
+            {"status": status, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), **extra},
+        )
 
     def config(self, config: dict) -> None:
         if self.enabled:
             write_yaml(self.path / "config.yaml", config)
 
-    def split(self, paths: list[str], splits: np.ndarray, labels: np.ndarray, patients: list[str],
-              classes: list[str]) -> None:
-        self._text("split.csv", lambda: _csv(
-            ["path", "split", "label", "patient"],
-            ([p, s, classes[int(y)], pt] for p, s, y, pt in zip(paths, splits, labels, patients))))
+    def split(
+        self, paths: list[str], splits: np.ndarray, labels: np.ndarray, patients: list[str], classes: list[str]
+    ) -> None:
+        self._text(
+            "split.csv",
+            lambda: _csv(
+                ["path", "split", "label", "patient"],
+                ([p, s, classes[int(y)], pt] for p, s, y, pt in zip(paths, splits, labels, patients)),
+            ),
+        )
 
     def history(self, rows: list[dict]) -> None:
-        self._text("history.csv", lambda: _csv(HISTORY_COLUMNS, ([r.get(c, "") for c in HISTORY_COLUMNS] for r in rows)))
+        self._text(
+            "history.csv", lambda: _csv(HISTORY_COLUMNS, ([r.get(c, "") for c in HISTORY_COLUMNS] for r in rows))
+        )
 
-    def predictions(self, paths: list[str], splits: list[str], labels: np.ndarray, probs: np.ndarray,
-                    classes: list[str], name: str = "predictions.csv") -> None:
+    def predictions(
+        self,
+        paths: list[str],
+        splits: list[str],
+        labels: np.ndarray,
+        probs: np.ndarray,
+        classes: list[str],
+        name: str = "predictions.csv",
+    ) -> None:
         header = ["path", "split", "label"] + [f"p_{c}" for c in classes]
-        self._text(name, lambda: _csv(header, ([p, s, classes[int(y)]] + [f"{v:.6f}" for v in row]
-                                              for p, s, y, row in zip(paths, splits, labels, probs))))
+        self._text(
+            name,
+            lambda: _csv(
+                header,
+                (
+                    [p, s, classes[int(y)]] + [f"{v:.6f}" for v in row]
+                    for p, s, y, row in zip(paths, splits, labels, probs)
+                ),
+            ),
+        )
 
     def metrics(self, metrics: dict, name: str = "metrics.json") -> None:
         self._json(name, metrics)
@@ -160,12 +184,16 @@ class RunRecord:
     def predictions(self, name: str = "predictions.csv") -> list[dict[str, str]]:
         return read_csv(self.path / name)
 
-    def prediction_arrays(self, split: str = "test", name: str = "predictions.csv") -> tuple[list[str], np.ndarray, np.ndarray]:
+    def prediction_arrays(
+        self, split: str = "test", name: str = "predictions.csv"
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """``(paths, labels (N,), probs (N, C))`` of one split of the saved predictions."""
         rows = [r for r in self.predictions(name) if r["split"] == split]
         classes = self.classes
         labels = np.array([classes.index(r["label"]) for r in rows], dtype=np.int64)
-        probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], dtype=np.float64).reshape(len(rows), len(classes))
+        probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], dtype=np.float64).reshape(
+            len(rows), len(classes)
+        )
         return [r["path"] for r in rows], labels, probs
 
     def load_model(self, name: str = "model.pt"):

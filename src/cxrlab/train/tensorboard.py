@@ -23,10 +23,30 @@ from cxrlab.data.dataset import Dataset
 from cxrlab.errors import CxrlabError
 
 EXAMPLES_PER_CLASS = 4
-EPOCH_SCALARS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
-                 "val_acc": "accuracy/val", "lr": "lr", "seconds": "seconds"}
-FINAL_METRICS = ("test_accuracy", "test_loss", "balanced_accuracy", "sensitivity", "specificity", "precision",
-                 "recall", "f1", "roc_auc", "ece", "val_loss", "val_accuracy", "train_seconds", "best_epoch")
+EPOCH_SCALARS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "train_acc": "accuracy/train",
+    "val_acc": "accuracy/val",
+    "lr": "lr",
+    "seconds": "seconds",
+}
+FINAL_METRICS = (
+    "test_accuracy",
+    "test_loss",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "ece",
+    "val_loss",
+    "val_accuracy",
+    "train_seconds",
+    "best_epoch",
+)
 
 
 class TensorBoardLogger:
@@ -68,8 +88,11 @@ class TensorBoardLogger:
         """The run's settings with its final metrics, for the HParams view; then close."""
         from torch.utils.tensorboard.summary import hparams
 
-        final = {f"final/{key}": float(metrics[key]) for key in FINAL_METRICS
-                 if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])}
+        final = {
+            f"final/{key}": float(metrics[key])
+            for key in FINAL_METRICS
+            if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])
+        }
         experiment, session_start, session_end = hparams(hparam_values(self.config_record), final)
         # Written into this run's own event file (SummaryWriter.add_hparams would open a
         # sub-folder per call), so each run directory is one session in the HParams view.
