@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxrlab.core.io import write_json
+from cxrlab.core.paths import cache_root
 from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.data.images import is_image_name
-from cxrlab.io import write_json
-from cxrlab.paths import cache_root
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.features import clear_memory_cache
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import load_run
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.features import clear_memory_cache
+from cxrlab.training.loop import fit
+from cxrlab.training.records import load_run
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -193,8 +193,8 @@ def cxrlab_run(
         run_dir = fit(config, show_progress=False, log=lambda line: None)
         wall = time.perf_counter() - tick
     run = load_run(run_dir)
-    metrics = run.metrics
-    epoch_seconds = [float(row["seconds"]) for row in run.history]
+    metrics = run.scores.model_dump()
+    epoch_seconds = [row.seconds for row in run.epochs]
     steps = metrics["n_train"] // batch_size if metrics["n_train"] > batch_size else 1
     return {
         "wall_seconds": wall,

@@ -25,7 +25,7 @@ from benchlib import MODEL, alternate, cxrlab_run, eprint, median, pair_ratios
 from cxrlab.data.dataset import Dataset
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
-from cxrlab.train.predict import predict_logits
+from cxrlab.training.predict import predict_logits
 
 
 def train_rate(result: dict, skip_first: bool) -> float:

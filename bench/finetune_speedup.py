@@ -30,8 +30,9 @@ from cxrlab.data.dataset import Dataset
 from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import Phase, make_optimizer, make_scheduler
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.optim import make_optimizer, make_scheduler
+from cxrlab.training.phases import Phase
 
 GOAL = 1.5
 
@@ -127,7 +128,7 @@ def profile_cxrlab(data: Dataset, args) -> dict:
     load_weights(model, MODEL, config.weights)
     if use_channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, model, Phase("network", config.epochs, config.lr, on_features=False), False)
+    optimizer = make_optimizer(config, model, Phase("network", config.epochs, config.lr, on_features=False))
     generator = torch.Generator().manual_seed(0)
     batches = batch_indices(
         data.indices("train"), config.batch_size, shuffle=True, generator=generator, drop_last=True

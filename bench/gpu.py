@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 import benchlib
-from cxrlab.paths import cache_root
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import load_run
+from cxrlab.core.paths import cache_root
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.loop import fit
+from cxrlab.training.records import load_run
 
 GOAL = 30.0
 
@@ -76,11 +76,11 @@ def measure(args) -> dict:
         run_dir = fit(config, show_progress=False)  # epoch lines on stderr
         wall = time.perf_counter() - tick
         run = load_run(run_dir)
-    train_seconds = float(run.metrics["train_seconds"])
-    environment = run.config["environment"]
+    train_seconds = run.scores.train_seconds
+    environment = run.config.environment
     line = (
         f"{'dry run: ' if args.dry_run else ''}{args.model} fine-tune, {args.epochs} epochs x "
-        f"{run.metrics['n_train']} images at {args.image_size} px, batch {args.batch_size}, "
+        f"{run.scores.n_train} images at {args.image_size} px, batch {args.batch_size}, "
         f"{'bf16 autocast + channels_last' if device.startswith('cuda') else 'fp32'}"
         f"{' + compile' if args.compile else ''} on {name}, wall {wall:.1f} s "
         f"(goal <= {GOAL:g} s, study 1096 s): {train_seconds:.1f} s"
@@ -92,8 +92,8 @@ def measure(args) -> dict:
         "met": train_seconds <= GOAL,
         "wall_seconds": wall,
         "device_name": name,
-        "epoch_seconds": [row["seconds"] for row in run.history],
-        "n_train": run.metrics["n_train"],
+        "epoch_seconds": [row.seconds for row in run.epochs],
+        "n_train": run.scores.n_train,
         "environment": environment,
     }
 

@@ -1,5 +1,5 @@
 """The Python API: cxrlab.train / load_run / Run and its methods, on the same records the
-command line writes; and cxrlab.train as both a function and the training subpackage."""
+command line writes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import cxrlab
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +35,23 @@ def run(tmp_path_factory) -> cxrlab.Run:
     )
 
 
-def test_import_is_light_and_train_is_both_function_and_package():
+def test_import_is_light_and_train_is_a_plain_function():
     code = (
-        "import sys, cxrlab\n"
+        "import sys, types, cxrlab\n"
         "assert 'torch' not in sys.modules and 'pandas' not in sys.modules\n"
-        "assert callable(cxrlab.train) and cxrlab.train is sys.modules['cxrlab.train']\n"
-        # Importing a submodule rebinds the attribute to the subpackage: still callable.
-        "import cxrlab.train.config\n"
-        "assert callable(cxrlab.train) and cxrlab.train.config.TrainConfig.__name__ == 'TrainConfig'\n"
-        "from cxrlab.train.config import MODES\n"
+        "assert isinstance(cxrlab.train, types.FunctionType)\n"
+        # The training layer has its own name, so importing it rebinds nothing.
+        "import cxrlab.training.config\n"
+        "assert isinstance(cxrlab.train, types.FunctionType)\n"
         "from cxrlab import train\n"
-        "assert train is cxrlab.train and callable(train)\n"
-        "print('ok')\n"
+        "assert train is cxrlab.train\n"
+        "print(cxrlab.__version__)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    from importlib.metadata import version
+
+    assert result.stdout.strip() == version("cxrlab")
 
 
 def test_unknown_attribute_is_an_attribute_error():
@@ -60,15 +61,11 @@ def test_unknown_attribute_is_an_attribute_error():
 
 def test_train_returns_the_run(run):
     assert isinstance(run, cxrlab.Run)
-    assert run.status == "finished"
+    assert run.status.status == "finished"
     assert run.path.name == "api" and (run.path / "model.pt").exists()
-    assert run.config["model"] == "scratch_cnn" and run.config["epochs"] == 2 and run.config["lr"] == 2e-3
-    assert run.metrics == json.loads((run.path / "metrics.json").read_text())
+    assert run.config.model == "scratch_cnn" and run.config.epochs == 2 and run.config.lr == 2e-3
+    assert run.metrics.as_json() == json.loads((run.path / "metrics.json").read_text())
     assert run.classes == ["NORMAL", "PNEUMONIA"]
-    # Training imported cxrlab.train.loop; the name is still the callable subpackage.
-    from cxrlab.train.loop import fit
-
-    assert callable(cxrlab.train) and cxrlab.train.loop.fit is fit
 
 
 def test_history_is_a_dataframe_of_history_csv(run):
@@ -92,16 +89,16 @@ def test_load_run_reads_the_same_run(run):
 
 
 def test_evaluate_on_the_training_root_reproduces_the_test_metrics(run):
-    result = run.evaluate(run.config["data"])
+    result = run.evaluate(run.config.data)
     # Same carved test split, same checkpoint, same threshold: the same numbers.
-    assert result["n_test"] == run.metrics["n_test"]
-    assert result["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"])
-    assert result["roc_auc"] == pytest.approx(run.metrics["roc_auc"], abs=1e-9)
-    assert result["confusion_matrix"] == run.metrics["confusion_matrix"]
+    assert result["n_test"] == run.metrics.n_test
+    assert result["test_accuracy"] == pytest.approx(run.metrics.test_accuracy)
+    assert result["roc_auc"] == pytest.approx(run.metrics.roc_auc, abs=1e-9)
+    assert result["confusion_matrix"] == run.metrics.confusion_matrix
 
 
 def test_predict_gives_the_saved_test_probabilities(run):
-    paths, _, probs = run.record.prediction_arrays("test")
+    paths, _, probs = run.prediction_arrays("test")
     predictions = run.predict(paths[:5], device="cpu")
     assert [p.path for p in predictions] == paths[:5]
     got = np.array([[p.probabilities[c] for c in run.classes] for p in predictions])
@@ -127,7 +124,7 @@ def test_export_from_the_run(run, tmp_path):
 def test_compare_takes_runs_and_paths(run, tmp_path):
     result = cxrlab.compare([run, str(run.path)], out_dir=tmp_path / "compare")
     assert len(result["runs"]) == 2 and len(result["pairs"]) == 1
-    assert result["n_test"] == run.metrics["n_test"]
+    assert result["n_test"] == run.metrics.n_test
     assert (tmp_path / "compare" / "comparison.md").exists()
 
 
@@ -140,7 +137,7 @@ def test_sweep_with_overrides_as_a_mapping(tiny_root, tmp_path):
     study_dir = cxrlab.sweep(study, overrides={"epochs": 1}, out=tmp_path / "studies", show_progress=False)
     assert study_dir == tmp_path / "studies" / "api-sweep"
     (swept,) = cxrlab.list_runs(study_dir / "runs")
-    assert swept.config["epochs"] == 1 and len(swept.history) == 1
+    assert swept.config.epochs == 1 and len(swept.history) == 1
 
 
 def test_bad_settings_are_one_line_errors(tiny_root, tmp_path):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import make_class_folders, make_dataset_root
-from cxrlab.io import read_json, write_json
+from cxrlab.core.io import read_json, write_json
 
 SIZE = 32
 
@@ -34,9 +34,9 @@ def _files(folder: Path) -> set[Path]:
 
 
 def test_every_record_of_a_run_and_its_caches_arrives_by_rename(tiny_root, tmp_path, monkeypatch):
-    from cxrlab.train.config import TrainConfig
-    from cxrlab.train.features import clear_memory_cache
-    from cxrlab.train.loop import fit
+    from cxrlab.training.config import TrainConfig
+    from cxrlab.training.features import clear_memory_cache
+    from cxrlab.training.loop import fit
 
     renamed: set[Path] = set()
     original_replace = os.replace
@@ -86,7 +86,7 @@ def test_every_record_of_a_run_and_its_caches_arrives_by_rename(tiny_root, tmp_p
 def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     import torch
 
-    from cxrlab.train.rundir import RunWriter, load_tensors
+    from cxrlab.training.rundir import RunWriter, load_tensors
 
     writer = RunWriter(tmp_path / "run")
     writer.metrics({"test_accuracy": 0.9})
@@ -112,7 +112,7 @@ def test_a_process_killed_mid_write_leaves_the_old_file(tmp_path):
     write_json(target, {"test_accuracy": 0.9})
     script = textwrap.dedent(f"""
         import os, signal
-        from cxrlab.io import atomic_path
+        from cxrlab.core.io import atomic_path
         with atomic_path({str(target)!r}) as tmp:
             with open(tmp, "w") as f:
                 f.write('{{"test_accuracy": 0.')
@@ -201,7 +201,7 @@ def test_a_feature_cache_that_does_not_match_is_recomputed(corrupt, tmp_path, mo
     import torch
 
     from cxrlab.models.registry import build_model
-    from cxrlab.train import features
+    from cxrlab.training import features
 
     torch.manual_seed(0)
     model = build_model("scratch_cnn")

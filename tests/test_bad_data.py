@@ -36,7 +36,7 @@ from PIL import Image
 
 from conftest import CliResult, make_class_folders
 from cxrlab.data.images import decode_file
-from cxrlab.train.rundir import read_csv
+from cxrlab.training.records import read_csv
 
 SIZE = 32
 BASE_IMAGES = 16  # 8 NORMAL + 8 PNEUMONIA in train/

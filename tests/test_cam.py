@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from cxrlab.cli import app
 from cxrlab.evaluate.cam import DISPLAY_SIZE, cam_maps, read_images, write_cam_overlays
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import load_run
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.loop import fit
+from cxrlab.training.records import load_run
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,10 @@ def test_heatmap_of_the_disease_class_sits_on_the_blob(trained_run):
     centres = [(0.3, 0.35), (0.7, 0.35), (0.3, 0.65), (0.7, 0.65)]
     pixels = np.stack([blob_image(cx, cy, seed=i) for i, (cx, cy) in enumerate(centres)])
     pneumonia = run.classes.index("PNEUMONIA")
-    maps = cam_maps(run.load_model(), "backbone.features", pixels, np.full(4, pneumonia), torch.device("cpu"))
+    model = run.load_model()
+    maps = cam_maps(
+        model, model.get_submodule("backbone.features")[-1], pixels, np.full(4, pneumonia), torch.device("cpu")
+    )
     assert maps.shape == pixels.shape and maps.min() >= 0 and maps.max() <= 1
     rows, cols = np.mgrid[0:48, 0:48] / 48
     for (cx, cy), heatmap in zip(centres, maps):

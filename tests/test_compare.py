@@ -11,12 +11,12 @@ import pytest
 from scipy.stats import binomtest
 
 from cxrlab import cli
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 from cxrlab.report.analysis import curve_stability, generalisation_gap, run_labels, scored_test
 from cxrlab.report.compare import compare_runs, comparison_markdown
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import RunRecord, load_run
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.loop import fit
+from cxrlab.training.records import EpochRecord, load_run
 from test_report import tiny_study
 
 NAMES = ["scratch_cnn-scratch-lr=1e-3", "efficientnet_lite0-frozen", "efficientnet_lite0-finetune"]
@@ -34,14 +34,14 @@ def test_compare_rows_pairs_and_files(run_dirs, tmp_path):
     assert [row["run"] for row in result["runs"]] == NAMES
     for row, run in zip(result["runs"], runs):
         # Recomputed from predictions.csv, the point estimates are the ones the run recorded.
-        assert row["accuracy"]["estimate"] == pytest.approx(run.metrics["test_accuracy"])
-        assert row["roc_auc"]["estimate"] == pytest.approx(run.metrics["roc_auc"], abs=1e-6)
-        assert row["sensitivity"]["estimate"] == pytest.approx(run.metrics["sensitivity"])
-        assert row["test_loss"] == pytest.approx(run.metrics["test_loss"], abs=1e-4)
+        assert row["accuracy"]["estimate"] == pytest.approx(run.metrics.test_accuracy)
+        assert row["roc_auc"]["estimate"] == pytest.approx(run.metrics.roc_auc, abs=1e-6)
+        assert row["sensitivity"]["estimate"] == pytest.approx(run.metrics.sensitivity)
+        assert row["test_loss"] == pytest.approx(run.metrics.test_loss, abs=1e-4)
         assert row["accuracy"]["low"] <= row["accuracy"]["estimate"] <= row["accuracy"]["high"]
         assert row["sensitivity"]["low"] <= row["sensitivity"]["estimate"] <= row["sensitivity"]["high"]
-        assert row["train_seconds"] == run.metrics["train_seconds"]
-        assert row["n_test"] == run.metrics["n_test"]
+        assert row["train_seconds"] == run.metrics.train_seconds
+        assert row["n_test"] == run.metrics.n_test
     assert len(result["pairs"]) == 3
     for pair in result["pairs"]:
         a, b = (
@@ -116,28 +116,26 @@ def test_runs_scored_on_other_test_images_are_refused(run_dirs, tmp_path, monkey
     assert not (tmp_path / "out").exists()
 
 
-def record(history: list[dict], best_epoch: int) -> RunRecord:
-    return RunRecord(
-        path=Path("run"),
-        config={"model": "m", "mode": "finetune"},
-        status={"status": "finished"},
-        metrics={"best_epoch": best_epoch},
-        history=history,
-    )
-
-
 def test_generalisation_gap_and_curve_stability_from_the_history():
     val_losses = [1.0, 0.6, 0.5, 0.7, 0.4, 0.45]
     history = [
-        {"epoch": i + 1, "train_acc": 0.5 + 0.08 * i, "val_acc": 0.5 + 0.05 * i, "val_loss": v}
+        EpochRecord(
+            epoch=i + 1,
+            phase="network",
+            train_loss=v,
+            train_acc=0.5 + 0.08 * i,
+            val_loss=v,
+            val_acc=0.5 + 0.05 * i,
+            lr=1e-3,
+            seconds=1.0,
+        )
         for i, v in enumerate(val_losses)
     ]
-    run = record(history, best_epoch=5)
-    assert generalisation_gap(run) == pytest.approx((0.5 + 0.32) - (0.5 + 0.20))
+    assert generalisation_gap(history, best_epoch=5) == pytest.approx((0.5 + 0.32) - (0.5 + 0.20))
     # Five steps; the last half is the last three: |0.2|, |-0.3|, |0.05|.
-    assert curve_stability(run) == pytest.approx(np.mean([0.2, 0.3, 0.05]))
-    assert curve_stability(record(history[:1], 1)) is None
-    assert generalisation_gap(record(history, best_epoch=99)) is None
+    assert curve_stability(history) == pytest.approx(np.mean([0.2, 0.3, 0.05]))
+    assert curve_stability(history[:1]) is None
+    assert generalisation_gap(history, best_epoch=99) is None
 
 
 def test_labels_tell_runs_of_one_model_and_mode_apart(run_dirs, tmp_path_factory):

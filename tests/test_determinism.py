@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxrlab.train.features import clear_memory_cache
-from cxrlab.train.rundir import load_run, read_csv
+from cxrlab.training.features import clear_memory_cache
+from cxrlab.training.records import load_run, read_csv
 
 MODES = {
     "scratch": ["--model", "scratch_cnn", "--mode", "scratch", "--epochs", "2"],
@@ -86,7 +86,7 @@ def test_same_seed_same_run_bit_for_bit(mode, tiny_root, tmp_path, cli):
     assert untimed_history(first) == untimed_history(second)
     assert (first / "predictions.csv").read_text() == (second / "predictions.csv").read_text()
     assert (first / "split.csv").read_text() == (second / "split.csv").read_text()
-    assert load_run(first).config["environment"]["deterministic"] is True
+    assert load_run(first).config.environment["deterministic"] is True
 
     other = run_once(cli, tiny_root, tmp_path, "other-seed", *MODES[mode], "--seed", "6", "--deterministic")
     c = weights(other)
@@ -109,5 +109,5 @@ def test_deterministic_is_the_cpu_default(tiny_root, tmp_path, cli):
         "cpu",
     )
     record = load_run(run_dir).config
-    assert record["deterministic"] is None and record["environment"]["deterministic"] is True
+    assert record.deterministic is None and record.environment["deterministic"] is True
     assert torch.are_deterministic_algorithms_enabled()

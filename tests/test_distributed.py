@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import make_dataset_root
-from cxrlab.train.rundir import list_runs
+from cxrlab.training.records import list_runs
 
 
 def test_torchrun_two_processes_identical_weights_one_run_directory(tmp_path):
@@ -45,7 +45,7 @@ def test_torchrun_two_processes_identical_weights_one_run_directory(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     runs = list_runs(out)
     assert len(runs) == 1 and len(list(out.iterdir())) == 1, "the run directory must be written once"
-    distributed = runs[0].metrics["distributed"]
+    distributed = runs[0].metrics.distributed.model_dump()
     assert distributed == {"world_size": 2, "backend": "gloo", "ranks_identical": True}
     # Each rank took half of every epoch's images: 2 epochs of (n_train // 2) // batch steps.
-    assert len(runs[0].history) == 2
+    assert len(runs[0].epochs) == 2

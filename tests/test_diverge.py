@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from cxrlab.cli import main
-from cxrlab.errors import CxrlabError
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import list_runs, load_run, read_csv
+from cxrlab.core.errors import CxrlabError
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.loop import fit
+from cxrlab.training.records import list_runs, load_run, read_csv
 
 
 def diverging(tiny_root, out, **extra) -> TrainConfig:
@@ -81,7 +81,7 @@ def test_later_divergence_keeps_the_best_earlier_checkpoint(tiny_root, tmp_path)
 
     # The record readers see a diverged run, not a finished one and not a crash.
     record = load_run(run_dir, require_finished=False)
-    assert record.status["status"] == "diverged" and record.diverged and not record.finished
+    assert record.status.status == "diverged" and record.diverged and not record.finished
     assert [r.run_id for r in list_runs(tmp_path / "runs", finished_only=False)] == ["later"]
     assert list_runs(tmp_path / "runs") == []
     with pytest.raises(CxrlabError, match=r"diverged at epoch 3.*lower --lr"):

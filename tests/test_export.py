@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 from cxrlab.evaluate.runs import predict_images
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.export import export_run
-from cxrlab.train.loop import fit
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.export import export_run
+from cxrlab.training.loop import fit
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -96,7 +96,7 @@ def test_torchscript_matches_predict(run_dir, images):
 
 
 def test_sidecar_documents_the_input_and_the_decision(run_dir, tmp_path):
-    from cxrlab.train.rundir import load_run
+    from cxrlab.training.records import load_run
 
     run = load_run(run_dir)
     sidecar = json.loads(export_run(run_dir, "torchscript", out_dir=tmp_path)[1].read_text())
@@ -105,7 +105,7 @@ def test_sidecar_documents_the_input_and_the_decision(run_dir, tmp_path):
     assert sidecar["image_size"] == 32
     assert sidecar["classes"] == ["NORMAL", "PNEUMONIA"]
     assert sidecar["positive_class"] == "PNEUMONIA"
-    assert sidecar["threshold"] == pytest.approx(run.metrics["threshold"])
+    assert sidecar["threshold"] == pytest.approx(run.metrics.threshold)
     assert sidecar["decision"].startswith("PNEUMONIA if probabilities[:, 1] >= ")
     # scratch_cnn normalises with mean 0.5 and std 0.25 inside the model.
     assert sidecar["normalisation_inside"]["mean"] == [0.5, 0.5, 0.5]

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxrlab.core.metrics import expected_calibration_error, roc_auc, roc_curve
 from cxrlab.evaluate.cam import read_images
-from cxrlab.evaluate.metrics import expected_calibration_error, roc_auc, roc_curve
 from cxrlab.report import figures
 from cxrlab.report.analysis import confident_mistakes, scored_test
 from cxrlab.report.compare import curve_inputs, run_confusion
-from cxrlab.train.rundir import list_runs
+from cxrlab.training.records import list_runs
 from test_report import tiny_study
 
 
@@ -32,13 +32,13 @@ def test_history_figure_plots_the_recorded_curves_and_shades_the_head_phase(runs
     figure = figures.history_figure(run, "gradual run")
     loss_axes, acc_axes = figure.axes
     lines = {line.get_label(): line for line in loss_axes.get_lines()}
-    assert list(lines["validation"].get_ydata()) == [r["val_loss"] for r in run.history]
-    assert list(lines["train"].get_xdata()) == [r["epoch"] for r in run.history]
+    assert list(lines["validation"].get_ydata()) == [r.val_loss for r in run.epochs]
+    assert list(lines["train"].get_xdata()) == [r.epoch for r in run.epochs]
     acc = {line.get_label(): line for line in acc_axes.get_lines()}
-    assert np.allclose(acc["validation"].get_ydata(), [100 * r["val_acc"] for r in run.history])
+    assert np.allclose(acc["validation"].get_ydata(), [100 * r.val_acc for r in run.epochs])
     labels = texts(figure)
     assert "head only (backbone frozen)" in labels
-    assert f"kept epoch ({run.metrics['best_epoch']})" in labels
+    assert f"kept epoch ({run.metrics.best_epoch})" in labels
     assert {"epoch", "loss (cross-entropy)", "accuracy (%)", "gradual run"} <= set(labels)
     # A run with one phase has nothing to shade.
     assert "head only (backbone frozen)" not in texts(figures.history_figure(runs["efficientnet_lite0-finetune"]))
@@ -105,7 +105,7 @@ def test_three_class_roc_draws_one_curve_per_class():
 def test_confusion_matrix_shows_the_counts(runs):
     run = runs["efficientnet_lite0-frozen"]
     matrix = run_confusion(run)
-    assert matrix.tolist() == run.metrics["confusion_matrix"]
+    assert matrix.tolist() == run.metrics.confusion_matrix
     annotations = texts(figures.confusion_figure(matrix, run.classes, "frozen"))
     for t in range(2):
         for p in range(2):
@@ -127,16 +127,16 @@ def test_reliability_diagram_reports_each_runs_ece(runs):
 
 def test_training_time_bars_are_the_recorded_seconds(runs):
     chosen = list(runs.values())
-    seconds = [r.metrics["train_seconds"] for r in chosen]
-    figure = figures.training_time_figure([r.run_id for r in chosen], seconds, [r.config["mode"] for r in chosen])
+    seconds = [r.metrics.train_seconds for r in chosen]
+    figure = figures.training_time_figure([r.run_id for r in chosen], seconds, [r.config.mode for r in chosen])
     widths = [bar.get_width() for bar in figure.axes[0].patches]
     assert widths == pytest.approx(seconds)
     assert figure.axes[0].get_xlabel().startswith("training time (s)")
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == [
         "fine-tune",
+        "gradual unfreezing",
         "fixed feature extractor",
         "from scratch",
-        "gradual unfreezing",
     ]
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 from cxrlab.evaluate.runs import evaluate_run, predict_images
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import load_run
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.loop import fit
+from cxrlab.training.records import load_run
 
 CLASSES = ["NORMAL", "BACTERIA", "VIRUS"]
 
@@ -88,13 +88,13 @@ def test_metrics_agree_with_the_saved_predictions(run_dir):
 
     run = load_run(run_dir)
     _, labels, probs = run.prediction_arrays("test")
-    assert probs.shape == (run.metrics["n_test"], 3)
+    assert probs.shape == (run.metrics.n_test, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     predicted = probs.argmax(axis=1)
-    assert confusion_matrix(labels, predicted, labels=[0, 1, 2]).tolist() == run.metrics["confusion_matrix"]
-    assert run.metrics["f1"] == pytest.approx(f1_score(labels, predicted, average="macro", labels=[0, 1, 2]), abs=1e-4)
+    assert confusion_matrix(labels, predicted, labels=[0, 1, 2]).tolist() == run.metrics.confusion_matrix
+    assert run.metrics.f1 == pytest.approx(f1_score(labels, predicted, average="macro", labels=[0, 1, 2]), abs=1e-4)
     # Macro one-vs-rest AUC; the saved probabilities are rounded to 6 places.
-    assert run.metrics["roc_auc"] == pytest.approx(
+    assert run.metrics.roc_auc == pytest.approx(
         roc_auc_score(labels, probs, multi_class="ovr", average="macro"), abs=1e-3
     )
 
@@ -128,7 +128,7 @@ def test_predict_returns_three_probabilities(run_dir, data):
 
 
 def test_export_sidecar_of_three_classes(run_dir, tmp_path):
-    from cxrlab.train.export import export_run
+    from cxrlab.training.export import export_run
 
     sidecar = json.loads(export_run(run_dir, "torchscript", out_dir=tmp_path)[1].read_text())
     assert sidecar["classes"] == CLASSES

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from conftest import FIXTURES
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 from cxrlab.models.cards import model_card
 from cxrlab.models.registry import MODELS, build_model, model_entry
-from cxrlab.models.weights import lite0_weights_file, load_weights, pretrained_available, torchvision_cache_file
+from cxrlab.models.weights import load_weights, package_weights_file, pretrained_available, torchvision_cache_file
 
 
 @pytest.mark.parametrize("name", list(MODELS) + ["timm:resnet10t"])
@@ -110,10 +110,12 @@ def test_scratch_cnn_has_no_imagenet_weights():
 
 def test_lite0_package_weights_see_a_cat():
     """The package's weights mapped in order onto timm's model classify a real cat photo."""
-    assert lite0_weights_file() is not None and pretrained_available("efficientnet_lite0")
+    assert package_weights_file(model_entry("efficientnet_lite0")) is not None and pretrained_available(
+        "efficientnet_lite0"
+    )
     model = build_model("efficientnet_lite0", num_classes=1000)
     load_weights(model, "efficientnet_lite0", "imagenet")
-    package = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
+    package = torch.load(package_weights_file(model_entry("efficientnet_lite0")), map_location="cpu", weights_only=True)
     model.head.load_state_dict({"weight": package["_fc.weight"], "bias": package["_fc.bias"]})
     photo = Image.open(FIXTURES / "chelsea.jpg").convert("RGB").resize((224, 224), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)

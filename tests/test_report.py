@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 from cxrlab.report.analysis import run_analysis
 from cxrlab.report.formatting import percent_ci
 from cxrlab.report.render import write_report
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import list_runs
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.loop import fit
+from cxrlab.training.records import list_runs
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 TASK_HEADINGS = [
@@ -82,7 +82,7 @@ def test_report_files_and_sections(report):
         assert re.search(rf"^## {re.escape(heading)}", markdown, re.M), heading
     # The split the test numbers come from, and what validation chose.
     runs = list_runs(study / "runs")
-    n_test = runs[0].metrics["n_test"]
+    n_test = runs[0].metrics.n_test
     assert f"test split ({n_test} images, carved from the training images by patient)" in markdown
     assert "chosen on the validation split" in markdown
     # Section A: the model cards of the models used, at the runs' image size.
@@ -103,7 +103,7 @@ def test_findings_are_built_from_the_numbers(report):
     assert any(f"reached the highest test accuracy, {percent_ci(a['accuracy'])}" in markdown for a in tied)
     # Section E: the baseline is the scratch run with the better validation accuracy.
     scratch = [runs[n] for n in runs if n.startswith("scratch_cnn")]
-    baseline = min(scratch, key=lambda r: (-r.metrics["val_accuracy"], r.metrics["val_loss"], r.run_id))
+    baseline = min(scratch, key=lambda r: (-r.metrics.val_accuracy, r.metrics.val_loss, r.run_id))
     baseline_row = run_analysis(baseline)
     assert f"reached {percent_ci(baseline_row['accuracy'])} test accuracy" in markdown
     assert "McNemar p = " in markdown

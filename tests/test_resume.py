@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from conftest import make_dataset_root
-from cxrlab.train.rundir import read_csv
+from cxrlab.training.records import read_csv
 
 SEED = int(os.environ.get("CXRLAB_KILL_SEED") or random.SystemRandom().randrange(1_000_000))
 HEAD_EPOCHS = 16
@@ -339,8 +339,8 @@ def test_a_kill_between_history_and_checkpoint_redoes_that_epoch(data_root, tmp_
     an epoch that the checkpoint does not hold; the resumed run redoes that epoch once."""
     import shutil
 
-    from cxrlab.train.config import TrainConfig
-    from cxrlab.train.loop import fit
+    from cxrlab.training.config import TrainConfig
+    from cxrlab.training.loop import fit
 
     def config(name: str) -> TrainConfig:
         return TrainConfig(

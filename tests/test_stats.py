@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from cxrlab.core.metrics import accuracy, roc_auc, roc_auc_ovr
 from cxrlab.evaluate import stats
-from cxrlab.evaluate.metrics import accuracy, roc_auc, roc_auc_ovr
 
 
 def fixed_predictions(n: int, accuracy_rate: float = 0.85, seed: int = 1):

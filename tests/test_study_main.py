@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 from cxrlab.study.main import run_study
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 from cxrlab.study.main import shipped_study
 from cxrlab.study.spec import load_plan, parse_overrides
 from cxrlab.study.sweep import run_sweep

@@ -9,8 +9,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cxrlab.errors import CxrlabError
-from cxrlab.io import read_json, read_yaml
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.io import read_json, read_yaml
 from cxrlab.study.sweep import run_sweep
 from cxrlab.study.trials import RUN_ID
 
@@ -88,7 +88,7 @@ runs:
 
 
 def test_frozen_runs_of_one_backbone_compute_its_features_once(tmp_path, tiny_root, monkeypatch):
-    import cxrlab.train.features as features
+    import cxrlab.training.features as features
 
     calls = []
     compute = features.compute_features

@@ -9,9 +9,9 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import load_run
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.loop import fit
+from cxrlab.training.records import load_run
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +48,11 @@ def test_epoch_scalars_match_history(logged_run):
         assert tag in tags
     val_loss = events.Scalars("loss/val")
     assert [e.step for e in val_loss] == [1, 2]
-    for event, row in zip(val_loss, run.history):
-        assert event.value == pytest.approx(row["val_loss"], abs=1e-5)
-    for event, row in zip(events.Scalars("accuracy/train"), run.history):
-        assert event.value == pytest.approx(row["train_acc"], abs=1e-5)
-    assert events.Scalars("lr")[-1].value == pytest.approx(float(run.history[-1]["lr"]), rel=1e-3)
+    for event, row in zip(val_loss, run.epochs):
+        assert event.value == pytest.approx(row.val_loss, abs=1e-5)
+    for event, row in zip(events.Scalars("accuracy/train"), run.epochs):
+        assert event.value == pytest.approx(row.train_acc, abs=1e-5)
+    assert events.Scalars("lr")[-1].value == pytest.approx(run.epochs[-1].lr, rel=1e-3)
 
 
 def test_hparams_hold_settings_and_final_metrics(logged_run):
@@ -67,8 +67,8 @@ def test_hparams_hold_settings_and_final_metrics(logged_run):
     metric_tags = {m.name.tag for m in experiment.metric_infos}
     assert {"final/test_accuracy", "final/test_loss", "final/roc_auc"} <= metric_tags
     # The metrics the HParams view shows are scalars of the same run, equal to metrics.json.
-    assert events.Scalars("final/test_accuracy")[0].value == pytest.approx(run.metrics["test_accuracy"], abs=1e-6)
-    assert events.Scalars("final/test_loss")[0].value == pytest.approx(run.metrics["test_loss"], rel=1e-5)
+    assert events.Scalars("final/test_accuracy")[0].value == pytest.approx(run.metrics.test_accuracy, abs=1e-6)
+    assert events.Scalars("final/test_loss")[0].value == pytest.approx(run.metrics.test_loss, rel=1e-5)
 
 
 def test_example_images_per_split_and_class(logged_run):

@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from conftest import make_dataset_root
-from cxrlab.errors import CxrlabError
-from cxrlab.evaluate import metrics as M
+from cxrlab.core import metrics as M
+from cxrlab.core.decision import youden_threshold
+from cxrlab.core.errors import CxrlabError
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import list_runs, load_run, load_tensors
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.loop import fit
+from cxrlab.training.records import list_runs, load_run
+from cxrlab.training.rundir import load_tensors
 
 
 def _config(root, tmp_path, **settings) -> TrainConfig:
@@ -73,15 +75,15 @@ def test_cached_features_give_the_same_head_as_the_backbone_path(tiny_root, tmp_
     assert torch.allclose(a["head.weight"], b["head.weight"], atol=1e-5)
     assert torch.allclose(a["head.bias"], b["head.bias"], atol=1e-5)
     ma, mb = load_run(cached).metrics, load_run(direct).metrics
-    assert ma["test_loss"] == pytest.approx(mb["test_loss"], abs=1e-5)
+    assert ma.test_loss == pytest.approx(mb.test_loss, abs=1e-5)
 
 
 def test_selected_epoch_is_the_lowest_validation_loss(tiny_root, tmp_path):
     run = load_run(
         fit(_config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch", epochs=4, lr=3e-3), show_progress=False)
     )
-    val_losses = [row["val_loss"] for row in run.history]
-    assert run.metrics["best_epoch"] == int(np.argmin(val_losses)) + 1
+    val_losses = [row.val_loss for row in run.epochs]
+    assert run.metrics.best_epoch == int(np.argmin(val_losses)) + 1
     by_accuracy = load_run(
         fit(
             _config(
@@ -97,8 +99,8 @@ def test_selected_epoch_is_the_lowest_validation_loss(tiny_root, tmp_path):
             show_progress=False,
         )
     )
-    accuracies = [row["val_acc"] for row in by_accuracy.history]
-    assert by_accuracy.metrics["best_epoch"] == int(np.argmax(accuracies)) + 1
+    accuracies = [row.val_acc for row in by_accuracy.epochs]
+    assert by_accuracy.metrics.best_epoch == int(np.argmax(accuracies)) + 1
 
 
 def test_run_directory_records(tiny_root, tmp_path):
@@ -115,7 +117,7 @@ def test_run_directory_records(tiny_root, tmp_path):
         assert (run_dir / name).exists(), name
     assert not (run_dir / "last.pt").exists()
     run = load_run(run_dir)
-    assert run.finished and run.config["data_info"]["fingerprint"] and run.config["environment"]["torch"]
+    assert run.finished and run.config.data_info.fingerprint and run.config.environment["torch"]
     with open(run_dir / "history.csv") as f:
         assert next(csv.reader(f)) == [
             "epoch",
@@ -146,12 +148,12 @@ def test_run_directory_records(tiny_root, tmp_path):
         "model",
         "weights",
     ):
-        assert key in run.metrics, key
+        assert key in run.metrics.as_json(), key
     with open(run_dir / "split.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 80 and {r["split"] for r in rows} == {"train", "val", "test"}
     paths, _labels, probs = run.prediction_arrays("test")
-    assert len(paths) == run.metrics["n_test"] and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert len(paths) == run.metrics.n_test and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
 def test_metrics_json_agrees_with_predictions_and_sklearn(tiny_root, tmp_path):
@@ -161,11 +163,11 @@ def test_metrics_json_agrees_with_predictions_and_sklearn(tiny_root, tmp_path):
         fit(_config(tiny_root, tmp_path, model="scratch_cnn", mode="scratch", epochs=2), show_progress=False)
     )
     _, labels, probs = run.prediction_arrays("test")
-    predicted = (probs[:, 1] >= run.metrics["threshold"]).astype(int)
-    assert run.metrics["test_accuracy"] == pytest.approx(sk.accuracy_score(labels, predicted))
-    assert run.metrics["roc_auc"] == pytest.approx(sk.roc_auc_score(labels, probs[:, 1]))
-    assert run.metrics["test_loss"] == pytest.approx(sk.log_loss(labels, probs, labels=[0, 1]), abs=1e-5)
-    assert run.metrics["confusion_matrix"] == sk.confusion_matrix(labels, predicted, labels=[0, 1]).tolist()
+    predicted = (probs[:, 1] >= run.metrics.threshold).astype(int)
+    assert run.metrics.test_accuracy == pytest.approx(sk.accuracy_score(labels, predicted))
+    assert run.metrics.roc_auc == pytest.approx(sk.roc_auc_score(labels, probs[:, 1]))
+    assert run.metrics.test_loss == pytest.approx(sk.log_loss(labels, probs, labels=[0, 1]), abs=1e-5)
+    assert run.metrics.confusion_matrix == sk.confusion_matrix(labels, predicted, labels=[0, 1]).tolist()
 
 
 def test_a_killed_run_is_not_listed_as_finished(tiny_root, tmp_path):
@@ -191,8 +193,8 @@ def test_a_killed_run_is_not_listed_as_finished(tiny_root, tmp_path):
 
 def test_gradual_records_both_phases(tiny_root, tmp_path):
     run = load_run(fit(_config(tiny_root, tmp_path, mode="gradual", head_epochs=2, epochs=1), show_progress=False))
-    assert [row["phase"] for row in run.history] == ["head", "head", "network"]
-    assert [row["epoch"] for row in run.history] == [1, 2, 3]
+    assert [row.phase for row in run.epochs] == ["head", "head", "network"]
+    assert [row.epoch for row in run.epochs] == [1, 2, 3]
 
 
 # Metrics are plain functions: checked against scikit-learn on random data.
@@ -232,7 +234,7 @@ def test_youden_threshold_maximises_j():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
     scores = y * 0.4 + rng.random(400) * 0.7
-    threshold = M.youden_threshold(y, scores)
+    threshold = youden_threshold(y, scores)
 
     def j(t):
         pred = (scores >= t).astype(int)

@@ -20,11 +20,12 @@ import pytest
 import torch
 
 from conftest import CliResult
-from cxrlab.errors import CxrlabError
-from cxrlab.io import read_yaml
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.loop import fit
-from cxrlab.train.rundir import load_run, safe_run_id
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.io import read_yaml
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.loop import fit
+from cxrlab.training.records import load_run
+from cxrlab.training.rundir import safe_run_id
 
 
 class MakesFolder:
@@ -113,7 +114,7 @@ def test_plain_weights_files_do_load(tiny_root, tmp_path, cli):
     for name in ("good.pt", "good.safetensors"):
         result = cli(*train_args(tiny_root, tmp_path / "runs", "--weights", str(tmp_path / name), "--name", name))
         assert result.code == 0, result.err
-        assert load_run(tmp_path / "runs" / safe_run_id(name)).config["weights_id"].startswith("file:")
+        assert load_run(tmp_path / "runs" / safe_run_id(name)).config.weights_id.startswith("file:")
 
 
 @pytest.fixture

@@ -4,17 +4,35 @@ used how, at what cost.
 The Python API (``cxrlab.api``) is reachable from here: ``cxrlab.train``, ``cxrlab.load_run``,
 ``cxrlab.list_runs``, ``cxrlab.compare``, ``cxrlab.sweep``, ``cxrlab.model_cards`` and
 ``cxrlab.Run``. They load lazily, so ``import cxrlab`` stays fast and pulls in no torch.
+The layers live in subpackages: ``cxrlab.core`` (ground), ``data``, ``models``,
+``training``, ``evaluate``, ``report`` and ``study``.
 """
 
-from types import ModuleType as _ModuleType
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = metadata.version("cxrlab")
+except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"
+
+if TYPE_CHECKING:
+    from cxrlab.api import Run, compare, list_runs, load_run, model_cards, sweep
 
 _API = ("Run", "compare", "list_runs", "load_run", "model_cards", "sweep")
-__all__ = ["__version__", "train", *_API]
+__all__ = ["Run", "__version__", "compare", "list_runs", "load_run", "model_cards", "sweep", "train"]
 
 
-def __getattr__(name: str):
+def train(data: Any = None, model: str | None = None, mode: str = "finetune", **settings: Any) -> Run:
+    """Train one run and return it: see ``cxrlab.api.train``."""
+    from cxrlab.api import train as api_train
+
+    return api_train(data, model, mode, **settings)
+
+
+def __getattr__(name: str) -> Any:
     if name in _API:
         from cxrlab import api
 
@@ -23,29 +41,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(name for name in set(globals()) | set(_API) if not name.startswith("_") or name == "__version__")
-
-
-class _TrainPackage(_ModuleType):
-    """The ``cxrlab.train`` subpackage, callable as the API's ``train`` function.
-
-    ``cxrlab.train`` names both the training layer (``import cxrlab.train.loop``) and the
-    API call ``cxrlab.train(data=..., model=...)``. Python binds the subpackage to the
-    attribute whenever any of its modules is imported, so a plain function here would be
-    replaced by the module at the first such import; a module that is also callable is the
-    one object that can answer to both.
-    """
-
-    def __call__(self, data=None, model=None, mode="finetune", **settings):
-        """Train one run and return it: see ``cxrlab.api.train``."""
-        from cxrlab.api import train
-
-        return train(data, model, mode, **settings)
-
-
-# The subpackage's __init__ imports nothing, so this costs no torch import.
-import cxrlab.train as _train_package  # noqa: E402
-
-_train_package.__class__ = _TrainPackage
-train = _train_package
-del _train_package
+    return sorted(__all__)

@@ -3,7 +3,7 @@
     import cxrlab
 
     run = cxrlab.train(data="chest_xray", model="densenet121", mode="frozen", epochs=20)
-    run.metrics["test_accuracy"], run.history      # a dict, a pandas DataFrame
+    run.metrics.test_accuracy, run.history     # typed metrics.json, a pandas DataFrame
     run.plot_curves()                               # a matplotlib Figure
     run.evaluate("other_hospital/")                 # metrics on other labelled data
     run.predict(["a.jpeg", "b.jpeg"])               # class probabilities per image
@@ -19,38 +19,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
+from cxrlab.training.records import HISTORY_COLUMNS, RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
     from cxrlab.evaluate.runs import Prediction
-    from cxrlab.train.rundir import RunRecord
 
 
-@dataclass(eq=False)
-class Run:
-    """A run directory as read back: its settings, metrics and per-epoch history."""
-
-    path: Path
-    config: dict  # config.yaml: every resolved setting, the data fingerprint, versions
-    metrics: dict  # metrics.json: test metrics of the selected checkpoint (empty if unfinished)
-    history: pd.DataFrame  # history.csv: epoch, phase, train_loss, train_acc, val_loss, val_acc, lr, seconds
-    status: str  # finished, running, diverged, failed
-    record: RunRecord  # the loader's record, what the layers below take
+class Run(RunRecord):
+    """A run directory as read back (``RunRecord``: ``config``, ``metrics``, ``status``,
+    ``epochs``), with what a notebook does with a run."""
 
     @property
-    def run_id(self) -> str:
-        return self.path.name
+    def history(self) -> pd.DataFrame:
+        """history.csv as a DataFrame: one row per epoch (epoch, phase, train_loss, train_acc,
+        val_loss, val_acc, lr, seconds)."""
+        import pandas as pd
 
-    @property
-    def classes(self) -> list[str]:
-        return self.record.classes
+        return pd.DataFrame([row.model_dump() for row in self.epochs], columns=HISTORY_COLUMNS)
 
     def evaluate(
         self, data: str | os.PathLike, *, tta: int | None = None, device: str = "auto", show_progress: bool = False
@@ -60,7 +52,7 @@ class Run:
         the run directory as ``eval-<data>.json``."""
         from cxrlab.evaluate.runs import evaluate_run
 
-        return evaluate_run(self.record, str(data), tta=tta, device=device, show_progress=show_progress)
+        return evaluate_run(self, str(data), tta=tta, device=device, show_progress=show_progress)
 
     def predict(
         self, images: str | os.PathLike | Sequence[str | os.PathLike], *, tta: int | None = None, device: str = "auto"
@@ -69,33 +61,32 @@ class Run:
         from cxrlab.evaluate.runs import predict_images
 
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-        return predict_images(self.record, [str(p) for p in paths], tta=tta, device=device)
+        return predict_images(self, [str(p) for p in paths], tta=tta, device=device)
 
     def plot_curves(self, title: str | None = None) -> Figure:
         """Train and validation loss and accuracy per epoch, the kept epoch marked."""
         from cxrlab.report.figures import history_figure
 
-        return history_figure(self.record, title=title)
+        return history_figure(self, title=title)
 
     def export(self, format: str, out_dir: str | os.PathLike | None = None) -> list[Path]:
         """The model as ONNX or TorchScript plus its sidecar JSON (default: into the run directory)."""
-        from cxrlab.train.export import export_run
+        from cxrlab.training.export import export_run
 
         return export_run(self.path, format, out_dir=out_dir)
 
     def __repr__(self) -> str:
-        accuracy = self.metrics.get("test_accuracy")
-        score = f", test_accuracy={accuracy:.4f}" if isinstance(accuracy, float) else ""
+        score = f", test_accuracy={self.metrics.test_accuracy:.4f}" if self.metrics is not None else ""
         return (
-            f"Run({str(self.path)!r}, model={self.config.get('model')!r}, mode={self.config.get('mode')!r}, "
-            f"status={self.status!r}{score})"
+            f"Run({str(self.path)!r}, model={self.config.model!r}, mode={self.config.mode!r}, "
+            f"status={self.status.status!r}{score})"
         )
 
 
 def load_run(path: str | os.PathLike | Run, require_finished: bool = True) -> Run:
     """Read a run directory; one that did not finish is refused unless ``require_finished``
     is False."""
-    from cxrlab.train.rundir import load_run as load_record
+    from cxrlab.training.records import load_run as load_record
 
     if isinstance(path, Run):
         path = path.path
@@ -104,7 +95,7 @@ def load_run(path: str | os.PathLike | Run, require_finished: bool = True) -> Ru
 
 def list_runs(folder: str | os.PathLike, finished_only: bool = True) -> list[Run]:
     """Every run directory directly under ``folder``, sorted by name."""
-    from cxrlab.train.rundir import list_runs as list_records
+    from cxrlab.training.records import list_runs as list_records
 
     return [_run(record) for record in list_records(folder, finished_only=finished_only)]
 
@@ -119,15 +110,15 @@ def train(
     **settings: Any,
 ) -> Run:
     """Train one run and return it (``cxrlab train``). ``settings`` are the fields of
-    ``cxrlab.train.config.TrainConfig`` (``epochs``, ``lr``, ``image_size``, ``weights``,
+    ``cxrlab.training.config.TrainConfig`` (``epochs``, ``lr``, ``image_size``, ``weights``,
     ``labels``, ``out``, ...); left out, they take the defaults of the mode. ``resume``
     continues a killed run from its directory instead. A run that diverged is returned
     with ``status == "diverged"``, its history up to the blow-up, and no metrics."""
     from pydantic import ValidationError
 
     from cxrlab.models.registry import model_entry
-    from cxrlab.train.config import TrainConfig
-    from cxrlab.train.loop import fit
+    from cxrlab.training.config import TrainConfig
+    from cxrlab.training.loop import fit
 
     if resume is not None:
         run_dir = fit(None, resume=resume.path if isinstance(resume, Run) else resume, show_progress=show_progress)
@@ -192,20 +183,8 @@ def model_cards(names: Sequence[str] | None = None, image_size: int = 224, measu
 
 
 def _run(record: RunRecord) -> Run:
-    import pandas as pd
-
-    from cxrlab.train.rundir import HISTORY_COLUMNS
-
-    history = pd.DataFrame(record.history) if record.history else pd.DataFrame(columns=HISTORY_COLUMNS)
-    if "lr" in history and len(history):
-        history["lr"] = history["lr"].astype(float)  # written as text ("3e-04")
     return Run(
-        path=record.path,
-        config=record.config,
-        metrics=record.metrics,
-        history=history,
-        status=str(record.status.get("status", "unknown")),
-        record=record,
+        path=record.path, config=record.config, status=record.status, metrics=record.metrics, epochs=record.epochs
     )
 
 
@@ -213,5 +192,5 @@ def _setting_error(exc) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"]) or "value"
     if error["type"] == "extra_forbidden":
-        return f"train: unknown setting {where!r}; see the fields of cxrlab.train.config.TrainConfig"
+        return f"train: unknown setting {where!r}; see the fields of cxrlab.training.config.TrainConfig"
     return f"train: {where}: {error['msg']} (got {error.get('input')!r})"

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrlab.core.io import atomic_path, file_lock, read_json, write_json
+from cxrlab.core.paths import cache_root
+from cxrlab.core.progress import progress_bar
 from cxrlab.data.images import decode_file, resize_array
 from cxrlab.data.sources import SourceListing
-from cxrlab.io import atomic_path, file_lock, read_json, write_json
-from cxrlab.paths import cache_root
-from cxrlab.progress import progress_bar
 
 CACHE_FORMAT = 1
 _CHUNK = 64

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cxrlab.core.errors import BadImageError, CxrlabError
 from cxrlab.data.cache import decoded_images
 from cxrlab.data.patients import patient_id
 from cxrlab.data.sources import SPLITS, list_source
 from cxrlab.data.splits import duplicate_groups, grouped_holdout, linked_groups
-from cxrlab.errors import BadImageError, CxrlabError
 
 # The public download's val/ holds 16 images; a split this small cannot select a model.
 MIN_VAL_FRACTION = 0.05

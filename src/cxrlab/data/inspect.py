@@ -10,12 +10,12 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from PIL import Image
 
+from cxrlab.core.progress import progress_bar
 from cxrlab.data.dataset import carve_splits
 from cxrlab.data.images import decode_file
 from cxrlab.data.patients import patient_id
 from cxrlab.data.sources import SPLITS, list_source
 from cxrlab.data.splits import duplicate_groups
-from cxrlab.progress import progress_bar
 
 
 def _inspect_file(path: str) -> tuple[str, int, int, str, str]:

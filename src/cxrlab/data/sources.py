@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.paths import cache_root
 from cxrlab.data.images import IGNORED_NAMES, IMAGE_EXTENSIONS
 from cxrlab.data.patients import kermany3_class
-from cxrlab.errors import CxrlabError
-from cxrlab.paths import cache_root
 
 SPLITS = ("train", "val", "test")
 LABEL_SCHEMES = ("folders", "kermany3")

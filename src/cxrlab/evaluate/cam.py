@@ -1,7 +1,7 @@
 """Grad-CAM heatmaps of a finished run's model, drawn over the X-rays they explain.
 
 The heatmap comes from the ``grad-cam`` package (``pytorch_grad_cam.GradCAM``) at the layer
-the registry names for the model (``cam_layer``); it explains the class the run predicts
+the registry names for the model (``cam_layer``, else its last convolution); it explains the class the run predicts
 (at the run's own threshold), so a reader sees what the decision rested on.
 """
 
@@ -16,10 +16,10 @@ from PIL import Image
 
 from cxrlab.data.images import decode_file, resize_array
 from cxrlab.evaluate.runs import decode_images, expand_images
-from cxrlab.models.registry import get_submodule, model_entry
-from cxrlab.train.loop import positive_index, resolve_device
-from cxrlab.train.predict import predict_logits, softmax
-from cxrlab.train.rundir import RunRecord, load_run
+from cxrlab.models.registry import cam_target_layer, model_entry
+from cxrlab.training.predict import predict_logits, softmax
+from cxrlab.training.records import RunRecord, load_run
+from cxrlab.training.runtime import resolve_device
 
 # Heatmaps of 32-224 px inputs are shown at least this large, so the colours can be read.
 DISPLAY_SIZE = 224
@@ -60,16 +60,6 @@ def _npz_image(entry: str, arrays: dict[str, object]) -> np.ndarray | None:
     return images[int(index)] if int(index) < len(images) else None
 
 
-def predicted_classes(run: RunRecord, probs: np.ndarray) -> np.ndarray:
-    """Class indices the run predicts: at its validation-chosen threshold for two classes,
-    the most probable class otherwise."""
-    classes = run.classes
-    if len(classes) == 2 and run.threshold is not None:
-        positive = positive_index(classes)
-        return np.where(probs[:, positive] >= run.threshold, positive, 1 - positive)
-    return probs.argmax(axis=1)
-
-
 class LogProbabilityTarget:
     """The log-probability of one class, as a Grad-CAM target.
 
@@ -87,7 +77,7 @@ class LogProbabilityTarget:
 
 def cam_maps(
     model: torch.nn.Module,
-    cam_layer: str,
+    layer: torch.nn.Module,
     pixels: np.ndarray,
     targets: np.ndarray,
     device: torch.device,
@@ -97,7 +87,6 @@ def cam_maps(
     from pytorch_grad_cam import GradCAM
 
     model = model.to(device).eval()
-    layer = get_submodule(model, cam_layer)
     maps = np.zeros(pixels.shape, dtype=np.float32)
     # The run may have frozen its backbone; Grad-CAM needs gradients through it.
     for parameter in model.parameters():
@@ -134,8 +123,9 @@ def run_cam_overlays(
     model = run.load_model().to(torch_device)
     if targets is None:
         probs = softmax(predict_logits(model, pixels, np.arange(len(pixels)), torch_device).astype(np.float64))
-        targets = predicted_classes(run, probs)
-    maps = cam_maps(model, model_entry(run.config["model"]).cam_layer, pixels, targets, torch_device)
+        targets = run.decide(probs)
+    layer = cam_target_layer(model, model_entry(run.config.model))
+    maps = cam_maps(model, layer, pixels, targets, torch_device)
     size = max(DISPLAY_SIZE, pixels.shape[-1])
     return [overlay(image, heatmap, size) for image, heatmap in zip(pixels, maps)], maps, np.asarray(targets)
 
@@ -147,7 +137,7 @@ def write_cam_overlays(
     ``<image stem>-gradcam-<predicted class>.png``; returns the paths in image order."""
     run = run_dir if isinstance(run_dir, RunRecord) else load_run(run_dir)
     files = expand_images([str(p) for p in image_paths])
-    pixels = decode_images(files, run.config["image_size"])
+    pixels = decode_images(files, run.config.image_size)
     overlays, _, predicted = run_cam_overlays(run, pixels, device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrlab.core.decision import positive_index
+from cxrlab.core.errors import BadImageError, CxrlabError
+from cxrlab.core.summary import classification_report
 from cxrlab.data.dataset import load_dataset
 from cxrlab.data.images import decode_file, is_image_name
-from cxrlab.errors import BadImageError, CxrlabError
-from cxrlab.evaluate.metrics import classification_report
-from cxrlab.train.loop import positive_index, resolve_device
-from cxrlab.train.predict import predict_logits, softmax
-from cxrlab.train.rundir import RunRecord, RunWriter, load_run
+from cxrlab.training.predict import predict_logits, softmax
+from cxrlab.training.records import RunRecord, load_run
+from cxrlab.training.rundir import RunWriter
+from cxrlab.training.runtime import resolve_device
 
 
 def evaluation_name(data: str) -> str:
@@ -42,14 +44,14 @@ def evaluate_run(
     config = run.config
     dataset = load_dataset(
         data,
-        config["image_size"],
-        split_seed=config["split_seed"],
-        val_fraction=config["val_fraction"],
-        test_fraction=config["test_fraction"],
-        labels=config["labels"],
-        on_bad_image=config["on_bad_image"],
+        config.image_size,
+        split_seed=config.split_seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        labels=config.labels,
+        on_bad_image=config.on_bad_image,
         folder_is_test=True,
-        cache_dir=cache_dir or config.get("cache_dir"),
+        cache_dir=cache_dir or config.cache_dir,
         show_progress=show_progress,
     )
     classes = run.classes
@@ -65,16 +67,16 @@ def evaluate_run(
         raise CxrlabError(f"{data} has no test images to score")
     torch_device = resolve_device(device)
     model = run.load_model().to(torch_device)
-    tta = config.get("tta", 0) if tta is None else tta
+    tta = config.tta if tta is None else tta
     probs = softmax(
         predict_logits(
             model,
             dataset.images,
             indices,
             torch_device,
-            batch_size=config.get("eval_batch_size"),
+            batch_size=config.eval_batch_size,
             tta=tta,
-            seed=config.get("seed", 0),
+            seed=config.seed,
         ).astype(np.float64)
     )
     labels = remap[dataset.labels[indices]]
@@ -142,22 +144,17 @@ def predict_images(
     """The predicted class and class probabilities of each image (folders expanded)."""
     run = run if isinstance(run, RunRecord) else load_run(run)
     files = expand_images(images)
-    pixels = decode_images(files, run.config["image_size"])
+    pixels = decode_images(files, run.config.image_size)
     torch_device = resolve_device(device)
     model = run.load_model().to(torch_device)
-    tta = run.config.get("tta", 0) if tta is None else tta
+    tta = run.config.tta if tta is None else tta
     probs = softmax(
-        predict_logits(
-            model, pixels, np.arange(len(files)), torch_device, tta=tta, seed=run.config.get("seed", 0)
-        ).astype(np.float64)
+        predict_logits(model, pixels, np.arange(len(files)), torch_device, tta=tta, seed=run.config.seed).astype(
+            np.float64
+        )
     )
     classes = run.classes
-    positive = positive_index(classes)
-    predictions = []
-    for path, row in zip(files, probs):
-        if len(classes) == 2 and run.threshold is not None:
-            predicted = classes[positive] if row[positive] >= run.threshold else classes[1 - positive]
-        else:
-            predicted = classes[int(np.argmax(row))]
-        predictions.append(Prediction(path, predicted, {c: float(p) for c, p in zip(classes, row)}))
-    return predictions
+    return [
+        Prediction(path, classes[int(k)], {c: float(p) for c, p in zip(classes, row)})
+        for path, row, k in zip(files, probs, run.decide(probs))
+    ]

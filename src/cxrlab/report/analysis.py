@@ -1,7 +1,7 @@
 """The numbers the report and ``cxrlab compare`` show for a run and for a pair of runs.
 
 Everything is computed from a run directory's records (``predictions.csv``, ``history.csv``,
-``config.yaml``) read through ``cxrlab.train.rundir``: the test predictions at the run's own
+``config.yaml``) read through ``cxrlab.training.rundir``: the test predictions at the run's own
 validation-chosen threshold, with intervals; the curves' generalisation gap and stability;
 and paired tests of two runs scored on the same test images.
 """
@@ -13,18 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.decision import decide, positive_index
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.modes import mode_title
+from cxrlab.core.summary import classification_report
 from cxrlab.evaluate import stats
-from cxrlab.evaluate.metrics import classification_report, predict_labels
-from cxrlab.train.loop import positive_index
-from cxrlab.train.rundir import RunRecord
+from cxrlab.training.records import EpochRecord, RunRecord
 
-MODE_NAMES = {
-    "finetune": "fine-tune",
-    "frozen": "fixed feature extractor",
-    "scratch": "from scratch",
-    "gradual": "gradual unfreezing",
-}
 # Settings that tell two runs of one model and mode apart, in the order a reader scans them.
 SETTING_KEYS = ("lr", "epochs", "weight_decay", "batch_size", "image_size", "optimizer", "augment", "seed")
 SHORT = {
@@ -66,38 +61,21 @@ def scored_test(run: RunRecord) -> ScoredTest:
     classes = run.classes
     positive = positive_index(classes)
     threshold = run.threshold if len(classes) == 2 else None
-    return ScoredTest(paths, labels, probs, predict_labels(probs, threshold, positive), classes, positive, threshold)
-
-
-# The modes as the subject of a sentence.
-MODE_PHRASES = {
-    "finetune": "fine-tuning",
-    "frozen": "the fixed feature extractor",
-    "scratch": "training from scratch",
-    "gradual": "gradual unfreezing",
-}
-
-
-def mode_name(mode: str) -> str:
-    return MODE_NAMES.get(mode, mode)
-
-
-def mode_phrase(mode: str) -> str:
-    return MODE_PHRASES.get(mode, mode)
+    return ScoredTest(paths, labels, probs, decide(probs, threshold, positive), classes, positive, threshold)
 
 
 def run_labels(runs: list[RunRecord]) -> list[str]:
     """Short readable names: "model, mode", plus the settings that differ where that is not
     enough, plus the run id where even that is not."""
-    base = [f"{r.config['model']}, {mode_name(r.config['mode'])}" for r in runs]
+    base = [f"{r.config.model}, {mode_title(r.config.mode)}" for r in runs]
     counts = Counter(base)
     labels = list(base)
     for i, run in enumerate(runs):
         if counts[base[i]] > 1:
             twins = [r for r, label in zip(runs, base) if label == base[i]]
-            differing = [k for k in SETTING_KEYS if len({str(t.config.get(k)) for t in twins}) > 1]
+            differing = [k for k in SETTING_KEYS if len({str(t.config.setting(k)) for t in twins}) > 1]
             if differing:
-                labels[i] += " " + " ".join(f"{SHORT[k]}={_setting(run.config.get(k))}" for k in differing)
+                labels[i] += " " + " ".join(f"{SHORT[k]}={_setting(run.config.setting(k))}" for k in differing)
     counts = Counter(labels)
     return [label if counts[label] == 1 else f"{label} ({run.run_id})" for label, run in zip(labels, runs)]
 
@@ -106,35 +84,30 @@ def _setting(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def selected_history_row(run: RunRecord) -> dict | None:
+def selected_epoch(epochs: list[EpochRecord], best_epoch: int) -> EpochRecord | None:
     """The history row of the epoch whose checkpoint the run kept."""
-    best = run.metrics.get("best_epoch")
-    return next((row for row in run.history if row.get("epoch") == best), None)
+    return next((row for row in epochs if row.epoch == best_epoch), None)
 
 
-def generalisation_gap(run: RunRecord) -> float | None:
+def generalisation_gap(epochs: list[EpochRecord], best_epoch: int) -> float | None:
     """Train accuracy minus validation accuracy at the selected epoch (positive: overfitting).
 
     Train accuracy is measured during the epoch, on augmented images when the run augments,
     so a small negative gap is no cause for alarm."""
-    row = selected_history_row(run)
-    if row is None or not _is_number(row.get("train_acc")) or not _is_number(row.get("val_acc")):
+    row = selected_epoch(epochs, best_epoch)
+    if row is None:
         return None
-    return float(row["train_acc"]) - float(row["val_acc"])
+    return row.train_acc - row.val_acc
 
 
-def curve_stability(run: RunRecord) -> float | None:
+def curve_stability(epochs: list[EpochRecord]) -> float | None:
     """Mean absolute epoch-to-epoch change of validation loss over the last half of training
     (lower is steadier); None with fewer than two epochs."""
-    losses = np.array([float(r["val_loss"]) for r in run.history if _is_number(r.get("val_loss"))])
+    losses = np.array([r.val_loss for r in epochs])
     if len(losses) < 2:
         return None
     steps = np.abs(np.diff(losses))
     return float(steps[len(steps) // 2 :].mean())
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and np.isfinite(value)
 
 
 def run_analysis(run: RunRecord, n_boot: int = stats.N_BOOT, seed: int = 0) -> dict:
@@ -152,21 +125,21 @@ def run_analysis(run: RunRecord, n_boot: int = stats.N_BOOT, seed: int = 0) -> d
     result = {
         "run": run.run_id,
         "path": str(run.path),
-        "model": run.config["model"],
-        "mode": run.config["mode"],
+        "model": run.config.model,
+        "mode": run.config.mode,
         "classes": test.classes,
         "binary": test.binary,
         "positive_class": test.classes[test.positive] if test.binary else None,
         "n_test": len(test.labels),
-        "n_val": run.metrics.get("n_val"),
-        "n_train": run.metrics.get("n_train"),
+        "n_val": run.scores.n_val,
+        "n_train": run.scores.n_train,
         "threshold": test.threshold,
-        "threshold_rule": run.metrics.get("threshold_rule", "argmax"),
-        "best_epoch": run.metrics.get("best_epoch"),
-        "epochs_run": run.metrics.get("epochs_run", len(run.history)),
-        "select": run.config.get("select", "val_loss"),
-        "val_accuracy": run.metrics.get("val_accuracy"),
-        "val_loss": run.metrics.get("val_loss"),
+        "threshold_rule": run.scores.threshold_rule,
+        "best_epoch": run.scores.best_epoch,
+        "epochs_run": run.scores.epochs_run,
+        "select": run.config.select,
+        "val_accuracy": run.scores.val_accuracy,
+        "val_loss": run.scores.val_loss,
         "test_loss": report["loss"],
         "accuracy": stats.bootstrap_accuracy(test.labels, test.predicted, n_boot=n_boot, seed=seed).as_dict(),
         "roc_auc": stats.bootstrap_auc(test.labels, test.probs, test.positive, n_boot=n_boot, seed=seed).as_dict(),
@@ -178,11 +151,11 @@ def run_analysis(run: RunRecord, n_boot: int = stats.N_BOOT, seed: int = 0) -> d
             name: {**values, "recall_interval": recall_intervals[name].as_dict()}
             for name, values in report["per_class"].items()
         },
-        "train_seconds": run.metrics.get("train_seconds"),
-        "generalisation_gap": generalisation_gap(run),
-        "stability": curve_stability(run),
-        "image_size": run.config.get("image_size"),
-        "settings": {k: run.config.get(k) for k in SETTING_KEYS},
+        "train_seconds": run.scores.train_seconds,
+        "generalisation_gap": generalisation_gap(run.epochs, run.scores.best_epoch),
+        "stability": curve_stability(run.epochs),
+        "image_size": run.config.image_size,
+        "settings": {k: run.config.setting(k) for k in SETTING_KEYS},
     }
     if test.binary:
         intervals = stats.sensitivity_specificity(test.labels, test.predicted, test.positive)
@@ -277,8 +250,8 @@ def best_run(runs: list[RunRecord]) -> RunRecord | None:
     return min(
         runs,
         key=lambda r: (
-            -float(r.metrics.get("val_accuracy") or 0.0),
-            float(r.metrics.get("val_loss") or np.inf),
+            -r.scores.val_accuracy,
+            r.scores.val_loss,
             r.run_id,
         ),
     )

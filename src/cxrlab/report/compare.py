@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.errors import CxrlabError
-from cxrlab.evaluate.metrics import confusion_matrix
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.io import write_json, write_text
+from cxrlab.core.metrics import confusion_matrix
 from cxrlab.evaluate.stats import LEVEL, N_BOOT
-from cxrlab.io import write_json, write_text
 from cxrlab.report import figures
 from cxrlab.report.analysis import paired_comparison, run_analysis, run_labels, scored_test
 from cxrlab.report.formatting import decimal, markdown_table, number_ci, p_value, percent_ci, points, points_ci, seconds
-from cxrlab.train.rundir import RunRecord, load_run
+from cxrlab.training.records import RunRecord, load_run
 
 
 def compare_runs(run_dirs: list[str], out_dir: str | None = None, n_boot: int = N_BOOT, seed: int = 0) -> dict:
@@ -160,9 +160,7 @@ def comparison_figures(runs: list[RunRecord], labels: list[str], out: str | os.P
         figures.save_png(figures.precision_recall_figure(curves), out / "precision_recall.png"),
         figures.save_png(figures.reliability_figure(curves), out / "calibration.png"),
         figures.save_png(
-            figures.training_time_figure(
-                labels, [r.metrics.get("train_seconds") for r in runs], [r.config["mode"] for r in runs]
-            ),
+            figures.training_time_figure(labels, [r.scores.train_seconds for r in runs], [r.config.mode for r in runs]),
             out / "training_time.png",
         ),
     ]

@@ -17,14 +17,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from cxrlab.evaluate.metrics import roc_auc, roc_curve
-from cxrlab.io import atomic_path
-from cxrlab.report.analysis import mode_name
-from cxrlab.train.rundir import RunRecord
+from cxrlab.core.io import atomic_path
+from cxrlab.core.metrics import roc_auc, roc_curve
+from cxrlab.core.modes import MODE_NAMES, mode_colour, mode_title
+from cxrlab.training.records import RunRecord
 
 # Colour-blind-safe (Okabe-Ito), in the order runs are listed.
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
-MODE_COLOURS = {"finetune": "#0072B2", "frozen": "#009E73", "scratch": "#D55E00", "gradual": "#CC79A7"}
 CLASS_STYLES = ["-", "--", ":", "-."]
 HEAD_PHASE_COLOUR = "#E69F00"
 
@@ -64,14 +63,13 @@ def colour(index: int) -> str:
 
 
 def _epochs(run: RunRecord, column: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = [r for r in run.history if isinstance(r.get(column), (int, float))]
-    return np.array([r["epoch"] for r in rows]), np.array([float(r[column]) for r in rows])
+    return np.array([r.epoch for r in run.epochs]), np.array([float(getattr(r, column)) for r in run.epochs])
 
 
 def _head_phase(run: RunRecord) -> tuple[float, float] | None:
     """The epochs of a gradual run's head phase, as an x range to shade."""
-    head = [r["epoch"] for r in run.history if r.get("phase") == "head"]
-    network = [r for r in run.history if r.get("phase") == "network"]
+    head = [r.epoch for r in run.epochs if r.phase == "head"]
+    network = [r for r in run.epochs if r.phase == "network"]
     if not head or not network:
         return None
     return min(head) - 0.5, max(head) + 0.5
@@ -82,7 +80,7 @@ def history_figure(run: RunRecord, title: str | None = None) -> Figure:
     marked, and a gradual run's head-only phase shaded."""
     figure = new_figure(10, 3.8)
     loss_axes, acc_axes = figure.subplots(1, 2)
-    best = run.metrics.get("best_epoch")
+    best = run.scores.best_epoch
     span = _head_phase(run)
     for axes, kind, unit in ((loss_axes, "loss", "cross-entropy"), (acc_axes, "acc", "%")):
         for split, style in (("train", "--"), ("val", "-")):
@@ -257,7 +255,7 @@ def reliability_figure(curves: list[dict], n_bins: int = 10, title: str = "Calib
     in bins, per run, with the perfect-calibration diagonal; below, how many images fall in
     each bin. The legend gives each run's expected calibration error. The confidence axis
     starts at 1/C: the most probable of C classes is never less likely than that."""
-    from cxrlab.evaluate.metrics import expected_calibration_error
+    from cxrlab.core.metrics import expected_calibration_error
 
     figure = new_figure(5.4, 6.2)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
@@ -303,17 +301,17 @@ def training_time_figure(
     axes = figure.subplots()
     positions = np.arange(len(labels))[::-1]
     values = [float(s or 0.0) for s in seconds]
-    axes.barh(positions, values, color=[MODE_COLOURS.get(m, "#999999") for m in modes])
+    axes.barh(positions, values, color=[mode_colour(m) for m in modes])
     for y, value in zip(positions, values):
         axes.annotate(_duration(value), (value, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     axes.set_yticks(positions, [plain(label) for label in labels], fontsize=8)
     axes.set_xlabel("training time (s): every epoch plus computing frozen features once")
     axes.set_xlim(0, max(values + [1e-9]) * 1.15)
     axes.grid(axis="x", alpha=0.3)
-    present = [m for m in MODE_COLOURS if m in modes]
+    present = [m for m in MODE_NAMES if m in modes]
     # Outside the axes: inside, it would cover the longest bar's label.
     axes.legend(
-        handles=[Patch(color=MODE_COLOURS[m], label=mode_name(m)) for m in present],
+        handles=[Patch(color=mode_colour(m), label=mode_title(m)) for m in present],
         fontsize=8,
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),

@@ -8,7 +8,7 @@ noise of the test set, with its interval. Every function copes with having nothi
 
 from __future__ import annotations
 
-from cxrlab.report.analysis import mode_name, mode_phrase
+from cxrlab.core.modes import mode_phrase, mode_title
 from cxrlab.report.formatting import missing, p_statement, percent, percent_ci, points, points_ci, ratio, seconds
 
 ALPHA = 0.05
@@ -72,7 +72,7 @@ def mode_findings(model: str, rows: list[dict], pairs: list[dict]) -> list[str]:
     if len(rows) == 1:
         only = rows[0]
         return [
-            f"{model} ran only as {mode_name(only['mode'])} (test accuracy {percent_ci(only['accuracy'])}); "
+            f"{model} ran only as {mode_title(only['mode'])} (test accuracy {percent_ci(only['accuracy'])}); "
             "there is no other mode of it to compare with."
         ]
     ranked = _ranked(rows)

@@ -18,15 +18,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.io import write_text
+from cxrlab.core.modes import MODE_NAMES, mode_rank, mode_title
 from cxrlab.evaluate.stats import N_BOOT
-from cxrlab.io import write_text
 from cxrlab.report import figures, findings
 from cxrlab.report.analysis import (
     best_run,
     confident_hits,
     confident_mistakes,
-    mode_name,
     paired_comparison,
     run_analysis,
     run_labels,
@@ -34,9 +34,8 @@ from cxrlab.report.analysis import (
 )
 from cxrlab.report.compare import curve_inputs, pairs_table, runs_table
 from cxrlab.report.formatting import decimal, markdown_table, number_ci, percent, percent_ci, seconds
-from cxrlab.train.rundir import DIVERGED, RunRecord, list_runs
+from cxrlab.training.records import DIVERGED, RunRecord, list_runs
 
-MODE_ORDER = ("finetune", "gradual", "frozen", "scratch")
 THRESHOLD_WORDS = {
     "val-youden": "maximum of Youden's J",
     "val-balanced": "equal sensitivity and specificity",
@@ -61,7 +60,7 @@ def write_report(
         raise CxrlabError(f"{study_dir / 'runs'} holds no finished runs: run cxrlab sweep on the study first")
     # Diverged runs came to an end and belong in the results table; failed or still running
     # ones (another worker's) do not.
-    diverged = [r for r in every_run if r.status.get("status") == DIVERGED]
+    diverged = [r for r in every_run if r.status.status == DIVERGED]
     report = build_report(study_dir, runs, n_boot=n_boot, seed=seed, cam_device=cam_device, diverged=diverged)
     markdown_path, html_path = study_dir / "report.md", study_dir / "report.html"
     write_text(markdown_path, markdown_text(report))
@@ -107,11 +106,11 @@ class Study:
         self._pairs: dict[tuple[str, str], dict | None] = {}
         groups: dict[tuple[str, str], list[RunRecord]] = {}
         for run in runs:
-            groups.setdefault((run.config["model"], run.config["mode"]), []).append(run)
-        self.groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0], _mode_rank(kv[0][1]))))
+            groups.setdefault((run.config.model, run.config.mode), []).append(run)
+        self.groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0], mode_rank(kv[0][1]))))
         self.selected = {key: best_run(group) for key, group in self.groups.items()}
-        self.baseline = best_run([r for r in runs if r.config["mode"] == "scratch"])
-        self.best = best_run([r for r in self.selected.values() if r.config["mode"] != "scratch"]) or self.baseline
+        self.baseline = best_run([r for r in runs if r.config.mode == "scratch"])
+        self.best = best_run([r for r in self.selected.values() if r.config.mode != "scratch"]) or self.baseline
 
     def row(self, run: RunRecord) -> dict:
         return self.analyses[run.run_id]
@@ -134,10 +133,6 @@ class Study:
 
     def by_mode(self, mode: str) -> list[RunRecord]:
         return [run for (model, m), run in self.selected.items() if m == mode]
-
-
-def _mode_rank(mode: str) -> int:
-    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
 
 
 def build_report(
@@ -178,16 +173,16 @@ def build_report(
 
 def summary_lines(study: Study, study_dir: Path) -> list[str]:
     first = study.runs[0]
-    info = first.config.get("data_info", {})
-    n = Counter((r.metrics.get("n_train"), r.metrics.get("n_val"), r.metrics.get("n_test")) for r in study.runs)
+    info = first.config.data_info
+    n = Counter((r.scores.n_train, r.scores.n_val, r.scores.n_test) for r in study.runs)
     (n_train, n_val, n_test), _ = n.most_common(1)[0]
     finished = f"{len(study.runs)} finished run" + ("s" if len(study.runs) != 1 else "")
     diverged = f", {len(study.diverged)} diverged" if study.diverged else ""
-    models = len({r.config["model"] for r in study.runs})
+    models = len({r.config.model for r in study.runs})
     lines = [
         f"{finished}{diverged} of {models} model{'s' if models != 1 else ''} in {study_dir}, "
         f"written {time.strftime('%Y-%m-%d %H:%M')}.",
-        f"Data: {info.get('location', first.config.get('data'))} ({', '.join(first.classes)}); "
+        f"Data: {info.location} ({', '.join(first.classes)}); "
         f"{n_train} training, {n_val} validation and {n_test} test images.",
         split_statement(study),
     ]
@@ -197,7 +192,7 @@ def summary_lines(study: Study, study_dir: Path) -> list[str]:
 def split_statement(study: Study) -> str:
     """Where the test numbers come from, and what was chosen on validation instead."""
     row = study.row(study.best) if study.best else next(iter(study.analyses.values()))
-    notes = [str(n) for n in study.runs[0].config.get("data_info", {}).get("split_notes") or []]
+    notes = [str(n) for n in study.runs[0].config.data_info.split_notes or []]
     carved = any(n.startswith("test split") for n in notes)
     rules = sorted({THRESHOLD_WORDS.get(a["threshold_rule"], a["threshold_rule"]) for a in study.analyses.values()})
     select = sorted({SELECTION_WORDS.get(a["select"], a["select"]) for a in study.analyses.values()})
@@ -220,11 +215,11 @@ def split_statement(study: Study) -> str:
 def section_models(study: Study) -> list[dict]:
     from cxrlab.models.cards import model_cards
 
-    sizes = Counter(r.config["image_size"] for r in study.runs)
+    sizes = Counter(r.config.image_size for r in study.runs)
     size = sizes.most_common(1)[0][0]
-    names = sorted({r.config["model"] for r in study.runs})
+    names = sorted({r.config.model for r in study.runs})
     cards = model_cards(names, image_size=size, measure=False)
-    count = Counter(r.config["model"] for r in study.runs)
+    count = Counter(r.config.model for r in study.runs)
     rows = [
         [
             c["model"],
@@ -296,7 +291,7 @@ def section_settings(study: Study) -> list[dict]:
         blocks.append(table("Results by setting", columns, cells))
     sentences = []
     for (model, mode), group in study.groups.items():
-        sentences += findings.settings_findings(f"{model} ({mode_name(mode)})", [study.row(r) for r in group])
+        sentences += findings.settings_findings(f"{model} ({mode_title(mode)})", [study.row(r) for r in group])
     if not sentences:
         sentences = [
             "No model and mode ran with more than one setting, so there is no spread of settings to "
@@ -318,7 +313,7 @@ def table_cells(markdown: str) -> tuple[list[str], list[list[str]]]:
 
 
 def section_frozen(study: Study, out: Path) -> list[dict]:
-    frozen_runs = [r for r in study.runs if r.config["mode"] == "frozen"]
+    frozen_runs = [r for r in study.runs if r.config.mode == "frozen"]
     if not frozen_runs:
         return [finding_list(findings.nothing_to_report("fixed-feature-extractor (frozen) runs"))]
     blocks = [
@@ -336,7 +331,7 @@ def section_frozen(study: Study, out: Path) -> list[dict]:
             [
                 a["label"],
                 a["epochs_run"],
-                f"{run.config.get('lr'):g}",
+                f"{run.config.lr:g}",
                 percent_ci(a["accuracy"]),
                 number_ci(a["roc_auc"]),
                 decimal(a["test_loss"]),
@@ -365,13 +360,13 @@ def section_frozen(study: Study, out: Path) -> list[dict]:
     for run in study.by_mode("frozen"):
         path = figures.save_png(
             figures.history_figure(run, f"{study.labels[run.run_id]}: training curves"),
-            out / f"frozen-curves-{_slug(run.config['model'])}.png",
+            out / f"frozen-curves-{_slug(run.config.model)}.png",
         )
         blocks.append(
             figure(
                 path,
                 f"Loss and accuracy per epoch of {study.labels[run.run_id]} (the best frozen run "
-                f"of {run.config['model']} by validation).",
+                f"of {run.config.model} by validation).",
             )
         )
     return blocks
@@ -401,7 +396,7 @@ def section_modes(study: Study, out: Path) -> list[dict]:
     baseline = study.baseline
     all_rows = []
     for model in pretrained:
-        chosen = [study.selected[(model, mode)] for mode in MODE_ORDER if (model, mode) in study.selected]
+        chosen = [study.selected[(model, mode)] for mode in MODE_NAMES if (model, mode) in study.selected]
         rows = [study.row(r) for r in chosen]
         all_rows += rows
         pairs = study.pairs(chosen)
@@ -434,8 +429,8 @@ def section_modes(study: Study, out: Path) -> list[dict]:
     path = figures.save_png(
         figures.training_time_figure(
             [study.labels[r.run_id] for r in study.runs],
-            [r.metrics.get("train_seconds") for r in study.runs],
-            [r.config["mode"] for r in study.runs],
+            [r.scores.train_seconds for r in study.runs],
+            [r.config.mode for r in study.runs],
             "Training time of every run",
         ),
         out / "training-time.png",
@@ -458,7 +453,7 @@ def section_test(study: Study, out: Path, cam_device: str) -> list[dict]:
     baseline = study.baseline
     chosen = sorted(
         study.selected.values(),
-        key=lambda r: (r.config["mode"] == "scratch", r.config["model"], _mode_rank(r.config["mode"])),
+        key=lambda r: (r.config.mode == "scratch", r.config.model, mode_rank(r.config.mode)),
     )
     rows = [study.row(r) for r in chosen]
     blocks: list[dict] = [paragraph(split_statement(study))]
@@ -596,7 +591,7 @@ def cam_blocks(study: Study, run: RunRecord, out: Path, device: str) -> list[dic
     label = study.labels[run.run_id]
     if not cases:
         return []
-    pixels, found = read_images([test.paths[i] for i in cases], run.config["image_size"])
+    pixels, found = read_images([test.paths[i] for i in cases], run.config.image_size)
     cases = [c for c, ok in zip(cases, found) if ok]
     if not cases:
         return [paragraph(f"Grad-CAM of {label}: the test image files are not on this machine.")]
@@ -622,7 +617,7 @@ def cam_blocks(study: Study, run: RunRecord, out: Path, device: str) -> list[dic
     if flat:
         blocks.append(
             paragraph(
-                f"{flat} of {len(maps)} heatmaps are flat: at {run.config['image_size']} px the layer's feature map may "
+                f"{flat} of {len(maps)} heatmaps are flat: at {run.config.image_size} px the layer's feature map may "
                 "be a single cell, or nothing in the image raised the predicted class's probability."
             )
         )
@@ -632,7 +627,7 @@ def cam_blocks(study: Study, run: RunRecord, out: Path, device: str) -> list[dic
 def model_layer(run: RunRecord) -> str:
     from cxrlab.models.registry import model_entry
 
-    return model_entry(run.config["model"]).cam_layer or "its last convolutional layer"
+    return model_entry(run.config.model).cam_layer or "its last convolutional layer"
 
 
 def _unique(runs: list[RunRecord | None]) -> list[RunRecord]:

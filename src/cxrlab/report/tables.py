@@ -15,8 +15,9 @@ import math
 import re
 from pathlib import Path
 
-from cxrlab.io import write_text
-from cxrlab.train.rundir import DIVERGED, FINISHED, RunRecord
+from cxrlab.core.io import write_text
+from cxrlab.training.config import EXECUTION_SETTINGS
+from cxrlab.training.records import DIVERGED, FINISHED, RunRecord
 
 # Row name -> metrics.json key.
 METRICS = {
@@ -30,24 +31,6 @@ METRICS = {
     "specificity": "specificity",
 }
 SETTINGS = ["model", "mode", "learning_rate", "epochs", "weight_decay", "batch_size", "image_size", "optimizer"]
-# Config fields that say where or how fast a run went, not what it learned: runs that differ
-# only in these (and in seed) are one setting.
-NOT_SETTINGS = {
-    "seed",
-    "name",
-    "out",
-    "cache_dir",
-    "device",
-    "tensorboard",
-    "compile",
-    "eval_batch_size",
-    "deterministic",
-    "channels_last",
-    "distributed",
-    "data_info",
-    "weights_id",
-    "environment",
-}
 SEED_SUFFIX = re.compile(r"-seed=\d+$")
 
 
@@ -141,7 +124,7 @@ def write_results(rows: list[dict], folder: str | Path) -> list[Path]:
 
 
 def _setting_key(run: RunRecord) -> tuple:
-    config = {k: v for k, v in run.config.items() if k not in NOT_SETTINGS}
+    config = run.config.train_config().model_dump(exclude=EXECUTION_SETTINGS | {"seed"})
     # A sweep names its runs <setting>-seed=N: the name keeps two settings apart even when
     # --set overrides made their configs equal (a big study tried small).
     setting = SEED_SUFFIX.sub("", run.run_id) if SEED_SUFFIX.search(run.run_id) else None
@@ -149,26 +132,28 @@ def _setting_key(run: RunRecord) -> tuple:
 
 
 def _row(runs: list[RunRecord]) -> dict:
-    runs = sorted(runs, key=lambda r: (r.config.get("seed", 0), r.run_id))
+    runs = sorted(runs, key=lambda r: (r.config.seed, r.run_id))
     first = runs[0].config
     row = {
         "setting": SEED_SUFFIX.sub("", runs[0].run_id),
-        "model": first.get("model"),
-        "mode": first.get("mode"),
-        "learning_rate": first.get("lr"),
-        "epochs": first.get("epochs"),
-        "weight_decay": first.get("weight_decay"),
-        "batch_size": first.get("batch_size"),
-        "image_size": first.get("image_size"),
-        "optimizer": first.get("optimizer"),
+        "model": first.model,
+        "mode": first.mode,
+        "learning_rate": first.lr,
+        "epochs": first.epochs,
+        "weight_decay": first.weight_decay,
+        "batch_size": first.batch_size,
+        "image_size": first.image_size,
+        "optimizer": first.optimizer,
         "n": len(runs),
         "status": _status(runs),
         "runs": [r.run_id for r in runs],
-        "seeds": [r.config.get("seed") for r in runs],
+        "seeds": [r.config.seed for r in runs],
     }
     for name, key in METRICS.items():
         values = [
-            float(r.metrics[key]) for r in runs if r.status.get("status") == FINISHED and r.metrics.get(key) is not None
+            float(getattr(r.metrics, key))
+            for r in runs
+            if r.finished and r.metrics is not None and getattr(r.metrics, key) is not None
         ]
         values = [v for v in values if math.isfinite(v)]
         row[name] = sum(values) / len(values) if values else None
@@ -179,7 +164,7 @@ def _row(runs: list[RunRecord]) -> dict:
 def _status(runs: list[RunRecord]) -> str:
     counts: dict[str, int] = {}
     for run in runs:
-        status = run.status.get("status", "unknown")
+        status = run.status.status
         counts[status] = counts.get(status, 0) + 1
     if len(counts) == 1:
         return next(iter(counts))

@@ -38,10 +38,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 from cxrlab.models.registry import model_entry
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.rundir import safe_run_id
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.rundir import safe_run_id
 
 # Set by the sweep itself: the data (study-wide, or --data), the seed (repeats) and where
 # the run directory goes.

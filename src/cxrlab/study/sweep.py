@@ -31,9 +31,9 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from cxrlab.errors import CxrlabError
-from cxrlab.io import read_json, read_yaml, write_yaml
-from cxrlab.progress import console
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.io import read_json, read_yaml, write_yaml
+from cxrlab.core.progress import console
 from cxrlab.report.tables import results_rows, write_results
 from cxrlab.study.spec import PlannedRun, SearchPlan, StudyPlan, load_plan, search_run_id, search_settings
 from cxrlab.study.trials import (
@@ -55,14 +55,11 @@ from cxrlab.study.trials import (
     shown_url,
     trials_by_run,
 )
-from cxrlab.train.config import TrainConfig
-from cxrlab.train.rundir import DIVERGED, FINISHED, RunRecord, list_runs, load_run
+from cxrlab.training.config import EXECUTION_SETTINGS, TrainConfig
+from cxrlab.training.records import DIVERGED, FINISHED, RunRecord, list_runs, load_run
 
 # How often an idle worker looks again for queued runs and dead workers.
 POLL_S = 2.0
-# Settings that may differ between a recorded run and the study now without making it
-# another run: where it is written, on which device, how it is logged.
-NOT_COMPARED = {"out", "name", "cache_dir", "device", "tensorboard", "compile", "eval_batch_size", "distributed"}
 
 Log = Callable[[str], None]
 
@@ -197,7 +194,7 @@ def run_claimed(
         except BaseException:
             fail(claim, "interrupted")
             raise
-    finish(claim, objective(record), status=record.status.get("status"), host=HOST)
+    finish(claim, objective(record), status=record.status.status, host=HOST)
 
 
 def run_search_trial(
@@ -231,7 +228,7 @@ def execute_run(
 ) -> RunRecord:
     """The run directory ``runs_dir/run_id``: kept when it finished or diverged, resumed when
     it was killed, else trained now."""
-    from cxrlab.train.loop import fit
+    from cxrlab.training.loop import fit
 
     run_dir = runs_dir / run_id
     status = _status(run_dir)
@@ -252,9 +249,9 @@ def execute_run(
 def objective(record: RunRecord) -> float:
     """What a trial minimises: the validation loss of the selected checkpoint (inf when the
     run diverged). Never a test number."""
-    if record.status.get("status") != FINISHED:
+    if record.status.status != FINISHED:
         return math.inf
-    return float(record.metrics["val_loss"])
+    return float(record.scores.val_loss)
 
 
 def study_runs(study_dir: str | Path) -> list[RunRecord]:
@@ -262,7 +259,7 @@ def study_runs(study_dir: str | Path) -> list[RunRecord]:
     return [
         run
         for run in list_runs(Path(study_dir) / "runs", finished_only=False)
-        if run.status.get("status") in (FINISHED, DIVERGED)
+        if run.status.status in (FINISHED, DIVERGED)
     ]
 
 
@@ -295,7 +292,7 @@ def check_recorded_runs(plan: StudyPlan, runs_dir: Path, study_dir: Path) -> Non
         recorded = read_yaml(config_file)
         wanted = TrainConfig(**run.settings).resolved().model_dump()
         for key, value in wanted.items():
-            if key not in NOT_COMPARED and key in recorded and recorded[key] != value:
+            if key not in EXECUTION_SETTINGS and key in recorded and recorded[key] != value:
                 raise CxrlabError(
                     f"{config_file.parent} was run with {key}={recorded[key]!r} but the study now asks "
                     f"for {key}={value!r}: remove {study_dir} to start the study over, or give it "

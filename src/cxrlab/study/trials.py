@@ -35,7 +35,7 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 
 RUN_ID = "run_id"
 CLAIM = "claimed_by"

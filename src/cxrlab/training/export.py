@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cxrlab.errors import CxrlabError
-from cxrlab.io import atomic_path, write_json
-from cxrlab.train.loop import positive_index
-from cxrlab.train.rundir import RunRecord, load_run
+from cxrlab.core.decision import positive_index
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.io import atomic_path, write_json
+from cxrlab.training.records import RunRecord, load_run
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 ONNX_OPSET = 18
@@ -50,7 +50,7 @@ def export_run(run_dir: str | os.PathLike, format: str, out_dir: str | os.PathLi
     out.mkdir(parents=True, exist_ok=True)
     classifier = run.load_model()
     model = ProbabilityModel(classifier).eval()
-    size = int(run.config["image_size"])
+    size = int(run.config.image_size)
     example = torch.rand(2, 1, size, size)
     target = out / FORMATS[format]
     if format == "onnx":
@@ -101,7 +101,7 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
     """What a deployer needs to feed the exported model and read its output; ``mean`` and
     ``std`` are the normalisation inside the model."""
     classes = run.classes
-    size = int(run.config["image_size"])
+    size = int(run.config.image_size)
     binary = len(classes) == 2
     positive = classes[positive_index(classes)] if binary else None
     threshold = run.threshold if binary else None
@@ -148,19 +148,19 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
             if binary and threshold is not None
             else "the class with the highest probability"
         ),
-        "threshold_rule": run.metrics.get("threshold_rule"),
+        "threshold_rule": run.scores.threshold_rule,
         "test_time_augmentation": "not included"
-        + (f"; the run's own metrics used tta={run.config.get('tta')}" if run.config.get("tta") else ""),
+        + (f"; the run's own metrics used tta={run.config.tta}" if run.config.tta else ""),
         "source_run": {
             "run_id": run.run_id,
             "path": str(run.path.resolve()),
-            "model": run.config["model"],
-            "mode": run.config.get("mode"),
-            "weights": run.config.get("weights"),
-            "best_epoch": run.metrics.get("best_epoch"),
-            "test_accuracy": run.metrics.get("test_accuracy"),
-            "roc_auc": run.metrics.get("roc_auc"),
-            "data_fingerprint": run.config.get("data_info", {}).get("fingerprint"),
-            "cxrlab": run.config.get("environment", {}).get("cxrlab"),
+            "model": run.config.model,
+            "mode": run.config.mode,
+            "weights": run.config.weights,
+            "best_epoch": run.scores.best_epoch,
+            "test_accuracy": run.scores.test_accuracy,
+            "roc_auc": run.scores.roc_auc,
+            "data_fingerprint": run.config.data_info.fingerprint,
+            "cxrlab": run.config.environment.get("cxrlab"),
         },
     }

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from filelock import FileLock
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 
 
 def _current_umask() -> int:

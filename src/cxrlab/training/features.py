@@ -12,17 +12,21 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from cxrlab.core.io import atomic_path, file_lock, read_json, write_json
+from cxrlab.core.paths import cache_root
+from cxrlab.core.progress import progress_bar
 from cxrlab.data.batches import batch_indices, image_batches
 from cxrlab.data.cache import pixels_checksum
 from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
-from cxrlab.io import atomic_path, file_lock, read_json, write_json
-from cxrlab.paths import cache_root
-from cxrlab.progress import progress_bar
-from cxrlab.train.predict import autocast_for, default_eval_batch_size
+from cxrlab.training.predict import autocast_for, default_eval_batch_size
+
+if TYPE_CHECKING:
+    from cxrlab.training.context import Context
 
 _MEMORY: dict[str, torch.Tensor] = {}
 _MEMORY_LIMIT = 8
@@ -157,3 +161,50 @@ def compute_features(
                 advance(len(rows))
     assert out is not None
     return out
+
+
+def prepare_features(ctx: Context) -> None:
+    """Cached pooled features of train (``views`` of them), val and test, into ``ctx.features``."""
+    if "train" in ctx.features:
+        return
+    config, data = ctx.config, ctx.data
+    augment = config.augment != "none"
+    views = config.feature_views if augment else 1
+    level = {split: config.augment if split == "train" else "none" for split in ("train", "val", "test")}
+    weights_part = ctx.weights_id if ctx.weights_id != "none" else f"random-seed-{config.seed}"
+    for split in ("train", "val", "test"):
+        indices = data.indices(split)
+        split_views = views if split == "train" else 1
+        # The seed only draws the augmented views: plain features of pretrained weights are
+        # the same for every seed, so the repeats of a frozen run share them.
+        view_seed = config.seed if augment and split == "train" else 0
+        key = feature_key(
+            "features-v1",
+            config.model,
+            weights_part,
+            data.fingerprint,
+            data.image_size,
+            data.split_fingerprint,
+            split,
+            split_views,
+            level[split],
+            view_seed,
+        )
+        ctx.features[split] = cached_features(
+            ctx.model,
+            data.images,
+            indices,
+            key=key,
+            device=ctx.device,
+            batch_size=config.eval_batch_size,
+            views=split_views,
+            augment=level[split],
+            seed=config.seed,
+            cache_dir=config.cache_dir,
+            show_progress=ctx.show_progress,
+            label=split,
+        )
+        ctx.features[f"{split}_labels"] = torch.from_numpy(data.labels[indices])
+        # What computing these features cost, even when an earlier run computed them: a
+        # run's training time must not depend on what happens to be in the cache.
+        ctx.feature_seconds += recorded_seconds(key, config.cache_dir) or 0.0

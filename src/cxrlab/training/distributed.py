@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cxrlab.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError
 
 
 @dataclass(frozen=True)

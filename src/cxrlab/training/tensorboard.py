@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxrlab.core.errors import CxrlabError
 from cxrlab.data.dataset import Dataset
-from cxrlab.errors import CxrlabError
+from cxrlab.training.records import EpochRecord, RunMetrics
 
 EXAMPLES_PER_CLASS = 4
 EPOCH_SCALARS = {
@@ -74,20 +75,19 @@ class TensorBoardLogger:
                 self.writer.add_images(f"examples/{split}/{name}", pixels, global_step=0, dataformats="NCHW")
         self.writer.flush()
 
-    def epoch(self, row: dict) -> None:
-        """The scalars of one row of history.csv, at step ``row["epoch"]``."""
-        step = int(row["epoch"])
+    def epoch(self, row: EpochRecord) -> None:
+        """The scalars of one row of history.csv, at step ``row.epoch``."""
+        values = row.model_dump()
         for key, tag in EPOCH_SCALARS.items():
-            if key in row:
-                # The history row keeps lr as formatted text; TensorBoard wants a number.
-                self.writer.add_scalar(tag, float(row[key]), global_step=step)
+            self.writer.add_scalar(tag, float(values[key]), global_step=row.epoch)
         # Flushed every epoch so that the curves of a run that dies half way are still there.
         self.writer.flush()
 
-    def finish(self, metrics: dict) -> None:
+    def finish(self, record: RunMetrics) -> None:
         """The run's settings with its final metrics, for the HParams view; then close."""
         from torch.utils.tensorboard.summary import hparams
 
+        metrics = record.model_dump()
         final = {
             f"final/{key}": float(metrics[key])
             for key in FINAL_METRICS
@@ -99,7 +99,7 @@ class TensorBoardLogger:
         file_writer = self.writer.file_writer
         for summary in (experiment, session_start, session_end):
             file_writer.add_summary(summary)
-        step = int(metrics.get("best_epoch") or 0)
+        step = record.best_epoch
         for tag, value in final.items():
             self.writer.add_scalar(tag, value, global_step=step)
         self.close()

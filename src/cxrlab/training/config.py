@@ -11,33 +11,25 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Mode = Literal["finetune", "frozen", "scratch", "gradual"]
-MODES = ("finetune", "frozen", "scratch", "gradual")
+from cxrlab.core.modes import MODES, ModeName
 
-# The defaults of each mode: the default recipe (docs/recipe.md gives the evidence). They
-# serve a GPU user; a study file sets smaller sizes where a 2-core budget calls for them.
-MODE_DEFAULTS: dict[str, dict] = {
-    "finetune": dict(
-        lr=1e-3, epochs=10, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0, augment="light"
-    ),
-    "gradual": dict(
-        lr=1e-3,
-        epochs=10,
-        optimizer="adamw",
-        weight_decay=1e-4,
-        scheduler="cosine",
-        warmup=1.0,
-        augment="light",
-        head_epochs=10,
-        head_lr=1e-3,
-    ),
-    "frozen": dict(
-        lr=1e-3, epochs=30, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=0.0, augment="none"
-    ),
-    "scratch": dict(
-        lr=1e-3, epochs=30, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", warmup=1.0, augment="light"
-    ),
-}
+# Settings that say where a run is written, on what it ran and how it is logged or sped up,
+# not what it learned: two runs that differ only in these are the same setting, and a
+# recorded run whose values differ in them still counts as the run a study planned.
+EXECUTION_SETTINGS = frozenset(
+    {
+        "out",
+        "name",
+        "cache_dir",
+        "device",
+        "tensorboard",
+        "compile",
+        "eval_batch_size",
+        "distributed",
+        "deterministic",
+        "channels_last",
+    }
+)
 
 
 class TrainConfig(BaseModel):
@@ -46,7 +38,7 @@ class TrainConfig(BaseModel):
     # What to train on and with
     data: str
     model: str
-    mode: Mode = "finetune"
+    mode: ModeName = "finetune"
     weights: str | None = None  # imagenet | none | FILE; None: imagenet, or none for scratch
     labels: Literal["folders", "kermany3"] = "folders"
 
@@ -115,7 +107,7 @@ class TrainConfig(BaseModel):
         """A copy with every mode-dependent default filled in."""
         from cxrlab.models.registry import model_entry
 
-        defaults = MODE_DEFAULTS[self.mode]
+        defaults = MODES[self.mode].defaults
         values = self.model_dump()
         for key, value in defaults.items():
             if values.get(key) is None:

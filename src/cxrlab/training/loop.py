@@ -1,0 +1,290 @@
+"""The fit loop for finetune, frozen, scratch and gradual runs.
+
+Read ``fit`` top to bottom: it loads the data and the model, opens the run directory, runs
+the epochs of each phase of the mode (train, validate, keep the best checkpoint, write a
+resumable one), then scores the selected checkpoint once on the test split and writes the
+run. The pieces live beside it: ``phases`` (what a mode trains), ``epochs`` (one epoch),
+``optim`` (optimisers and schedules), ``checkpoint`` (resume), ``scoring`` (the test, once).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.progress import console
+from cxrlab.data.dataset import Dataset, load_dataset
+from cxrlab.models.registry import build_model
+from cxrlab.models.weights import load_weights
+from cxrlab.training.checkpoint import LAST, restore_checkpoint, restore_optimizer, save_checkpoint
+from cxrlab.training.config import TrainConfig
+from cxrlab.training.context import Context, check_splits, class_weights
+from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, sync_buffers, weights_agree
+from cxrlab.training.epochs import evaluate_head, evaluate_network, train_head_epoch, train_network_epoch
+from cxrlab.training.features import prepare_features
+from cxrlab.training.optim import make_optimizer, make_scheduler
+from cxrlab.training.phases import Diverged, Phase, Selection, plan_phases
+from cxrlab.training.records import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    RUNNING,
+    DistributedInfo,
+    EpochRecord,
+    read_config,
+    read_status,
+)
+from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
+from cxrlab.training.runtime import config_record, resolve_device, seed_everything, use_channels_last
+
+Log = Callable[[str], None]
+
+
+def fit(
+    config: TrainConfig | None,
+    *,
+    resume: str | os.PathLike | None = None,
+    show_progress: bool = True,
+    log: Log | None = None,
+) -> Path:
+    """Train one run and return its run directory (``config`` is None when resuming)."""
+    log = log or (lambda line: console.print(line, highlight=False, soft_wrap=True))
+    recorded_split = None
+    if resume is not None:
+        config, recorded_split = _resumed_config(resume)
+    assert config is not None
+    config = config.resolved()
+    device = resolve_device(config.device)
+    ranks = SINGLE
+    if config.distributed:
+        ranks = init_ranks(device)
+        if device.type == "cuda":
+            device = torch.device("cuda", ranks.local_rank)
+        if not ranks.is_main:
+            log = lambda line: None  # noqa: E731 - one voice per run
+    deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
+    seed_everything(config.seed, deterministic)
+
+    data = _load_data(config, show_progress)
+    if recorded_split not in (None, data.split_fingerprint):
+        # Resuming on other images would mix two data sets in one run's weights and records.
+        raise CxrlabError(
+            f"--resume {resume}: the data at {config.data} changed since the run started "
+            "(files, their sizes or times, or the splits): start a new run"
+        )
+    model = build_model(config.model, num_classes=len(data.classes))
+    weights_id = load_weights(model, config.model, config.weights)
+    model.to(device)
+    if use_channels_last(config.channels_last):
+        model.to(memory_format=torch.channels_last)
+
+    run_dir = Path(resume) if resume is not None else _new_run_dir(config, ranks)
+    writer = RunWriter(run_dir, enabled=ranks.is_main)
+    writer.status(RUNNING)
+    record = config_record(config, data, weights_id, device, deterministic)
+    writer.config(record)
+    writer.split(data.paths, data.splits, data.labels, data.patients, data.classes)
+    ctx = Context(
+        config=config,
+        data=data,
+        model=model,
+        device=device,
+        writer=writer,
+        class_weights=class_weights(config, data, device),
+        weights_id=weights_id,
+        show_progress=show_progress and ranks.is_main,
+        ranks=ranks,
+    )
+    if config.tensorboard and ranks.is_main:
+        from cxrlab.training.tensorboard import TensorBoardLogger
+
+        ctx.tensorboard = TensorBoardLogger(run_dir / "tensorboard", record)
+        ctx.tensorboard.examples(data)
+
+    selection = _train(ctx, resume is not None, log)
+    if selection is None:
+        return run_dir  # diverged: recorded and said
+    _finish(ctx, selection, log)
+    return run_dir
+
+
+def _resumed_config(resume: str | os.PathLike) -> tuple[TrainConfig, str | None]:
+    """The settings a killed run started with, and the fingerprint of its splits."""
+    run_dir = Path(resume)
+    if not (run_dir / "config.yaml").exists():
+        raise CxrlabError(f"--resume {resume}: not a run directory (no config.yaml)")
+    status = read_status(run_dir).status
+    if status in (FINISHED, DIVERGED):
+        raise CxrlabError(f"--resume {resume}: the run already {status}; start a new run instead")
+    recorded = read_config(run_dir)
+    return recorded.train_config(), recorded.data_info.split_fingerprint
+
+
+def _load_data(config: TrainConfig, show_progress: bool) -> Dataset:
+    data = load_dataset(
+        config.data,
+        config.image_size,
+        split_seed=config.split_seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        labels=config.labels,
+        on_bad_image=config.on_bad_image,
+        cache_dir=config.cache_dir,
+        show_progress=show_progress,
+    )
+    check_splits(data)
+    return data
+
+
+def _new_run_dir(config: TrainConfig, ranks) -> Path:
+    run_id = safe_run_id(config.name) if config.name else new_run_id(config.model, config.mode)
+    run_dir = Path(config.out) / same_text_everywhere(run_id, ranks)
+    if ranks.is_main and (run_dir / "status.json").exists():
+        raise CxrlabError(f"run directory {run_dir} exists: choose another --name or --resume it")
+    return run_dir
+
+
+def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
+    """Every phase's epochs; the selection of the best epoch, or None when the run diverged."""
+    config, writer = ctx.config, ctx.writer
+    selection = Selection(config.select)
+    start_phase, start_epoch = 0, 0
+    if resuming and (writer.path / LAST).exists():
+        start_phase, start_epoch, selection = restore_checkpoint(ctx, writer.path)
+        log(f"resuming {writer.path} at phase {start_phase + 1}, epoch {start_epoch + 1}")
+    try:
+        for index, phase in enumerate(plan_phases(config)):
+            if index >= start_phase:
+                first = start_epoch if index == start_phase else 0
+                run_phase(ctx, index, phase, selection, first_epoch=first, log=log)
+    except Diverged as exc:
+        writer.status(DIVERGED, epoch=exc.epoch, step=exc.step, loss=str(exc.loss), best_epoch=selection.epoch or None)
+        kept = (
+            f"kept the checkpoint of epoch {selection.epoch}"
+            if selection.epoch
+            else "no epoch finished, no checkpoint kept"
+        )
+        log(
+            f"run diverged: loss became {exc.loss} at epoch {exc.epoch}, step {exc.step}; {kept} in {writer.path}; "
+            f"try a lower --lr (now {config.lr:g})"
+        )
+        return None
+    except BaseException:
+        writer.status(FAILED)
+        raise
+    return selection
+
+
+def _finish(ctx: Context, selection: Selection, log: Log) -> None:
+    """Score the selected checkpoint once and close the run."""
+    from cxrlab.training.scoring import score_run
+
+    # Fitting time, the study's "Training Time": every epoch plus computing the frozen features
+    # (as recorded when they were computed); summed from the records so that a resumed run
+    # counts the epochs done before the kill.
+    train_seconds = sum(row.seconds for row in ctx.history) + ctx.feature_seconds
+    if selection.state is None:
+        raise CxrlabError("no epoch was trained: use --epochs 1 or more")
+    ctx.model.load_state_dict(selection.state)
+    metrics = score_run(ctx, selection, train_seconds)
+    if ctx.ranks.enabled:
+        metrics.distributed = DistributedInfo(
+            world_size=ctx.ranks.world,
+            backend=torch.distributed.get_backend(),
+            ranks_identical=weights_agree(ctx.model, ctx.ranks),
+        )
+        shutdown(ctx.ranks)
+    if ctx.tensorboard is not None:
+        ctx.tensorboard.finish(metrics)
+    ctx.writer.metrics(metrics)
+    ctx.writer.status(FINISHED)
+    (ctx.writer.path / LAST).unlink(missing_ok=True)
+    log(
+        f"[bold]{ctx.writer.path.name}[/bold]: test accuracy {metrics.test_accuracy:.4f}, test loss "
+        f"{metrics.test_loss:.4f}, AUC {metrics.roc_auc:.4f}, best epoch {metrics.best_epoch}, "
+        f"trained in {train_seconds:.1f} s"
+    )
+
+
+def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, first_epoch: int, log: Log) -> None:
+    config, model = ctx.config, ctx.model
+    if phase.head_only and phase.on_features:
+        prepare_features(ctx)
+    for parameter in model.backbone.parameters():
+        parameter.requires_grad_(not phase.head_only)
+    optimizer = make_optimizer(config, model, phase)
+    steps_per_epoch = ctx.steps_per_epoch(phase)
+    scheduler = make_scheduler(config, optimizer, steps_per_epoch, phase.epochs)
+    if first_epoch:
+        restore_optimizer(ctx.writer.path, optimizer, scheduler)
+    network = _network_for(ctx, phase)
+    epoch_offset = sum(p.epochs for p in plan_phases(config)[:index])
+
+    for epoch in range(first_epoch, phase.epochs):
+        number = epoch_offset + epoch + 1
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
+        tick = time.perf_counter()
+        if phase.head_only and phase.on_features:
+            train_loss, train_acc = train_head_epoch(ctx, optimizer, scheduler, generator, number)
+            val_loss, val_acc = evaluate_head(ctx)
+        else:
+            train_loss, train_acc = train_network_epoch(
+                ctx, network, optimizer, scheduler, generator, number, head_only=phase.head_only
+            )
+            sync_buffers(model, ctx.ranks)
+            val_loss, val_acc = evaluate_network(ctx, model)
+        if not math.isfinite(val_loss):
+            # Finite training losses can still leave weights or BatchNorm statistics at inf.
+            raise Diverged(number, steps_per_epoch, val_loss)
+        row = EpochRecord(
+            epoch=number,
+            phase=phase.name,
+            train_loss=round(train_loss, 6),
+            train_acc=round(train_acc, 6),
+            val_loss=round(val_loss, 6),
+            val_acc=round(val_acc, 6),
+            lr=float(f"{optimizer.param_groups[-1]['lr']:.3g}"),
+            seconds=round(time.perf_counter() - tick, 3),
+        )
+        improved = _record_epoch(ctx, row, selection, val_loss, val_acc)
+        save_checkpoint(ctx, index, epoch + 1, optimizer, scheduler, selection)
+        log(
+            f"epoch {number:3d} {phase.name:7s} train loss {train_loss:.4f} acc {train_acc:.4f} | "
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else '  '} | {row.seconds:6.1f} s"
+        )
+
+
+def _network_for(ctx: Context, phase: Phase) -> torch.nn.Module:
+    """The module a network phase steps through: compiled and wrapped in DDP when asked for."""
+    network: torch.nn.Module = ctx.model
+    if ctx.config.compile and not phase.head_only:
+        network = torch.compile(network)  # type: ignore[assignment]
+    if ctx.ranks.enabled and not phase.head_only:
+        from torch.nn.parallel import DistributedDataParallel
+
+        network = DistributedDataParallel(network, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    return network
+
+
+def _record_epoch(ctx: Context, row: EpochRecord, selection: Selection, val_loss: float, val_acc: float) -> bool:
+    """Append the epoch to the history, keep its weights if they are the best so far; whether they were."""
+    ctx.history.append(row)
+    improved = selection.offer(row.epoch, val_loss, val_acc, ctx.model)
+    if improved:
+        meta = {
+            "model": ctx.config.model,
+            "classes": ctx.data.classes,
+            "image_size": ctx.config.image_size,
+            "epoch": row.epoch,
+        }
+        ctx.writer.model(selection.state, meta)
+    ctx.writer.history(ctx.history)
+    if ctx.tensorboard is not None:
+        ctx.tensorboard.epoch(row)
+    return improved

@@ -1,0 +1,290 @@
+"""A run directory read back as typed records: the one loader every layer above training uses.
+
+``config.yaml`` is a ``RunConfig`` (the resolved ``TrainConfig`` plus what the run found:
+its data, weights and environment), ``metrics.json`` a ``RunMetrics``, ``status.json`` a
+``RunStatus`` and each row of ``history.csv`` an ``EpochRecord``. A misspelt key fails where
+the record is written or read, not when a report renders.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cxrlab.core.decision import decide, positive_index
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.io import read_json, read_yaml
+from cxrlab.training.config import TrainConfig
+
+FINISHED, RUNNING, DIVERGED, FAILED, UNKNOWN = "finished", "running", "diverged", "failed", "unknown"
+HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DataInfo(_Record):
+    """What the run's data turned out to be."""
+
+    location: str
+    kind: str
+    classes: list[str]
+    fingerprint: str
+    split_fingerprint: str
+    n: dict[str, int]
+    split_notes: list[str] = Field(default_factory=list)
+    skipped_images: list[dict[str, str]] = Field(default_factory=list)
+    ignored_files: int = 0
+
+
+class RunConfig(TrainConfig):
+    """``config.yaml``: every resolved setting, plus the data, weights and environment found."""
+
+    data_info: DataInfo
+    weights_id: str
+    environment: dict[str, Any] = Field(default_factory=dict)
+
+    def setting(self, name: str) -> Any:
+        """One setting by its field name (for tables that list settings by name)."""
+        return getattr(self, name)
+
+    def train_config(self) -> TrainConfig:
+        """The settings alone, as a run is started with them."""
+        return TrainConfig(**self.model_dump(include=set(TrainConfig.model_fields)))
+
+
+class RunStatus(_Record):
+    """``status.json``: written first as running, last as finished, diverged or failed."""
+
+    status: str = UNKNOWN
+    pid: int | None = None
+    host: str | None = None
+    time: float | None = None
+    # A diverged run: where the loss blew up and the epoch whose checkpoint was kept.
+    epoch: int | None = None
+    step: int | None = None
+    loss: str | None = None
+    best_epoch: int | None = None
+
+
+class ClassScores(_Record):
+    precision: float
+    recall: float | None
+    f1: float
+    support: int
+
+
+class ScoresAtHalf(_Record):
+    """The test decisions at a fixed 0.5 threshold, beside the validation-chosen one."""
+
+    accuracy: float
+    balanced_accuracy: float | None = None
+    sensitivity: float | None = None
+    specificity: float | None = None
+    precision: float | None = None
+    f1: float | None = None
+
+
+class DistributedInfo(_Record):
+    world_size: int
+    backend: str
+    ranks_identical: bool
+
+
+class RunMetrics(_Record):
+    """``metrics.json``: the selected checkpoint scored once on the test split."""
+
+    test_loss: float
+    test_accuracy: float
+    balanced_accuracy: float | None = None
+    sensitivity: float | None = None  # two classes: recall of the positive class
+    specificity: float | None = None
+    precision: float | None = None
+    recall: float | None = None  # more classes: macro recall
+    f1: float | None = None
+    roc_auc: float | None = None
+    ece: float | None = None
+    confusion_matrix: list[list[int]]
+    per_class: dict[str, ClassScores]
+    threshold: float | None = None  # on p(positive_class), chosen on validation
+    positive_class: str | None = None
+    threshold_rule: str
+    test_at_half: ScoresAtHalf | None = Field(None, alias="test_at_threshold_0.5")
+    val_loss: float
+    val_accuracy: float
+    val_roc_auc: float | None = None
+    train_accuracy_at_best: float
+    train_seconds: float
+    best_epoch: int
+    epochs_run: int
+    n_train: int
+    n_val: int
+    n_test: int
+    classes: list[str]
+    mode: str
+    model: str
+    weights: str | None
+    tta: int
+    distributed: DistributedInfo | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as written to metrics.json (the keys that were set, by their file names)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class EpochRecord(_Record):
+    """One row of ``history.csv``."""
+
+    epoch: int
+    phase: str
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class RunRecord:
+    """A run directory as read back."""
+
+    path: Path
+    config: RunConfig
+    status: RunStatus
+    metrics: RunMetrics | None  # None until the run finished
+    epochs: list[EpochRecord]
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def finished(self) -> bool:
+        return self.status.status == FINISHED
+
+    @property
+    def diverged(self) -> bool:
+        return self.status.status == DIVERGED
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config.data_info.classes)
+
+    @property
+    def threshold(self) -> float | None:
+        return self.metrics.threshold if self.metrics is not None else None
+
+    @property
+    def positive(self) -> int:
+        return positive_index(self.classes)
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """Class indices the run predicts: at its validation-chosen threshold for two classes,
+        the most probable class otherwise."""
+        return decide(probs, self.threshold if len(self.classes) == 2 else None, self.positive)
+
+    @property
+    def scores(self) -> RunMetrics:
+        """The metrics of a finished run (an error for one that has none)."""
+        if self.metrics is None:
+            raise CxrlabError(f"run {self.path} has no metrics.json: it did not finish")
+        return self.metrics
+
+    def predictions(self, name: str = "predictions.csv") -> list[dict[str, str]]:
+        return read_csv(self.path / name)
+
+    def prediction_arrays(
+        self, split: str = "test", name: str = "predictions.csv"
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(paths, labels (N,), probs (N, C))`` of one split of the saved predictions."""
+        rows = [r for r in self.predictions(name) if r["split"] == split]
+        classes = self.classes
+        labels = np.array([classes.index(r["label"]) for r in rows], dtype=np.int64)
+        probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], dtype=np.float64).reshape(
+            len(rows), len(classes)
+        )
+        return [r["path"] for r in rows], labels, probs
+
+    def load_model(self, name: str = "model.pt"):
+        """The selected checkpoint as a ready ``Classifier`` in eval mode."""
+        from cxrlab.models.registry import build_model
+        from cxrlab.training.rundir import load_tensors
+
+        payload = load_tensors(self.path / name)
+        model = build_model(self.config.model, num_classes=len(self.classes))
+        model.load_state_dict(payload["state_dict"])
+        return model.eval()
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def read_status(path: str | os.PathLike) -> RunStatus:
+    """The run's ``status.json``; ``unknown`` when there is none."""
+    status_path = Path(path) / "status.json"
+    if not status_path.exists():
+        return RunStatus()
+    return _parsed(RunStatus, read_json(status_path), status_path)
+
+
+def run_status(path: str | os.PathLike) -> str:
+    """``running``, ``finished``, ``diverged`` or ``failed``; ``unknown`` without a status file."""
+    return read_status(path).status
+
+
+def read_config(path: str | os.PathLike) -> RunConfig:
+    config_path = Path(path) / "config.yaml"
+    if not config_path.exists():
+        raise CxrlabError(f"{path} is not a cxrlab run directory (no config.yaml)")
+    return _parsed(RunConfig, read_yaml(config_path), config_path)
+
+
+def load_run(path: str | os.PathLike, require_finished: bool = True) -> RunRecord:
+    """Read a run directory; a run that did not finish is refused unless asked for."""
+    path = Path(path)
+    config = read_config(path)
+    status = read_status(path)
+    if require_finished and status.status == DIVERGED:
+        raise CxrlabError(f"run {path} diverged at epoch {status.epoch}: rerun it with a lower --lr")
+    if require_finished and status.status != FINISHED:
+        raise CxrlabError(f"run {path} did not finish (status: {status.status}): rerun it or use --resume")
+    metrics_path = path / "metrics.json"
+    metrics = _parsed(RunMetrics, read_json(metrics_path), metrics_path) if metrics_path.exists() else None
+    history_path = path / "history.csv"
+    epochs = (
+        [_parsed(EpochRecord, row, history_path) for row in read_csv(history_path)] if history_path.exists() else []
+    )
+    return RunRecord(path=path, config=config, status=status, metrics=metrics, epochs=epochs)
+
+
+def list_runs(folder: str | os.PathLike, finished_only: bool = True) -> list[RunRecord]:
+    """Every run directory directly under ``folder`` (sorted by name)."""
+    folder = Path(folder)
+    runs = []
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if (child / "config.yaml").exists():
+            run = load_run(child, require_finished=False)
+            if run.finished or not finished_only:
+                runs.append(run)
+    return runs
+
+
+def _parsed(record: type[BaseModel], data: Any, source: Path) -> Any:
+    try:
+        return record.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "the file"
+        raise CxrlabError(
+            f"{source} is not a record this cxrlab can read ({where}: {error['msg']}): rerun the run"
+        ) from exc

@@ -1,0 +1,145 @@
+"""The run directory: the one place a run's records are written (``records`` reads them back).
+
+    <out>/<run_id>/config.yaml      every resolved setting, data fingerprint, versions
+                   status.json      running | finished | diverged | failed (+ pid, host)
+                   split.csv        which image went to train / val / test
+                   history.csv      one row per epoch
+                   metrics.json     test metrics of the selected checkpoint
+                   predictions.csv  path, split, label, p_<class>... for val and test
+                   model.pt         best checkpoint by the selection metric
+                   last.pt          resumable state after the last finished epoch
+
+Every file is written atomically. A run is finished only when ``status.json`` says so,
+and that is written last: a run killed half way is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import secrets
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.io import atomic_path, write_json, write_text, write_yaml
+from cxrlab.models.weights import load_plain_tensors
+from cxrlab.training.records import HISTORY_COLUMNS, EpochRecord, RunMetrics
+
+
+def safe_run_id(text: str) -> str:
+    """A folder name from user text that cannot climb out of the output folder."""
+    cleaned = re.sub(r"[^A-Za-z0-9._=+-]+", "-", text).strip(".-")
+    return cleaned[:120] or "run"
+
+
+def new_run_id(model: str, mode: str) -> str:
+    """``<model>-<mode>-<time>-<random>``: readable, and unique even for two runs started in the
+    same second by one process."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return safe_run_id(f"{model}-{mode}-{stamp}-{secrets.token_hex(3)}")
+
+
+class RunWriter:
+    """Writes the files of one run directory; a disabled writer (a distributed run's other
+    ranks) writes nothing, so that the directory is written once."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        if enabled:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def status(self, status: str, **extra: Any) -> None:
+        self._json(
+            "status.json",
+            {"status": status, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), **extra},
+        )
+
+    def config(self, config: dict) -> None:
+        if self.enabled:
+            write_yaml(self.path / "config.yaml", config)
+
+    def split(
+        self, paths: list[str], splits: np.ndarray, labels: np.ndarray, patients: list[str], classes: list[str]
+    ) -> None:
+        self._text(
+            "split.csv",
+            lambda: _csv(
+                ["path", "split", "label", "patient"],
+                ([p, s, classes[int(y)], pt] for p, s, y, pt in zip(paths, splits, labels, patients)),
+            ),
+        )
+
+    def history(self, rows: list[EpochRecord]) -> None:
+        self._text("history.csv", lambda: _csv(HISTORY_COLUMNS, (_history_cells(r) for r in rows)))
+
+    def predictions(
+        self,
+        paths: list[str],
+        splits: list[str],
+        labels: np.ndarray,
+        probs: np.ndarray,
+        classes: list[str],
+        name: str = "predictions.csv",
+    ) -> None:
+        header = ["path", "split", "label"] + [f"p_{c}" for c in classes]
+        self._text(
+            name,
+            lambda: _csv(
+                header,
+                (
+                    [p, s, classes[int(y)]] + [f"{v:.6f}" for v in row]
+                    for p, s, y, row in zip(paths, splits, labels, probs)
+                ),
+            ),
+        )
+
+    def metrics(self, metrics: RunMetrics | dict, name: str = "metrics.json") -> None:
+        self._json(name, metrics.as_json() if isinstance(metrics, RunMetrics) else metrics)
+
+    def model(self, state: dict, meta: dict, name: str = "model.pt") -> None:
+        if self.enabled:
+            save_tensors(self.path / name, {"state_dict": state, "meta": meta})
+
+    def _json(self, name: str, data: dict) -> None:
+        if self.enabled:
+            write_json(self.path / name, data)
+
+    def _text(self, name: str, render) -> None:
+        if self.enabled:  # render lazily: other ranks skip the work too
+            write_text(self.path / name, render())
+
+
+def save_tensors(path: Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_tensors(path: Path) -> dict:
+    """A checkpoint written by cxrlab, read with ``weights_only=True`` (it holds no code)."""
+    payload = load_plain_tensors(path)
+    if not isinstance(payload, dict):
+        raise CxrlabError(f"{path} is not a cxrlab checkpoint (it holds a {type(payload).__name__}): rerun the run")
+    return payload
+
+
+def _history_cells(row: EpochRecord) -> list:
+    values = row.model_dump()
+    values["lr"] = f"{row.lr:.3g}"  # the rate as the epoch log shows it
+    return [values[c] for c in HISTORY_COLUMNS]
+
+
+def _csv(header: list[str], rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
