@@ -36,56 +36,92 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # What to train on and with
-    data: str
-    model: str
-    mode: ModeName = "finetune"
-    weights: str | None = None  # imagenet | none | FILE; None: imagenet, or none for scratch
-    labels: Literal["folders", "kermany3"] = "folders"
+    data: str = Field(description="Dataset root, folder of class folders, .npz file or pneumoniamnist[:SIZE].")
+    model: str = Field(description="A registry name (see cxrlab models) or timm:<name>.")
+    mode: ModeName = Field("finetune", description="How the pretrained network is used.")
+    weights: str | None = Field(
+        None, description="imagenet, none or a .pt/.pth/.safetensors file (default: imagenet; none for scratch)."
+    )
+    labels: Literal["folders", "kermany3"] = Field(
+        "folders", description="Class labels from the folders, or NORMAL/BACTERIA/VIRUS from Kermany file names."
+    )
 
     # Optimisation
-    lr: float | None = Field(None, gt=0)
-    epochs: int | None = Field(None, ge=1)
-    weight_decay: float | None = Field(None, ge=0)
-    batch_size: int = Field(32, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] | None = None
-    momentum: float = Field(0.9, ge=0, lt=1)
-    scheduler: Literal["none", "cosine", "step"] | None = None
-    warmup: float | None = Field(None, ge=0)  # epochs of linear warmup
-    augment: Literal["none", "light", "strong"] | None = None
-    class_weights: Literal["none", "balanced"] = "balanced"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    select: Literal["val_loss", "val_accuracy"] = "val_loss"
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="Learning rate (default: the mode's).")
+    epochs: int | None = Field(
+        None, ge=1, le=100_000, description="Epochs (of the network phase in gradual mode; default: the mode's)."
+    )
+    weight_decay: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="Weight decay on weights, not biases."
+    )
+    batch_size: int = Field(32, ge=1, le=65_536, description="Training batch size.")
+    optimizer: Literal["adam", "adamw", "sgd"] | None = Field(None, description="Optimiser (default: adamw).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD's (Nesterov) momentum.")
+    scheduler: Literal["none", "cosine", "step"] | None = Field(
+        None, description="Learning-rate schedule after warmup (default: cosine)."
+    )
+    warmup: float | None = Field(
+        None, ge=0, le=1000, allow_inf_nan=False, description="Epochs of linear learning-rate warmup."
+    )
+    augment: Literal["none", "light", "strong"] | None = Field(
+        None, description="Batch augmentation of the training images (default: the mode's)."
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "balanced", description="Weigh the loss by inverse class frequency of the train split."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
+    select: Literal["val_loss", "val_accuracy"] = Field(
+        "val_loss", description="Which epoch's checkpoint is kept, chosen on validation."
+    )
 
     # Frozen and gradual modes
-    feature_views: int = Field(1, ge=1)  # augmented views of the train features (when augmenting)
-    feature_cache: bool = True  # False: run the frozen backbone every step (for checks only)
-    head_epochs: int | None = Field(None, ge=0)
-    head_lr: float | None = Field(None, gt=0)
-    backbone_lr_scale: float = Field(0.25, gt=0, le=1)
+    feature_views: int = Field(
+        1, ge=1, le=64, description="Frozen mode with augmentation: augmented views of the cached train features."
+    )
+    feature_cache: bool = Field(
+        True, description="Frozen mode: train the head on cached features (off: run the backbone every step)."
+    )
+    head_epochs: int | None = Field(None, ge=0, le=100_000, description="Gradual mode: epochs of the head phase.")
+    head_lr: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Gradual mode: learning rate of the head phase."
+    )
+    backbone_lr_scale: float = Field(
+        0.25, gt=0, le=1, description="Gradual mode: the backbone learns at lr times this."
+    )
 
     # Decision and evaluation
-    threshold: Literal["0.5", "val-youden", "val-balanced"] = "val-youden"
-    tta: int = Field(0, ge=0)
+    threshold: Literal["0.5", "val-youden", "val-balanced"] = Field(
+        "val-youden", description="Decision threshold on p(disease), fitted on the validation split."
+    )
+    tta: int = Field(0, ge=0, le=64, description="Test-time augmentation: augmented views averaged (0: none).")
 
     # Data
-    image_size: int = Field(224, ge=16)
-    split_seed: int = 0
-    val_fraction: float = Field(0.1, ge=0, lt=0.5)
-    test_fraction: float = Field(0.15, ge=0, lt=0.5)
-    on_bad_image: Literal["error", "skip"] = "error"
-    cache_dir: str | None = None
+    image_size: int = Field(
+        224, ge=16, le=4096, description="Images are decoded and resized to this many pixels a side."
+    )
+    split_seed: int = Field(0, ge=0, lt=2**32, description="Seed of the patient-grouped validation/test split.")
+    val_fraction: float = Field(0.1, ge=0, lt=0.5, description="Share of the images carved out for validation.")
+    test_fraction: float = Field(0.15, ge=0, lt=0.5, description="Share carved out for test (when there is no test/).")
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="An undecodable image stops the run, or is skipped and counted."
+    )
+    cache_dir: str | None = Field(None, description="Cache folder (default $CXRLAB_CACHE, else ~/.cache/cxrlab).")
 
     # Execution
-    seed: int = 0
-    device: str = "auto"
-    deterministic: bool | None = None  # None: on for CPU
-    compile: bool = False
-    channels_last: bool | None = None  # None: on (faster on CPU and GPU alike, bench/fast_paths.py)
-    eval_batch_size: int | None = Field(None, ge=1)  # None: 32 on CPU, 256 on CUDA (train.predict)
-    tensorboard: bool = False
-    distributed: bool = False
-    out: str = "runs"
-    name: str | None = None
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the initialisation, the order and the augmentation.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    deterministic: bool | None = Field(None, description="Bit-reproducible runs (default: on for the CPU).")
+    compile: bool = Field(False, description="torch.compile the network.")
+    channels_last: bool | None = Field(
+        None, description="channels_last memory format (default: on; faster on CPU and GPU, bench/fast_paths.py)."
+    )
+    eval_batch_size: int | None = Field(
+        None, ge=1, le=65_536, description="Inference batch size (default: 32 on CPU, 256 on CUDA)."
+    )
+    tensorboard: bool = Field(False, description="Log to TensorBoard in the run directory.")
+    distributed: bool = Field(False, description="DistributedDataParallel under torchrun.")
+    out: str = Field("runs", description="Folder the run directory is made in.")
+    name: str | None = Field(None, description="Run directory name (default: model-mode-time).")
 
     @field_validator("name")
     @classmethod
