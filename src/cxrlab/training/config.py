@@ -94,6 +94,10 @@ class TrainConfig(BaseModel):
         "val-youden", description="Decision threshold on p(disease), fitted on the validation split."
     )
     tta: int = Field(0, ge=0, le=64, description="Test-time augmentation: augmented views averaged (0: none).")
+    external: dict[str, str] = Field(
+        default_factory=dict,
+        description="External labelled sets, NAME=PATH: scored once after selection, never used to choose.",
+    )
 
     # Data
     image_size: int = Field(

@@ -98,6 +98,25 @@ class DistributedInfo(_Record):
     ranks_identical: bool
 
 
+class ExternalScores(_Record):
+    """One external labelled set (collected elsewhere), scored once after selection at the
+    run's own threshold. ``role`` is "validation" when the set chose anything (a threshold,
+    a temperature, an epoch, a mixing coefficient), else "test"."""
+
+    location: str
+    role: str = "test"
+    n: int
+    loss: float
+    accuracy: float
+    balanced_accuracy: float | None = None
+    sensitivity: float | None = None
+    specificity: float | None = None
+    roc_auc: float | None = None
+    ece: float | None = None
+    confusion_matrix: list[list[int]]
+    threshold: float | None = None
+
+
 class RunMetrics(_Record):
     """``metrics.json``: the selected checkpoint scored once on the test split."""
 
@@ -133,6 +152,9 @@ class RunMetrics(_Record):
     weights: str | None
     tta: int
     distributed: DistributedInfo | None = None
+    # External sets by name; their per-image probabilities are in predictions.csv under the
+    # split "external:<name>".
+    external: dict[str, ExternalScores] = Field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The record as written to metrics.json (the keys that were set, by their file names)."""
