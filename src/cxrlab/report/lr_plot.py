@@ -1,0 +1,39 @@
+"""The figure of the learning-rate range test: loss against learning rate, the suggestion marked."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+from cxrlab.report import figures
+from cxrlab.training.lr_find import LRFinding
+
+
+def lr_find_figure(finding: LRFinding) -> Figure:
+    """Smoothed training loss (and the raw loss, faint) against the learning rate on a log
+    axis, with the suggested rate marked."""
+    figure = figures.new_figure(6.4, 4.2)
+    axes = figure.subplots()
+    if finding.raw_losses:
+        axes.plot(finding.lrs, finding.raw_losses, color="#999999", linewidth=0.8, alpha=0.6, label="loss per batch")
+    axes.plot(finding.lrs, finding.losses, color=figures.colour(0), linewidth=1.8, label="smoothed loss")
+    suggested = min(range(len(finding.lrs)), key=lambda i: abs(finding.lrs[i] - finding.suggestion))
+    axes.plot(
+        [finding.suggestion],
+        [finding.losses[suggested]],
+        "o",
+        color=figures.colour(1),
+        markersize=8,
+        label=f"suggested lr {finding.suggestion:.2g}",
+    )
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate (log scale)")
+    axes.set_ylabel("training loss (cross-entropy)")
+    low = min(finding.losses)
+    axes.set_ylim(top=max(low * 4.0, low + 1e-3) if low > 0 else None)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="upper left", fontsize=9, frameon=False)
+    axes.set_title(
+        figures.wrapped(f"Learning-rate range test: {finding.model}, {finding.mode} ({finding.stopped})", 60),
+        fontsize=10,
+    )
+    return figure
