@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-import click
+import typer
 from rich.console import Console
 from rich.markup import escape
 
@@ -26,17 +26,16 @@ def main() -> None:
     log_to_console()
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.UsageError as exc:
-        command = exc.ctx.command_path if exc.ctx is not None else "cxrlab"
-        say_error(f"{exc.format_message()} (see {command} -h)")
-        sys.exit(exc.exit_code)
-    except click.exceptions.ClickException as exc:
-        say_error(exc.format_message())
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.TyperException as exc:
+        # click's errors (typer ships its own click): a wrong option, a missing argument.
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined] - the command's help, as asked for by no arguments
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+            say_error(f"{exc.format_message()}{hint}")  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
         Console(stderr=True).print("aborted")
         sys.exit(1)
     except CxrlabError as exc:

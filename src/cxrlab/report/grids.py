@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from cxrlab.core.decision import decide, positive_index
@@ -65,7 +67,7 @@ def data_grid_figure(
     return figures.image_grid_figure(images, captions, heading, columns=per_class)
 
 
-def short_name(path: str, limit: int = 24) -> str:
+def short_name(path: str, limit: int = 28) -> str:
     name = os.path.basename(path.split("#", 1)[0]) + (f"#{path.split('#', 1)[1]}" if "#" in path else "")
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
@@ -145,8 +147,8 @@ def cam_caption(run: RunRecord, probs: np.ndarray, predicted: int) -> str:
     if len(classes) == 2 and run.threshold is not None:
         positive = classes[run.positive]
         return (
-            f"predicted {classes[predicted]}: p({positive}) {probs[run.positive]:.2f}, "
-            f"threshold {run.threshold:.2f} (chosen on validation)"
+            f"predicted {classes[predicted]}: p({positive}) {probs[run.positive]:.3f}, "
+            f"threshold {run.threshold:.3f} (chosen on validation)"
         )
     return f"predicted {classes[predicted]}: p {probs[predicted]:.2f} (most probable class)"
 
@@ -175,12 +177,13 @@ def cam_figure(image: np.ndarray, heatmap: np.ndarray, title: str, caption: str,
     figure = figures.new_figure(5.2, 5.6 if note else 5.2)
     axes = figure.subplots()
     axes.imshow(image, cmap="gray", vmin=0, vmax=255)
-    heat = axes.imshow(np.clip(heatmap, 0, 1), cmap="jet", alpha=0.4, vmin=0, vmax=1)
+    axes.imshow(np.clip(heatmap, 0, 1), cmap="jet", alpha=0.4, vmin=0, vmax=1)
     axes.set_xticks([])
     axes.set_yticks([])
     axes.set_title(figures.wrapped(title, 48), fontsize=9)
     axes.set_xlabel(figures.wrapped(caption + (f"\nnote: {note}" if note else ""), 60), fontsize=9)
-    bar = figure.colorbar(heat, ax=axes, fraction=0.046, pad=0.03)
+    # The bar shows the colours at full strength: faded like the overlay they would be hard to match.
+    bar = figure.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes, fraction=0.046, pad=0.03)
     bar.set_label("Grad-CAM weight (0: none, 1: the most in this image)", fontsize=8)
     return figure
 

@@ -28,8 +28,11 @@ def lr_find_figure(finding: LRFinding) -> Figure:
     axes.set_xscale("log")
     axes.set_xlabel("learning rate (log scale)")
     axes.set_ylabel("training loss (cross-entropy)")
-    low = min(finding.losses)
-    axes.set_ylim(top=max(low * 4.0, low + 1e-3) if low > 0 else None)
+    # The interesting part is the descent, not the blow-up at the end: clip the axis above.
+    shown = finding.losses + finding.raw_losses
+    low, start = min(shown), finding.losses[0]
+    top = max(start * 1.3, min(max(shown), 2 * start), low + 1e-3)
+    axes.set_ylim(max(0.0, low - 0.05 * (top - low)), top)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="upper left", fontsize=9, frameon=False)
     axes.set_title(
