@@ -199,6 +199,8 @@ def _say_cost(config: TrainConfig, show_progress: bool) -> None:
     if min(data.count(split) for split in ("train", "val", "test")) == 0:
         return  # fit names the empty split
     cost = estimate_run(resolved, data)
+    if cost is None:
+        return
     hint = ""
     if cost.seconds > 600:
         hint = "; --epochs, --image-size or --mode frozen make it shorter"

@@ -18,12 +18,15 @@ import torch.nn.functional as F
 
 from cxrlab.data.dataset import Dataset
 from cxrlab.models.registry import build_model
+from cxrlab.models.weights import load_weights
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.phases import plan_phases
 from cxrlab.training.predict import autocast_for, default_eval_batch_size
 from cxrlab.training.runtime import resolve_device, use_channels_last
 
 TIMED_BATCHES = 2
+# A run of fewer training steps than this is over before timing it would pay off.
+WORTH_TIMING = 30
 
 
 @dataclass
@@ -55,19 +58,26 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def estimate_run(config: TrainConfig, data: Dataset) -> RunEstimate:
-    """The run's time on this machine from timed batches; ``config`` is resolved."""
+def estimate_run(config: TrainConfig, data: Dataset) -> RunEstimate | None:
+    """The run's time on this machine from timed batches (``config`` is resolved), or None
+    for a run too short to be worth timing. The weights are loaded first, so that weights
+    that cannot be had fail at once rather than after the timing."""
     device = resolve_device(config.device)
-    model = build_model(config.model, num_classes=len(data.classes)).to(device)
+    model = build_model(config.model, num_classes=len(data.classes))
+    load_weights(model, config.model, config.weights)
+    phases = plan_phases(config)
+    steps = sum(p.epochs for p in phases) * max(1, data.count("train") // config.batch_size)
+    if steps < WORTH_TIMING:
+        return None
+    model.to(device)
     if use_channels_last(config.channels_last):
         model.to(memory_format=torch.channels_last)
     eval_batch = min(config.eval_batch_size or default_eval_batch_size(device), 32)
     image_seconds = _inference_seconds(model, eval_batch, config.image_size, device) / eval_batch
     n_train, n_val, n_test = (data.count(s) for s in ("train", "val", "test"))
-    phases = plan_phases(config)
     step_seconds = 0.0
     if any(not p.head_only or not p.on_features for p in phases):
-        step_seconds = _train_step_seconds(model, min(config.batch_size, n_train), config.image_size, device)
+        step_seconds = _train_step_seconds(model, max(2, min(config.batch_size, n_train)), config.image_size, device)
     total = (1 + config.tta) * n_test * image_seconds  # the final scoring
     for phase in phases:
         if phase.head_only and phase.on_features:
