@@ -207,8 +207,8 @@ def _timm_hub_id(name: str) -> str:
     """The hub repository of a timm architecture's default pretrained tag."""
     import timm
 
-    hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id if timm.is_model(name) else None
-    return hub_id or f"timm/{name}"
+    config = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    return (config.hf_hub_id if config is not None else None) or f"timm/{name}"
 
 
 def _timm_hub_file(hub_id: str) -> str | None:
