@@ -2,7 +2,7 @@
 used how, at what cost.
 
 The Python API (``cxrlab.api``) is reachable from here: ``cxrlab.train``, ``cxrlab.load_run``,
-``cxrlab.list_runs``, ``cxrlab.compare``, ``cxrlab.sweep``, ``cxrlab.lr_find``,
+``cxrlab.list_runs``, ``cxrlab.compare``, ``cxrlab.sweep``, ``cxrlab.lr_find``, ``cxrlab.show_data``,
 ``cxrlab.model_cards`` and ``cxrlab.Run``. They load lazily, so ``import cxrlab`` stays fast and pulls in no torch.
 The layers live in subpackages: ``cxrlab.core`` (ground), ``data``, ``models``,
 ``training``, ``evaluate``, ``report`` and ``study``.
@@ -19,10 +19,21 @@ except metadata.PackageNotFoundError:  # a source tree on sys.path, not installe
     __version__ = "0+unknown"
 
 if TYPE_CHECKING:
-    from cxrlab.api import Run, compare, list_runs, load_run, lr_find, model_cards, sweep
+    from cxrlab.api import Run, compare, list_runs, load_run, lr_find, model_cards, show_data, sweep
 
-_API = ("Run", "compare", "list_runs", "load_run", "lr_find", "model_cards", "sweep")
-__all__ = ["Run", "__version__", "compare", "list_runs", "load_run", "lr_find", "model_cards", "sweep", "train"]
+_API = ("Run", "compare", "list_runs", "load_run", "lr_find", "model_cards", "show_data", "sweep")
+__all__ = [
+    "Run",
+    "__version__",
+    "compare",
+    "list_runs",
+    "load_run",
+    "lr_find",
+    "model_cards",
+    "show_data",
+    "sweep",
+    "train",
+]
 
 
 def train(data: Any = None, model: str | None = None, mode: str | None = None, **settings: Any) -> Run:

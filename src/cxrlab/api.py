@@ -84,6 +84,17 @@ class Run(RunRecord):
         """The ``k`` most confident mistakes on ``data`` as an image grid (None: no mistakes)."""
         return self.interpret(data, **options).plot_top_losses(k)
 
+    def plot_cam(
+        self, images: str | os.PathLike | Sequence[str | os.PathLike], *, device: str = "auto"
+    ) -> list[Figure]:
+        """Grad-CAM of the predicted class over each image (folders expanded): one figure per
+        image with a colour bar, the probability and threshold, and a note when the map is
+        too coarse to read (``cxrlab predict --cam``)."""
+        from cxrlab.report.grids import cam_figures
+
+        paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+        return [figure for _, _, figure in cam_figures(self, [str(p) for p in paths], device)]
+
     def plot_curves(self, title: str | None = None) -> Figure:
         """Train and validation loss and accuracy per epoch, the kept epoch marked."""
         from cxrlab.report.figures import history_figure
@@ -247,6 +258,31 @@ def lr_find(
 
     config = train_config(data, model, mode, **settings)
     return LRFind(find_lr(config, start_lr, end_lr, steps, show_progress=show_progress))
+
+
+def show_data(
+    data: str | os.PathLike,
+    *,
+    per_class: int = 4,
+    augment: str = "none",
+    image_size: int = 224,
+    labels: str = "folders",
+    split_seed: int = 0,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> Figure:
+    """A labelled grid of ``per_class`` images per class and split (the splits a run with
+    ``split_seed`` uses), augmented as training would when ``augment`` is "light" or
+    "strong" (``cxrlab data show``; fastai's ``show_batch``)."""
+    from cxrlab.data.dataset import load_dataset
+    from cxrlab.report.grids import data_grid_figure
+
+    if augment not in ("none", "light", "strong"):
+        raise CxrlabError(f"augment is none, light or strong (got {augment!r})")
+    if not 1 <= per_class <= 16:
+        raise CxrlabError(f"per_class {per_class}: show 1 to 16 images per class and split")
+    dataset = load_dataset(str(data), image_size, split_seed=split_seed, labels=labels, show_progress=show_progress)
+    return data_grid_figure(dataset, per_class=per_class, augment=augment, seed=seed)
 
 
 def compare(runs: Sequence[Run | str | os.PathLike], out_dir: str | os.PathLike | None = None) -> dict:

@@ -101,13 +101,20 @@ def data_show(
 ) -> None:
     """A labelled grid of images per class and split (the splits a run would use), to see
     what the network will see before training it."""
-    from cxrlab.data.dataset import load_dataset
+    from cxrlab.api import show_data
     from cxrlab.report.figures import save_png
-    from cxrlab.report.grids import data_grid_figure
 
     new_file("--out", out_file)
-    data = load_dataset(path, image_size, split_seed=split_seed, labels=labels)
-    typer.echo(str(save_png(data_grid_figure(data, per_class=per_class, augment=augment, seed=seed), out_file)))
+    figure = show_data(
+        path,
+        per_class=per_class,
+        augment=augment,
+        image_size=image_size,
+        labels=labels,
+        split_seed=split_seed,
+        seed=seed,
+    )
+    typer.echo(str(save_png(figure, out_file)))
 
 
 @app.command(

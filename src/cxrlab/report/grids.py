@@ -188,17 +188,14 @@ def cam_figure(image: np.ndarray, heatmap: np.ndarray, title: str, caption: str,
     return figure
 
 
-def write_cam_figures(
-    run: RunRecord,
-    image_paths: list[str],
-    out_dir: str | os.PathLike,
-    device: str = "auto",
-    probabilities: np.ndarray | None = None,
-) -> list[Path]:
-    """One Grad-CAM figure per image (folders expanded) of the class ``run`` predicts, written
-    into ``out_dir`` as ``<image stem>-gradcam-<class>.png``; ``probabilities`` (N, C) are
-    those already predicted (e.g. with test-time augmentation), else predicted here."""
-    from cxrlab.evaluate.cam import _safe_stem, _unique_name, cam_cells, cam_maps
+def cam_figures(
+    run: RunRecord, image_paths: list[str], device: str = "auto", probabilities: np.ndarray | None = None
+) -> list[tuple[str, str, Figure]]:
+    """``(image file, predicted class, figure)`` per image (folders expanded): Grad-CAM of the
+    class ``run`` predicts, with a colour bar, the probability and threshold, and a note when
+    the map is too coarse to read. ``probabilities`` (N, C) are those already predicted (e.g.
+    with test-time augmentation), else predicted here."""
+    from cxrlab.evaluate.cam import cam_cells, cam_maps
     from cxrlab.evaluate.runs import decode_images, expand_images
     from cxrlab.models.registry import cam_target_layer, model_entry
     from cxrlab.training.predict import predict_logits, softmax
@@ -215,17 +212,33 @@ def write_cam_figures(
     layer = cam_target_layer(model, model_entry(run.config.model))
     maps = cam_maps(model, layer, pixels, predicted, torch_device)
     cells = cam_cells(model, layer, size, torch_device)
+    drawn = []
+    for file, image, heatmap, probs, label in zip(files, pixels, maps, probabilities, predicted):
+        name = run.classes[int(label)]
+        title = f"{Path(file).name}: Grad-CAM of {name} ({run.config.model}, {run.config.mode})"
+        figure = cam_figure(
+            image, heatmap, title, cam_caption(run, probs, int(label)), coarse_note(cells, size, heatmap)
+        )
+        drawn.append((file, name, figure))
+    return drawn
+
+
+def write_cam_figures(
+    run: RunRecord,
+    image_paths: list[str],
+    out_dir: str | os.PathLike,
+    device: str = "auto",
+    probabilities: np.ndarray | None = None,
+) -> list[Path]:
+    """The ``cam_figures`` written into ``out_dir`` as ``<image stem>-gradcam-<class>.png``."""
+    from cxrlab.evaluate.cam import _safe_stem, _unique_name
+
+    drawn = cam_figures(run, image_paths, device, probabilities)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written, taken = [], set()
-    for file, image, heatmap, probs, label in zip(files, pixels, maps, probabilities, predicted):
-        name = _unique_name(f"{_safe_stem(file)}-gradcam-{_safe_stem(run.classes[int(label)])}", taken)
-        figure = cam_figure(
-            image,
-            heatmap,
-            f"{Path(file).name}: Grad-CAM of {run.classes[int(label)]} ({run.config.model}, {run.config.mode})",
-            cam_caption(run, probs, int(label)),
-            coarse_note(cells, size, heatmap),
-        )
-        written.append(figures.save_png(figure, out / f"{name}.png"))
+    written: list[Path] = []
+    taken: set[str] = set()
+    for file, name, figure in drawn:
+        stem = _unique_name(f"{_safe_stem(file)}-gradcam-{_safe_stem(name)}", taken)
+        written.append(figures.save_png(figure, out / f"{stem}.png"))
     return written
