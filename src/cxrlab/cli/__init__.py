@@ -25,7 +25,7 @@ __all__ = ["app", "main"]
 def main() -> None:
     log_to_console()
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="cxrlab")
     except typer.TyperException as exc:
         # click's errors (typer ships its own click): a wrong option, a missing argument.
         if type(exc).__name__ == "NoArgsIsHelpError":

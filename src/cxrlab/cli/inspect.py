@@ -143,6 +143,14 @@ def models(
     if as_json:
         print_json(cards)
         return
+    table = models_table(cards, image_size)
+    # Piped or redirected output has no width to fit: write whole lines.
+    console = out if out.is_terminal else Console(width=200)
+    console.print(table)
+
+
+def models_table(cards: list[dict], image_size: int) -> Table:
+    """The registry as a rich table whose model names are never cut."""
     table = Table(title=f"cxrlab models at {image_size} px (2-class head)")
     for column in ("model", "params", "trainable frozen", "GFLOPs", "ImageNet top-1", "weights", "images/s"):
         table.add_column(column, justify="left" if column in ("model", "weights") else "right")
@@ -159,9 +167,7 @@ def models(
             c["pretrained_weights"],
             f"{c['images_per_second']:.0f}" if c["images_per_second"] else "-",
         )
-    # Piped or redirected output has no width to fit: write whole lines.
-    console = out if out.is_terminal else Console(width=200)
-    console.print(table)
+    return table
 
 
 def timm_models(pattern: str, as_json: bool) -> None:

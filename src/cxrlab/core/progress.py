@@ -43,7 +43,6 @@ def log_to_console(level: int = logging.INFO) -> logging.Handler:
         handler = ConsoleHandler()
         logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False  # the root logger of a host program would print each line twice
     return handler
 
 
