@@ -83,7 +83,6 @@ def test_version_and_completion(cli):
         (["evaluate", "runs/x", "--data", "d", "--top-losses", "-1"], "--top-losses"),
         (["data", "show", "d", "--out", "g.png", "--per-class", "0"], "--per-class"),
         (["lr-find", "--data", "d", "--model", "scratch_cnn", "--steps", "2"], "--steps"),
-        (["export", "runs/x", "--format", "pickle"], "--format"),
         (["evaluate"], "run_dir"),
     ],
 )

@@ -131,7 +131,7 @@ def predict(
 @app.command(epilog=examples("cxrlab export runs/RUN", "cxrlab export runs/RUN --format torchscript --out handover/"))
 def export(
     run_dir: str = typer.Argument(..., help="A finished run directory."),
-    format: Literal["onnx", "torchscript"] = typer.Option("onnx", help="The file format."),
+    format: str = typer.Option("onnx", help="onnx or torchscript."),
     out_dir: str | None = typer.Option(None, "--out", help="Folder to write to (default: the run directory)."),
 ) -> None:
     """Export a run's model with a sidecar JSON that documents its preprocessing and threshold."""
