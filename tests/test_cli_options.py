@@ -200,3 +200,31 @@ def test_models_lists_timm(cli):
     assert as_json == [{"model": "timm:resnet18", "pretrained": True}]
     none = cli("models", "--timm", "no-such-net*")
     assert none.code == 0 and "no timm model matches" in none.out
+
+
+def test_a_field_added_later_is_an_option_without_edits():
+    """What another field of TrainConfig would get: its type, bounds, help and a default of 'not given'."""
+    from pydantic import Field
+    from typer.testing import CliRunner
+
+    from cxrlab.cli.options import with_config_options
+
+    class Extended(TrainConfig):
+        mixup: float = Field(0.0, ge=0, le=1, description="Mixup strength.")
+        views: list[str] = Field(default_factory=list, description="Views to use.")
+
+    seen = {}
+    extended = typer.Typer(rich_markup_mode=None)
+
+    def command(settings: dict, quiet: bool = typer.Option(False, "--quiet")) -> None:
+        seen.update(settings)
+
+    extended.command()(with_config_options(command, Extended))
+    runner = CliRunner()
+    help_text = " ".join(runner.invoke(extended, ["--help"]).output.split())
+    assert "--mixup FLOAT" in help_text or "--mixup <float>" in help_text
+    assert "Mixup strength. [0 <= x <= 1]" in help_text
+    result = runner.invoke(extended, ["--mixup", "0.2", "--views", "AP", "--views", "PA", "--data", "d"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"mixup": 0.2, "views": ["AP", "PA"], "data": "d"}
+    assert Extended(model="m", **seen).mixup == 0.2

@@ -4,7 +4,7 @@ study files read one definition of every setting.
 Each field becomes ``--field-name``: its type, its default (shown in ``--help``), its choices
 (a ``Literal`` field), its bounds (``ge``/``gt``/``le``/``lt``, shown as a range) and its help
 (the field's ``description``). A ``bool`` field is a ``--x/--no-x`` switch; a ``dict`` field
-such as ``external`` takes repeatable ``--external NAME=PATH``. A field someone adds later is
+such as ``external`` takes repeatable ``--external NAME=PATH``, a list field a repeated option. A field someone adds later is
 an option without any edit here. Every option defaults to None, meaning "not given", so the
 config's own defaults (and the mode's) fill what is left out.
 """
@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import annotated_types
 import typer
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from cxrlab.core.errors import CxrlabError
@@ -85,6 +86,9 @@ def field_parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     elif typing.get_origin(kind) is dict:
         option = typer.Option(None, flag, metavar="NAME=PATH", **common)
         annotation = list[str] | None
+    elif typing.get_origin(kind) in (list, tuple):
+        option = typer.Option(None, flag, **common)  # repeatable: --x A --x B
+        annotation = list[str] | None
     elif kind in (int, float):
         option = typer.Option(None, flag, **common)
         annotation = kind | None
@@ -94,8 +98,8 @@ def field_parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
-def config_fields() -> list[str]:
-    names = list(TrainConfig.model_fields)
+def config_fields(config: type[BaseModel] = TrainConfig) -> list[str]:
+    names = list(config.model_fields)
     return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
 
@@ -112,28 +116,28 @@ def parse_pairs(option: str, items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def given_settings(values: dict[str, Any]) -> dict[str, Any]:
+def given_settings(values: dict[str, Any], config: type[BaseModel] = TrainConfig) -> dict[str, Any]:
     """The config fields given on the command line (None: left out), dict fields parsed."""
     settings = {}
     for name, value in values.items():
         if value is None:
             continue
-        if typing.get_origin(_plain_type(TrainConfig.model_fields[name].annotation)) is dict:
+        if typing.get_origin(_plain_type(config.model_fields[name].annotation)) is dict:
             value = parse_pairs(option_name(name), value)
         settings[name] = value
     return settings
 
 
-def with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give ``command`` one option per ``TrainConfig`` field; it is called with the given
-    ones as ``settings`` (a dict) beside its own parameters."""
+def with_config_options(command: Callable[..., Any], config: type[BaseModel] = TrainConfig) -> Callable[..., Any]:
+    """Give ``command`` one option per field of ``config``; it is called with the given ones
+    as ``settings`` (a dict) beside its own parameters."""
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
-    fields = config_fields()
-    generated = [field_parameter(name, TrainConfig.model_fields[name]) for name in fields]
+    fields = config_fields(config)
+    generated = [field_parameter(name, config.model_fields[name]) for name in fields]
 
     @functools.wraps(command)
     def wrapper(**values: Any) -> Any:
-        settings = given_settings({name: values.pop(name) for name in fields})
+        settings = given_settings({name: values.pop(name) for name in fields}, config)
         return command(settings=settings, **values)
 
     parameters = generated + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
