@@ -64,8 +64,7 @@ def fit(
     ranks = SINGLE
     if config.distributed:
         ranks = init_ranks(device)
-        if device.type == "cuda":
-            device = torch.device("cuda", ranks.local_rank)
+        device = ranks.device
         if not ranks.is_main:
             log = lambda line: None  # noqa: E731 - one voice per run
     deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
