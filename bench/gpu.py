@@ -92,10 +92,8 @@ def measure(args) -> dict:
             out=out,
         )
         tick = time.perf_counter()
-        if args.ranks > 1:
-            run_dir = fit_distributed(config, args.ranks)
-        else:
-            run_dir = fit(config, show_progress=False)  # epoch lines on stderr
+        # Epoch lines go to stderr.
+        run_dir = fit_distributed(config, args.ranks) if args.ranks > 1 else fit(config, show_progress=False)
         wall = time.perf_counter() - tick
         run = load_run(run_dir)
     train_seconds = run.scores.train_seconds

@@ -17,6 +17,8 @@ import torch.distributed as dist
 
 from cxrlab.core.errors import CxrlabError
 
+_CPU = torch.device("cpu")
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -24,7 +26,7 @@ class Ranks:
     world: int = 1
     local_rank: int = 0
     # Where collectives exchange tensors: NCCL takes CUDA tensors only, gloo CPU ones.
-    device: torch.device = torch.device("cpu")
+    device: torch.device = _CPU
 
     @property
     def enabled(self) -> bool:
