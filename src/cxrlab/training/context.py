@@ -30,6 +30,8 @@ class Context:
     history: list[EpochRecord] = field(default_factory=list)
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<split>" and "<split>_labels"
     feature_seconds: float = 0.0
+    feature_cpu_seconds: float = 0.0
+    load_at_start: float | None = None  # the machine's 1-minute load average when training began
     tensorboard: object | None = None  # a cxrlab.training.tensorboard.TensorBoardLogger when asked for
     ranks: Ranks = SINGLE
 

@@ -37,11 +37,12 @@ from cxrlab.training.records import (
     RUNNING,
     DistributedInfo,
     EpochRecord,
+    MachineLoad,
     read_config,
     read_status,
 )
 from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
-from cxrlab.training.runtime import config_record, resolve_device, seed_everything, use_channels_last
+from cxrlab.training.runtime import config_record, load_average, resolve_device, seed_everything, use_channels_last
 
 Log = Callable[[str], None]
 
@@ -106,6 +107,7 @@ def fit(
         ctx.tensorboard = TensorBoardLogger(run_dir / "tensorboard", record)
         ctx.tensorboard.examples(data)
 
+    ctx.load_at_start = load_average()
     selection = _train(ctx, resume is not None, log)
     if selection is None:
         return run_dir  # diverged: recorded and said
@@ -188,10 +190,18 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
     # (as recorded when they were computed); summed from the records so that a resumed run
     # counts the epochs done before the kill.
     train_seconds = sum(row.seconds for row in ctx.history) + ctx.feature_seconds
+    train_cpu_seconds = sum(row.cpu_seconds or 0.0 for row in ctx.history) + ctx.feature_cpu_seconds
     if selection.state is None:
         raise CxrlabError("no epoch was trained: use --epochs 1 or more")
     ctx.model.load_state_dict(selection.state)
     metrics = score_run(ctx, selection, train_seconds)
+    metrics.train_cpu_seconds = round(train_cpu_seconds, 3)
+    metrics.machine = MachineLoad(
+        threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+        load_average_start=ctx.load_at_start,
+        load_average_end=load_average(),
+    )
     if ctx.ranks.enabled:
         metrics.distributed = DistributedInfo(
             world_size=ctx.ranks.world,
@@ -228,7 +238,7 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
     for epoch in range(first_epoch, phase.epochs):
         number = epoch_offset + epoch + 1
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
-        tick = time.perf_counter()
+        tick, tick_cpu = time.perf_counter(), time.process_time()
         if phase.head_only and phase.on_features:
             train_loss, train_acc = train_head_epoch(ctx, optimizer, scheduler, generator, number)
             val_loss, val_acc = evaluate_head(ctx)
@@ -250,6 +260,7 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
             val_acc=round(val_acc, 6),
             lr=float(f"{optimizer.param_groups[-1]['lr']:.3g}"),
             seconds=round(time.perf_counter() - tick, 3),
+            cpu_seconds=round(time.process_time() - tick_cpu, 3),
         )
         improved = _record_epoch(ctx, row, selection, val_loss, val_acc)
         save_checkpoint(ctx, index, epoch + 1, optimizer, scheduler, selection)
