@@ -77,7 +77,7 @@ def fit(
         if not ranks.is_main:
             log = lambda line: None  # noqa: E731 - one voice per run
     deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
-    seed_everything(config.seed, deterministic)
+    seed_everything(config.seed, deterministic, compiling=config.compile)
 
     data = _load_data(config, show_progress)
     if recorded_split not in (None, data.split_fingerprint):
