@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-# Heavy packages and what may import them.
-NOT_FOR_TRAIN = ("torch._inductor", "torch._dynamo", "optuna", "matplotlib", "jinja2", "pytorch_grad_cam")
+# Heavy packages a single run has no use for. (torch's compiler stack, torch._dynamo and
+# torch._inductor, is imported by torch.optim itself when the first optimiser is built.)
+NOT_FOR_TRAIN = ("optuna", "matplotlib", "jinja2", "pytorch_grad_cam")
+NOT_FOR_PREDICT = ("torch._inductor", "torch._dynamo", "sklearn", "pandas", *NOT_FOR_TRAIN)
 
 
 def imported_after(code: str) -> set[str]:
@@ -23,17 +25,27 @@ def test_the_command_line_starts_without_torch():
     assert "torch" not in modules and "optuna" not in modules and "importlib.metadata" not in modules
 
 
-@pytest.mark.slow
-def test_a_frozen_run_imports_only_what_it_uses(tiny_root, tmp_path):
-    run = (
-        "import sys\nfrom cxrlab.cli import main\n"
-        f"sys.argv = ['cxrlab', 'train', '--data', {str(tiny_root)!r}, '--model', 'scratch_cnn', '--mode', 'frozen',"
-        f" '--weights', 'none', '--image-size', '32', '--epochs', '1', '--out', {str(tmp_path)!r}, '--quiet']\n"
+def command(*args: str) -> str:
+    """Code that runs ``cxrlab ARGS`` in-process and fails on a non-zero exit."""
+    return (
+        f"import sys\nfrom cxrlab.cli import main\nsys.argv = ['cxrlab', *{list(args)!r}]\n"
         "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
     )
-    modules = imported_after(run)
+
+
+@pytest.mark.slow
+def test_train_and_predict_import_only_what_they_use(tiny_root, tmp_path):
+    train = ("train", "--data", str(tiny_root), "--model", "scratch_cnn", "--mode", "frozen", "--weights", "none")
+    modules = imported_after(
+        command(*train, "--image-size", "32", "--epochs", "1", "--out", str(tmp_path), "--name", "run", "--quiet")
+    )
     assert "torch" in modules  # it did train
     heavy = sorted(m for m in modules if m.startswith(NOT_FOR_TRAIN))
+    assert not heavy, heavy[:10]
+
+    image = next((tiny_root / "train" / "PNEUMONIA").iterdir())
+    modules = imported_after(command("predict", str(tmp_path / "run"), str(image)))
+    heavy = sorted(m for m in modules if m.startswith(NOT_FOR_PREDICT))
     assert not heavy, heavy[:10]
 
 
