@@ -168,6 +168,13 @@ def test_train_config_errors_match_between_api_and_cli(cli):
     assert result.code == 2 and "train: patience: Input should be greater than or equal to 1" in result.err
 
 
+def test_image_size_bounds_of_models_and_data_show_are_the_configs():
+    from cxrlab.cli.inspect import SIZE_MAX, SIZE_MIN
+    from cxrlab.cli.options import bounds_text
+
+    assert bounds_text(TrainConfig.model_fields["image_size"]) == f"{SIZE_MIN} <= x <= {SIZE_MAX}"
+
+
 def test_models_names_are_whole_when_piped_narrow(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "40")
     result = cli("models")

@@ -11,10 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cxrlab.cli.app import app, data_app, examples, new_file, out, print_json
-from cxrlab.training.config import TrainConfig
 
-SIZE = TrainConfig.model_fields["image_size"]
-SIZE_MIN, SIZE_MAX = 16, 4096  # TrainConfig.image_size's bounds
+SIZE_MIN, SIZE_MAX = 16, 4096  # TrainConfig.image_size's bounds (tests/test_cli_options.py checks)
 
 
 @data_app.command(
@@ -90,7 +88,9 @@ def data_show(
     augment: Literal["none", "light", "strong"] = typer.Option(
         "none", help="Show the images as training augments them."
     ),
-    image_size: int = typer.Option(224, min=SIZE_MIN, max=SIZE_MAX, help=SIZE.description),
+    image_size: int = typer.Option(
+        224, min=SIZE_MIN, max=SIZE_MAX, help="Images are decoded and resized to this many pixels a side."
+    ),
     labels: Literal["folders", "kermany3"] = typer.Option(
         "folders", help="Class labels from the folders, or NORMAL/BACTERIA/VIRUS from Kermany file names."
     ),

@@ -16,15 +16,16 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import annotated_types
 import typer
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 from cxrlab.core.errors import CxrlabError
-from cxrlab.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from pydantic.fields import FieldInfo
 
 # Fields shown first in --help, in this order; the rest follow in the config's order.
 FIRST = ("data", "model", "mode", "weights", "epochs", "lr", "image_size", "batch_size")
@@ -98,7 +99,7 @@ def field_parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
-def config_fields(config: type[BaseModel] = TrainConfig) -> list[str]:
+def config_fields(config: type[BaseModel]) -> list[str]:
     names = list(config.model_fields)
     return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
@@ -116,7 +117,7 @@ def parse_pairs(option: str, items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def given_settings(values: dict[str, Any], config: type[BaseModel] = TrainConfig) -> dict[str, Any]:
+def given_settings(values: dict[str, Any], config: type[BaseModel]) -> dict[str, Any]:
     """The config fields given on the command line (None: left out), dict fields parsed."""
     settings = {}
     for name, value in values.items():
@@ -128,20 +129,43 @@ def given_settings(values: dict[str, Any], config: type[BaseModel] = TrainConfig
     return settings
 
 
-def with_config_options(command: Callable[..., Any], config: type[BaseModel] = TrainConfig) -> Callable[..., Any]:
-    """Give ``command`` one option per field of ``config``; it is called with the given ones
-    as ``settings`` (a dict) beside its own parameters."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
-    fields = config_fields(config)
-    generated = [field_parameter(name, config.model_fields[name]) for name in fields]
+class ConfigCommand:
+    """``command`` with one option per field of ``config``; it is called with the given ones
+    as ``settings`` (a dict) beside its own parameters. The options are made when typer first
+    reads the signature, so importing the command line loads no config (nor pydantic)."""
 
-    @functools.wraps(command)
-    def wrapper(**values: Any) -> Any:
-        settings = given_settings({name: values.pop(name) for name in fields}, config)
-        return command(settings=settings, **values)
+    def __init__(self, command: Callable[..., Any], config: type[BaseModel] | None = None):
+        self.command, self._config = command, config
+        self.__name__, self.__qualname__ = command.__name__, command.__qualname__
+        self.__doc__, self.__module__ = command.__doc__, command.__module__
 
-    parameters = generated + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
-    del wrapper.__wrapped__  # typer must read the signature above, not the command's own
-    return wrapper
+    @functools.cached_property
+    def config(self) -> type[BaseModel]:
+        if self._config is None:
+            from cxrlab.training.config import TrainConfig
+
+            self._config = TrainConfig
+        return self._config
+
+    @functools.cached_property
+    def fields(self) -> list[str]:
+        return config_fields(self.config)
+
+    @functools.cached_property
+    def __signature__(self) -> inspect.Signature:  # type: ignore[override]
+        own = [p for p in inspect.signature(self.command, eval_str=True).parameters.values() if p.name != "settings"]
+        generated = [field_parameter(name, self.config.model_fields[name]) for name in self.fields]
+        return inspect.Signature(generated + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own])
+
+    @property
+    def __annotations__(self) -> dict[str, Any]:  # type: ignore[override]
+        return {p.name: p.annotation for p in self.__signature__.parameters.values()}
+
+    def __call__(self, **values: Any) -> Any:
+        settings = given_settings({name: values.pop(name) for name in self.fields}, self.config)
+        return self.command(settings=settings, **values)
+
+
+def with_config_options(command: Callable[..., Any], config: type[BaseModel] | None = None) -> ConfigCommand:
+    """Give ``command`` one option per field of ``config`` (default: ``TrainConfig``)."""
+    return ConfigCommand(command, config)
