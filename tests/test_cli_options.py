@@ -96,10 +96,11 @@ def test_usage_errors_are_one_line(cli, args, names):
 
 def test_config_errors_are_one_line(cli, tmp_path):
     cases = [
-        (["--epochs", "0"], "epochs"),
-        (["--lr", "-1"], "lr"),
-        (["--weight-decay", "inf"], "weight_decay"),
-        (["--seed", str(2**40)], "seed"),
+        (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1 (got 0)"),
+        (["--lr", "-1"], "--lr"),
+        (["--weight-decay", "inf"], "--weight-decay"),
+        (["--seed", str(2**40)], "--seed"),
+        (["--name", "../x"], "--name"),
         (["--external", "no-equals-sign"], "--external"),
         (["--external", "a=x", "--external", "a=y"], "given twice"),
     ]
@@ -165,7 +166,7 @@ def test_train_config_errors_match_between_api_and_cli(cli):
     with pytest.raises(cxrlab.api.CxrlabError, match=r"train: patience: .*greater than or equal to 1"):
         cxrlab.api.train_config("d", "scratch_cnn", patience=0)
     result = cli("train", "--data", "d", "--model", "scratch_cnn", "--patience", "0")
-    assert result.code == 2 and "train: patience: Input should be greater than or equal to 1" in result.err
+    assert result.code == 2 and "--patience: Input should be greater than or equal to 1 (got 0)" in result.err
 
 
 def test_image_size_bounds_of_models_and_data_show_are_the_configs():

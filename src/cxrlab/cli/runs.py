@@ -36,6 +36,24 @@ the run says how long it will take, from batches timed on this machine. The run 
 printed on stdout when it finishes (with --json, its headline metrics too)."""
 
 
+def check_settings(settings: dict, resumable: bool = True) -> None:
+    """The settings as cxrlab.train will check them, with a wrong one named by its option."""
+    from pydantic import ValidationError
+
+    from cxrlab.training.config import TrainConfig
+
+    missing = [option_name(key) for key in ("data", "model") if key not in settings]
+    if missing:
+        alternative = " (or --resume RUN_DIR to continue a run)" if resumable else ""
+        raise CxrlabError(f"give {' and '.join(missing)}{alternative}")
+    try:
+        TrainConfig(**settings)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "value"
+        raise CxrlabError(f"{option_name(field)}: {error['msg']} (got {error.get('input')!r})") from exc
+
+
 @app.command(
     help=TRAIN_HELP,
     epilog=examples(
@@ -62,6 +80,8 @@ def train(
             f"--resume {resume} continues the run with the settings it started with: leave out {given} "
             "(or start a new run)"
         )
+    if resume is None:
+        check_settings(settings)
     new_folder("--out", settings.get("out"))
     run = train_run(resume=resume, show_progress=not (quiet or as_json), **settings)
     if as_json:
@@ -102,6 +122,7 @@ def lr_find(
     from cxrlab.api import lr_find as find
 
     new_file("--plot", plot)
+    check_settings(settings, resumable=False)
     finding = find(start_lr=start_lr, end_lr=end_lr, steps=steps, show_progress=not (quiet or as_json), **settings)
     from cxrlab.report.figures import save_png
 
