@@ -80,6 +80,10 @@ class Interpretation:
     scored: ScoredTest
     data: str
 
+    @property
+    def data_name(self) -> str:
+        return Path(self.data.rstrip("/")).name or self.data
+
     def top_losses(self, k: int = 9) -> list[dict]:
         """The ``k`` wrong predictions the run was surest of, surest first."""
         s = self.scored
@@ -109,7 +113,7 @@ class Interpretation:
             [rows[j]["true"] for j in shown],
             [rows[j]["predicted"] for j in shown],
             [rows[j]["probability"] for j in shown],
-            f"{self.run.run_id} on {self.data}: the {len(shown)} most confident mistakes",
+            f"{self.run.run_id} on {self.data_name}: the {len(shown)} most confident mistakes",
         )
 
     def plot_confusion(self) -> Figure:
@@ -117,7 +121,7 @@ class Interpretation:
 
         s = self.scored
         matrix = confusion_matrix(s.labels, s.predicted, len(s.classes))
-        return figures.confusion_figure(matrix, s.classes, f"{self.run.run_id} on {self.data}")
+        return figures.confusion_figure(matrix, s.classes, f"{self.run.run_id} on {self.data_name}")
 
     def write(self, out_dir: str | os.PathLike, k: int = 9) -> list[Path]:
         """``top-losses.png`` (when a mistake's image is on this machine) and ``confusion.png``."""

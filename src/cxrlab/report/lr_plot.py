@@ -11,7 +11,7 @@ from cxrlab.training.lr_find import LRFinding
 def lr_find_figure(finding: LRFinding) -> Figure:
     """Smoothed training loss (and the raw loss, faint) against the learning rate on a log
     axis, with the suggested rate marked."""
-    figure = figures.new_figure(6.4, 4.2)
+    figure = figures.new_figure(8.0, 4.2)
     axes = figure.subplots()
     if finding.raw_losses:
         axes.plot(finding.lrs, finding.raw_losses, color="#999999", linewidth=0.8, alpha=0.6, label="loss per batch")
@@ -34,7 +34,8 @@ def lr_find_figure(finding: LRFinding) -> Figure:
     top = max(start * 1.3, min(max(shown), 2 * start), low + 1e-3)
     axes.set_ylim(max(0.0, low - 0.05 * (top - low)), top)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="upper left", fontsize=9, frameon=False)
+    # Outside the axes: the curve is what the reader looks at, nothing may cover it.
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     axes.set_title(
         figures.wrapped(f"Learning-rate range test: {finding.model}, {finding.mode} ({finding.stopped})", 60),
         fontsize=10,

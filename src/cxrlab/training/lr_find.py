@@ -32,7 +32,10 @@ from cxrlab.training.runtime import resolve_device, seed_everything, use_channel
 
 logger = logging.getLogger(__name__)
 
-SMOOTHING = 0.98  # the exponential moving average of the loss, with bias correction, as fastai
+# The loss is smoothed by an exponential moving average with bias correction, as fastai's
+# (0.98 over its 100 steps); a shorter test averages over a fifth of its steps, so that the
+# smoothed curve does not lag behind the rates it is drawn against.
+SMOOTHING = 0.98
 DIVERGENCE = 4.0  # stop once the smoothed loss is this many times its minimum
 
 
@@ -134,6 +137,7 @@ def _sweep(config, data, model, optimizer, scales, schedule, device) -> tuple[li
     raw: list[float] = []
     smoothed: list[float] = []
     average, best = 0.0, math.inf
+    beta = min(SMOOTHING, 1 - 5 / len(schedule))
     batches: list[np.ndarray] = []
     for step, lr in enumerate(schedule):
         if not batches:  # another pass over the train split, in a new order
@@ -152,8 +156,8 @@ def _sweep(config, data, model, optimizer, scales, schedule, device) -> tuple[li
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        average = SMOOTHING * average + (1 - SMOOTHING) * value
-        current = average / (1 - SMOOTHING ** (step + 1))
+        average = beta * average + (1 - beta) * value
+        current = average / (1 - beta ** (step + 1))
         lrs.append(float(lr))
         raw.append(value)
         smoothed.append(current)
