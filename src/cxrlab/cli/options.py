@@ -63,8 +63,8 @@ def bounds_text(info: FieldInfo) -> str:
 def _shown_default(name: str, info: FieldInfo) -> str | bool:
     if info.default_factory is not None:
         return False
-    if info.default is None:
-        return False  # the description says what None means ("default: the mode's")
+    if info.default is None or info.is_required():
+        return False  # the description says what None means ("default: the mode's"); required has none
     return str(info.default).lower() if isinstance(info.default, bool) else str(info.default)
 
 
