@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from cxrlab.core.errors import CxrlabError
+from cxrlab.core.text import first_line
 from cxrlab.models.registry import Classifier, ModelEntry, model_entry
 
 # The keys of the original 1000-class heads, dropped when a bare architecture is loaded.
@@ -95,7 +96,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as exc:
-            raise CxrlabError(f"cannot read {path} as safetensors ({_first_line(exc)})") from exc
+            raise CxrlabError(f"cannot read {path} as safetensors ({first_line(exc)})") from exc
     state = load_plain_tensors(path)
     if isinstance(state, dict):
         for key in ("model", "state_dict", "model_state"):
@@ -239,8 +240,3 @@ def _file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
