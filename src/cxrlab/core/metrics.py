@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as sk
 
+ECE_BINS = 15  # confidence bins of the expected calibration error
+
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
     """Rows: true class, columns: predicted class (every class listed, present or not)."""
@@ -110,7 +112,7 @@ def log_loss(y_true, probs, eps: float = 1e-12) -> float:
     return float(-np.log(np.clip(picked, eps, 1.0)).mean())
 
 
-def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
+def expected_calibration_error(y_true, probs, n_bins: int = ECE_BINS) -> float:
     """Confidence-binned |accuracy - confidence|, weighted by bin size (top-label ECE)."""
     probs = np.asarray(probs, dtype=np.float64)
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
