@@ -37,12 +37,12 @@ def format_value(value: Any) -> str:
 
 def percent(value: float | None, digits: int = 1) -> str:
     """``86.5%``; a dash when the value is missing."""
-    return "–" if missing(value) else f"{100 * value:.{digits}f}%"
+    return "–" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}%"
 
 
 def seconds(value: float | None) -> str:
     """A duration: ``8.2 s``, ``312 s``, ``27.5 min``; a dash when it was not recorded."""
-    if missing(value):
+    if value is None or math.isnan(value):
         return "–"
     if value >= 600:
         return f"{value / 60:.1f} min"

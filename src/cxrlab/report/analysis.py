@@ -134,8 +134,12 @@ class RunAnalysis(Typed):
     external: dict[str, SetResult] = {}
 
     def on(self, name: str) -> SetResult | None:
-        """The results on evaluation set ``name`` ("test" or an external set)."""
+        """The results on evaluation set ``name`` ("test" or an external set), if it has them."""
         return self.test if name == TEST else self.external.get(name)
+
+    def at(self, name: str) -> SetResult:
+        """The results on evaluation set ``name``, which the run has."""
+        return self.test if name == TEST else self.external[name]
 
 
 def set_result(scored: ScoredSet, n_boot: int = stats.N_BOOT, seed: int = 0) -> SetResult:
@@ -146,7 +150,6 @@ def set_result(scored: ScoredSet, n_boot: int = stats.N_BOOT, seed: int = 0) -> 
         raise CxrlabError(f"no predictions on the {scored.name} set in predictions.csv: it cannot be analysed")
     labels, probs, predicted = scored.labels, scored.probs, scored.predicted
     clusters = None if scored.unit == IMAGE else scored.clusters
-    boot = dict(clusters=clusters, n_boot=n_boot, seed=seed)
     report = classification_report(labels, probs, scored.classes, scored.threshold, scored.positive)
     per_class = {}
     for c, (name, values) in enumerate(report["per_class"].items()):
@@ -154,19 +157,23 @@ def set_result(scored: ScoredSet, n_boot: int = stats.N_BOOT, seed: int = 0) -> 
         recall = (
             stats.wilson_interval(int((of_class & scored.correct).sum()), int(of_class.sum()))
             if clusters is None
-            else stats.bootstrap_proportion(scored.correct, of_class, **boot)
+            else stats.bootstrap_proportion(scored.correct, of_class, clusters, n_boot, seed=seed)
         )
         per_class[name] = ClassResult(**values, recall_interval=Estimate.of(recall))
-    rates = stats.sensitivity_specificity(labels, predicted, scored.positive, **boot) if scored.binary else None
+    rates = (
+        stats.sensitivity_specificity(labels, predicted, scored.positive, clusters, n_boot, seed=seed)
+        if scored.binary
+        else None
+    )
     return SetResult(
         name=scored.name,
         role=scored.role,
         n=len(labels),
         n_patients=scored.n_patients,
         unit=scored.unit,
-        accuracy=Estimate.of(stats.bootstrap_accuracy(labels, predicted, **boot)),
-        roc_auc=Estimate.of(stats.bootstrap_auc(labels, probs, scored.positive, **boot)),
-        ece=Estimate.of(stats.bootstrap_ece(labels, probs, **boot)),
+        accuracy=Estimate.of(stats.bootstrap_accuracy(labels, predicted, clusters, n_boot, seed=seed)),
+        roc_auc=Estimate.of(stats.bootstrap_auc(labels, probs, scored.positive, clusters, n_boot, seed=seed)),
+        ece=Estimate.of(stats.bootstrap_ece(labels, probs, clusters, n_boot, seed=seed)),
         sensitivity=Estimate.of(rates["sensitivity"]) if rates else None,
         specificity=Estimate.of(rates["specificity"]) if rates else None,
         balanced_accuracy=report["balanced_accuracy"],
@@ -281,5 +288,5 @@ def selection_key(run: RunRecord) -> tuple:
 
 def best_run(runs: list[RunRecord]) -> RunRecord | None:
     """The run with the lowest validation loss (ties: the higher validation AUC); the test
-    split and the external sets play no part in choosing."""
+    split and the external sets play no part in choosing. None when there are no runs."""
     return min(runs, key=selection_key) if runs else None

@@ -25,7 +25,7 @@ def nothing_to_report(what: str) -> list[str]:
 def ranked(rows: list[RunAnalysis], name: str = TEST) -> list[RunAnalysis]:
     """Rows by accuracy on set ``name``, then AUC (a reading of the results, not a selection)."""
     scored = [r for r in rows if r.on(name) is not None]
-    return sorted(scored, key=lambda r: (-r.on(name).accuracy.estimate, -_value(r.on(name).roc_auc.estimate), r.run))
+    return sorted(scored, key=lambda r: (-r.at(name).accuracy.estimate, -_value(r.at(name).roc_auc.estimate), r.run))
 
 
 def _value(x) -> float:
@@ -62,7 +62,7 @@ def mode_findings(model: str, rows: list[RunAnalysis], pairs: list[PairedCompari
         if pair is None:
             continue
         lead = f"Against {mode_phrase(other.mode)} ({percent(other.test.accuracy.estimate)})"
-        sentences.append(f"{lead}: {verdict(pair.on(TEST), mode_title(winner.mode), mode_title(other.mode))}.")
+        sentences.append(f"{lead}: {verdict(pair.at(TEST), mode_title(winner.mode), mode_title(other.mode))}.")
         if i == 0:
             sentences.append(_time_sentence(winner, runner_up))
     for name, role in sets.items():
@@ -81,24 +81,24 @@ def _mode_elsewhere(
     top = order[0]
     text = (
         f"On {set_title(name, role)}, {mode_phrase(top.mode)} reached the highest accuracy, "
-        f"{percent_ci(top.on(name).accuracy)}."
+        f"{percent_ci(top.at(name).accuracy)}."
     )
     for other in rows:
         pair = find_pair(pairs, winner.run, other.run) if other.run != winner.run else None
-        if pair is None or pair.on(name) is None:
+        there = pair.on(name) if pair is not None else None
+        if pair is None or there is None:
             continue
-        there = pair.on(name)
         text += (
             f" There, {mode_title(winner.mode)} against {mode_title(other.mode)}: "
             f"{verdict(there, mode_title(winner.mode), mode_title(other.mode))}; "
-            f"the internal test's conclusion {holds(pair.on(TEST), there)}."
+            f"the internal test's conclusion {holds(pair.at(TEST), there)}."
         )
     return [text]
 
 
 def _time_sentence(winner: RunAnalysis, other: RunAnalysis) -> str:
     a, b = winner.train_seconds, other.train_seconds
-    if missing(a) or missing(b) or not b:
+    if a is None or b is None or missing(a) or missing(b) or not b:
         return "Training times were not recorded for both."
     if a >= b:
         return (
@@ -155,21 +155,23 @@ def baseline_findings(
             continue
         text = (
             f"{row.label}: {percent(row.test.accuracy.estimate)}, "
-            f"{verdict(pair.on(TEST), row.label, 'the baseline')}; "
+            f"{verdict(pair.at(TEST), row.label, 'the baseline')}; "
             f"{ratio(row.train_seconds, baseline.train_seconds)} its training time."
         )
         for name, role in sets.items():
-            if name != TEST and pair.on(name) is not None:
+            there = pair.on(name)
+            if name != TEST and there is not None:
                 text += (
-                    f" On {set_title(name, role)}: {verdict(pair.on(name), row.label, 'the baseline')}; "
-                    f"the internal test's conclusion {holds(pair.on(TEST), pair.on(name))}."
+                    f" On {set_title(name, role)}: {verdict(there, row.label, 'the baseline')}; "
+                    f"the internal test's conclusion {holds(pair.at(TEST), there)}."
                 )
         sentences.append(text)
     return sentences + [_tally(pairs, others, baseline, name, role) for name, role in sets.items()]
 
 
 def _tally(pairs: list[PairedComparison], others: list[RunAnalysis], baseline: RunAnalysis, name, role) -> str:
-    results = [p.on(name) for r in others for p in [find_pair(pairs, r.run, baseline.run)] if p and p.on(name)]
+    found = [find_pair(pairs, r.run, baseline.run) for r in others]
+    results = [p.at(name) for p in found if p is not None and p.on(name) is not None]
     better = sum(1 for r in results if claimed(r) and r.a_better)
     worse = sum(1 for r in results if claimed(r) and not r.a_better)
     where = "the internal test split" if name == TEST else set_title(name, role)
@@ -185,28 +187,26 @@ def _tally(pairs: list[PairedComparison], others: list[RunAnalysis], baseline: R
 def curve_findings(rows: list[RunAnalysis]) -> list[str]:
     """The largest generalisation gap and the steadiest and least steady validation curves."""
     sentences = []
-    gaps = [r for r in rows if not missing(r.generalisation_gap)]
+    gaps = [(r.generalisation_gap, r.label) for r in rows if r.generalisation_gap is not None]
+    gaps = [(gap, label) for gap, label in gaps if not missing(gap)]
     if gaps:
-        widest = max(gaps, key=lambda r: r.generalisation_gap)
-        lowest = min(gaps, key=lambda r: r.generalisation_gap)
-        if widest.generalisation_gap == lowest.generalisation_gap:
+        (widest, wide_label), (lowest, low_label) = max(gaps), min(gaps)
+        if widest == lowest:
             sentences.append(
                 f"Every run has the same generalisation gap (train − validation accuracy at the argmax, at the "
-                f"kept epoch): {points(widest.generalisation_gap)}."
+                f"kept epoch): {points(widest)}."
             )
         else:
             sentences.append(
                 f"Generalisation gap (train − validation accuracy at the argmax, at the kept epoch): from "
-                f"{points(lowest.generalisation_gap)} ({lowest.label}) to {points(widest.generalisation_gap)} "
-                f"({widest.label}); a large positive gap is overfitting."
+                f"{points(lowest)} ({low_label}) to {points(widest)} ({wide_label}); a large positive gap is overfitting."
             )
-    steady = [r for r in rows if not missing(r.stability)]
+    steady = [(r.stability, r.label) for r in rows if r.stability is not None and not missing(r.stability)]
     if len(steady) >= 2:
-        calm = min(steady, key=lambda r: r.stability)
-        rough = max(steady, key=lambda r: r.stability)
+        (calm, calm_label), (rough, rough_label) = min(steady), max(steady)
         sentences.append(
-            f"Steadiest validation loss over the last half of training: {calm.label} (mean change "
-            f"{calm.stability:.4f} per epoch); least steady: {rough.label} ({rough.stability:.4f})."
+            f"Steadiest validation loss over the last half of training: {calm_label} (mean change "
+            f"{calm:.4f} per epoch); least steady: {rough_label} ({rough:.4f})."
         )
     elif not steady:
         sentences.append("No run trained for two epochs or more, so curve stability cannot be measured.")
@@ -215,10 +215,16 @@ def curve_findings(rows: list[RunAnalysis]) -> list[str]:
 
 def sensitivity_findings(rows: list[RunAnalysis]) -> list[str]:
     """For two classes: who misses the fewest sick patients, and at what cost to specificity."""
-    rows = [r for r in rows if r.test.sensitivity is not None and not missing(r.test.sensitivity.estimate)]
-    if not rows:
+    rated = [
+        (r.test.sensitivity.estimate, r.test.specificity.estimate, r)
+        for r in rows
+        if r.test.sensitivity is not None
+        and r.test.specificity is not None
+        and not missing(r.test.sensitivity.estimate)
+    ]
+    if not rated:
         return []
-    top = max(rows, key=lambda r: (r.test.sensitivity.estimate, r.test.specificity.estimate))
+    top = max(rated, key=lambda t: (t[0], t[1]))[2]
     return [
         f"Highest sensitivity at the validation-chosen threshold: {top.label}, {percent_ci(top.test.sensitivity)} "
         f"of {top.positive_class} cases found, at a specificity of {percent_ci(top.test.specificity)}."
@@ -238,7 +244,7 @@ def calibration_findings(rows: list[RunAnalysis], pair_of) -> list[str]:
     low, next_low, high = order[0], order[1], order[-1]
     text = f"Lowest expected calibration error: {low.label}, {_ece(low)}; highest: {high.label}, {_ece(high)}."
     pair = pair_of(low.run, next_low.run)
-    difference = pair.on(TEST).ece_difference if pair and pair.on(TEST) else None
+    difference = pair.at(TEST).ece_difference if pair is not None else None
     if difference is None or not difference.has_interval:
         return [text]
     if difference.excludes_zero:

@@ -4,6 +4,7 @@ as ``cxrlab.core.text`` writes them."""
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 from cxrlab.core.text import missing, percent
@@ -56,7 +57,7 @@ def _signed(value: float, digits: int) -> str:
 
 def points(value: float | None, digits: int = 1) -> str:
     """A difference of proportions in percentage points, signed."""
-    return "–" if missing(value) else f"{_signed(value, digits)} points"
+    return "–" if value is None or math.isnan(value) else f"{_signed(value, digits)} points"
 
 
 def points_ci(interval: Interval | None, digits: int = 1) -> str:
@@ -70,7 +71,7 @@ def points_ci(interval: Interval | None, digits: int = 1) -> str:
 
 
 def p_value(p: float | None) -> str:
-    if missing(p):
+    if p is None or math.isnan(p):
         return "–"
     if p < 0.001:
         return "< 0.001"
@@ -84,12 +85,12 @@ def p_statement(p: float | None) -> str:
 
 
 def decimal(value: float | None, digits: int = 4) -> str:
-    return "–" if missing(value) else f"{value:.{digits}f}"
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def ratio(a: float | None, b: float | None) -> str:
     """``12.3×``: how many times ``a`` is ``b``."""
-    if missing(a) or missing(b) or not b:
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or not b:
         return "–"
     value = a / b
     if value < 0.1:  # "0.0×" would say nothing: two significant digits

@@ -80,6 +80,10 @@ class PairedComparison(Typed):
     def on(self, name: str) -> PairResult | None:
         return self.results.get(name)
 
+    def at(self, name: str) -> PairResult:
+        """The result on set ``name``, which the pair has (the internal test always)."""
+        return self.results[name]
+
     def oriented(self, first: str) -> PairedComparison:
         """This pair read with run ``first`` as A."""
         if self.a == first:
@@ -120,13 +124,13 @@ def pair_result(a: ScoredSet, b: ScoredSet, id_a: str, id_b: str, n_boot: int, s
     order = aligned(a, b, id_a, id_b)
     clusters = None if a.unit == "image" else a.clusters
     test = stats.clustered_mcnemar(a.correct, b.correct[order], clusters)
-    boot = dict(positive=a.positive, clusters=clusters, n_boot=n_boot, seed=seed)
     pred_b, probs_b = b.predicted[order], b.probs[order]
 
     def difference(metric: str) -> Estimate:
-        return Estimate.of(
-            stats.paired_bootstrap_difference(a.labels, a.predicted, pred_b, metric, a.probs, probs_b, **boot)
+        interval = stats.paired_bootstrap_difference(
+            a.labels, a.predicted, pred_b, metric, a.probs, probs_b, a.positive, clusters, n_boot, seed=seed
         )
+        return Estimate.of(interval)
 
     same_classes = a.classes == b.classes
     return PairResult(

@@ -17,7 +17,7 @@ from itertools import combinations
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.modes import MODE_NAMES, mode_rank, mode_title
 from cxrlab.evaluate.stats import N_BOOT
-from cxrlab.report.analysis import RunAnalysis, best_run, run_analysis, run_labels
+from cxrlab.report.analysis import RunAnalysis, best_run, run_analysis, run_labels, selection_key
 from cxrlab.report.pairs import (
     PairedComparison,
     SpreadResult,
@@ -52,7 +52,7 @@ class StudyResults:
         for run in runs:
             groups.setdefault((run.config.model, run.config.mode), []).append(run)
         self.groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0], mode_rank(kv[0][1]))))
-        self.selected = {key: best_run(group) for key, group in self.groups.items()}
+        self.selected = {key: min(group, key=selection_key) for key, group in self.groups.items()}
         self.baseline = best_run([r for r in runs if r.config.mode == "scratch"])
         self.best = best_run([r for r in self.selected.values() if r.config.mode != "scratch"]) or self.baseline
         self._pairs: dict[tuple[str, str], PairedComparison | None] = {}
@@ -142,7 +142,7 @@ class StudyResults:
             for name in self.sets:
                 if not all(name in self.scored[r.run_id] for r in group):
                     continue
-                halves = [self.row(r).on(name).accuracy for r in group]
+                halves = [self.row(r).at(name).accuracy for r in group]
                 widths = [(h.high - h.low) / 2 for h in halves if h.has_interval]
                 try:
                     result = spread_result(title, {r.run_id: self.scored[r.run_id][name] for r in group}, widths)

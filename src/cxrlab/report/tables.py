@@ -192,7 +192,7 @@ def _external_sets(rows: list[ResultRow]) -> list[str]:
 
 
 def _setting_key(run: RunRecord) -> tuple:
-    config = run.config.train_config().model_dump(exclude=EXECUTION_SETTINGS | {"seed"})
+    config = run.config.train_config().model_dump(exclude=set(EXECUTION_SETTINGS) | {"seed"})
     # A sweep names its runs <setting>-seed=N: the name keeps two settings apart even when
     # --set overrides made their configs equal (a big study tried small).
     setting = SEED_SUFFIX.sub("", run.run_id) if SEED_SUFFIX.search(run.run_id) else None

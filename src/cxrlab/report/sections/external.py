@@ -37,7 +37,7 @@ def set_blocks(study: StudyResults, name: str, role: str, out: Path) -> list[Blo
     rows = [a for a in study.analyses.values() if a.on(name) is not None]
     if not rows:
         return []
-    first = rows[0].on(name)
+    first = rows[0].at(name)
     blocks: list[Block] = [
         Subheading(title),
         Paragraph(
@@ -50,7 +50,7 @@ def set_blocks(study: StudyResults, name: str, role: str, out: Path) -> list[Blo
             )
         ),
     ]
-    line = [curves.LinePoint(a.label, a.mode, a.test.accuracy.estimate, a.on(name).accuracy.estimate) for a in rows]
+    line = [curves.LinePoint(a.label, a.mode, a.test.accuracy.estimate, a.at(name).accuracy.estimate) for a in rows]
     path = figures.save_png(curves.accuracy_on_the_line_figure(line, title), out / f"on-the-line-{slug(name)}.png")
     blocks.append(
         Figure(path, f"Accuracy on the line: each run's internal test accuracy against its accuracy on {title}.")

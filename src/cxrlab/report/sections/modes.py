@@ -16,7 +16,8 @@ from cxrlab.training.records import RunRecord
 INTRODUCTION = (
     "For each model, the run of each mode chosen on validation (lowest validation loss, ties by validation AUC), "
     "side by side: curves, test metrics with 95% intervals, paired tests on the same test images, and training "
-    "time. Gap: the generalisation gap, train − validation accuracy (at the argmax) at the kept epoch, in "
+    "time. Every test accuracy is at the run's decision threshold, chosen on its validation split (@thr; the most "
+    "probable class for more than two classes); validation accuracy is at the argmax. Gap: the generalisation gap, train − validation accuracy (at the argmax) at the kept epoch, in "
     "percentage points. Stability: mean absolute epoch-to-epoch change of the validation loss over the last half "
     "of training (lower is steadier)."
 )

@@ -60,7 +60,7 @@ def _method(study: StudyResults) -> str:
 def _units(study: StudyResults) -> tuple[list[str], list[list]]:
     rows = []
     for name, role in study.sets.items():
-        results = [a.on(name) for a in study.analyses.values() if a.on(name) is not None]
+        results = [a.at(name) for a in study.analyses.values() if a.on(name) is not None]
         first = results[0]
         rows.append(
             [
