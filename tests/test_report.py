@@ -273,3 +273,15 @@ def test_report_in_a_headless_browser(report, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape == (4000, 1400)
     assert (pixels < 128).mean() > 0.01, "the screenshot is blank"
+
+
+def test_metrics_json_names_the_validation_accuracy_by_its_rule(tmp_path_factory):
+    # metrics.json carries the validation accuracy at the argmax (as history.csv's val_acc at
+    # the kept epoch) and the validation AUC, never the in-sample accuracy at the threshold
+    # fitted on the same images.
+    study = tiny_study(tmp_path_factory)
+    for run in list_runs(study / "runs"):
+        recorded = json.loads((run.path / "metrics.json").read_text())
+        assert "val_accuracy" not in recorded and "val_roc_auc" in recorded
+        kept = next(row for row in run.epochs if row.epoch == run.metrics.best_epoch)
+        assert recorded["val_accuracy_argmax"] == pytest.approx(kept.val_acc, abs=1e-6), run.run_id

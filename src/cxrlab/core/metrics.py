@@ -12,7 +12,6 @@ Sensitivity is the recall of the positive class, specificity the recall of the n
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as sk
 
 ECE_BINS = 15  # confidence bins of the expected calibration error
 
@@ -21,10 +20,14 @@ def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
     """Rows: true class, columns: predicted class (every class listed, present or not)."""
     if len(y_true) == 0:
         return np.zeros((n_classes, n_classes), dtype=np.int64)
+    from sklearn import metrics as sk  # here, not at import: predicting never needs scikit-learn
+
     return sk.confusion_matrix(y_true, y_pred, labels=np.arange(n_classes)).astype(np.int64)
 
 
 def accuracy(y_true, y_pred) -> float:
+    from sklearn import metrics as sk
+
     return float(sk.accuracy_score(y_true, y_pred)) if len(y_true) else float("nan")
 
 
@@ -55,6 +58,8 @@ def _scores_per_class(y_true, y_pred, n_classes: int) -> tuple[np.ndarray, np.nd
     if len(y_true) == 0:
         zeros = np.zeros(n_classes)
         return zeros, zeros, zeros, zeros.astype(np.int64)
+    from sklearn import metrics as sk
+
     return sk.precision_recall_fscore_support(y_true, y_pred, labels=np.arange(n_classes), zero_division=0.0)
 
 
