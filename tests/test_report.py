@@ -84,7 +84,9 @@ def test_report_files_and_sections(report):
     # The split the test numbers come from, and what validation chose.
     runs = list_runs(study / "runs")
     n_test = runs[0].metrics.n_test
-    assert re.search(rf"test split \({n_test} images of \d+ patients, carved from the training images by patient\)", markdown)
+    assert re.search(
+        rf"test split \({n_test} images of \d+ patients, carved from the training images by patient\)", markdown
+    )
     assert "## Statistics: units, tests and adjustment" in markdown
     assert "chosen on the validation split" in markdown
     # Section A: the model cards of the models used, at the runs' image size.

@@ -96,7 +96,8 @@ def craft_run(
     writer.history(
         [
             EpochRecord(epoch=e, phase="network", train_loss=0.5 / e, train_acc=0.9, val_loss=val_loss + 0.1 * (2 - e),
-                        val_acc=0.88, lr=1e-3, seconds=seconds / 2)
+                        val_acc=0.88, lr=1e-3, seconds=seconds / 2,
+                        cpu_seconds=seconds / 2)
             for e in (1, 2)
         ]
     )  # fmt: skip

@@ -10,6 +10,7 @@ from cxrlab.report.cells import rule_tag, unit_caption
 from cxrlab.report.document import Block, Figure, Findings, Paragraph, table
 from cxrlab.report.formatting import decimal, number_ci, percent_ci
 from cxrlab.report.study_results import StudyResults
+from cxrlab.report.wording import set_title
 
 
 def section_frozen(study: StudyResults, out: Path) -> list[Block]:
@@ -24,6 +25,7 @@ def section_frozen(study: StudyResults, out: Path) -> list[Block]:
         )
     ]
     rows = [study.row(run) for run in frozen_runs]
+    external = study.external_sets
     cells = [
         [
             a.label,
@@ -35,10 +37,12 @@ def section_frozen(study: StudyResults, out: Path) -> list[Block]:
             seconds(a.train_seconds),
             seconds((a.train_seconds or 0) / max(1, a.epochs_run or 1)),
         ]
+        + [percent_ci(there.accuracy) if (there := a.on(name)) else "–" for name in external]
         for run, a in zip(frozen_runs, rows)
     ]
     columns = ["run", "epochs", "lr", f"test accuracy {rule_tag(rows)} (95% CI)", "AUC (95% CI)", "test loss"]
     columns += ["training time", "time per epoch"]
+    columns += [f"{set_title(name, role)}: accuracy {rule_tag(rows)} (95% CI)" for name, role in external.items()]
     blocks.append(table(f"Fixed feature extractor runs ({unit_caption(rows)})", columns, cells))
     finetuned = [study.row(r) for r in study.by_mode("finetune")]
     blocks.append(Findings(findings.frozen_findings([study.row(r) for r in study.by_mode("frozen")], finetuned)))

@@ -15,6 +15,7 @@ from cxrlab.report.scored import TEST
 from cxrlab.report.sections.cases import cam_blocks, mistake_blocks
 from cxrlab.report.sections.overview import split_statement
 from cxrlab.report.study_results import StudyResults
+from cxrlab.report.wording import set_title
 from cxrlab.training.records import RunRecord
 
 
@@ -103,7 +104,17 @@ def run_test_blocks(study: StudyResults, run: RunRecord, out: Path) -> list[Bloc
         )
     else:
         line += "; decisions at the most probable class"
-    blocks.append(Paragraph(line + f"; kept epoch {a.best_epoch} of {a.epochs_run}."))
+    line += f"; kept epoch {a.best_epoch} of {a.epochs_run}."
+    for name, role in study.external_sets.items():
+        there = a.on(name)
+        if there is not None:
+            line += (
+                f" On {set_title(name, role)}: accuracy {percent_ci(there.accuracy)}, AUC {number_ci(there.roc_auc)}"
+            )
+            if there.sensitivity is not None:
+                line += f", sensitivity {percent_ci(there.sensitivity)}, specificity {percent_ci(there.specificity)}"
+            line += "."
+    blocks.append(Paragraph(line))
     path = figures.save_png(
         figures.confusion_figure(a.test.confusion_matrix, a.classes, f"{label}: test confusion matrix"),
         out / f"confusion-{slug(run.run_id)}.png",
