@@ -258,7 +258,7 @@ def _load_timm(model: Classifier, entry: ModelEntry) -> str:
         reference = timm.create_model(entry.timm_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
     except Exception as exc:
         raise CxrlabError(
-            f"ImageNet weights for {entry.name} cannot be loaded ({_first_line(exc)}): put model.safetensors "
+            f"ImageNet weights for {entry.name} cannot be loaded ({first_line(exc)}): put model.safetensors "
             f"(from https://huggingface.co/{hub_id}) at {placed}, or pass --weights FILE"
         ) from exc
     model.backbone.load_state_dict(reference.state_dict())
