@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
 
 from cxrlab import cli
 from cxrlab.core.errors import CxrlabError
-from cxrlab.report.analysis import curve_stability, generalisation_gap, run_labels, scored_test
+from cxrlab.data.patients import patient_id
+from cxrlab.report.analysis import curve_stability, generalisation_gap, run_labels
 from cxrlab.report.compare import compare_runs, comparison_markdown
+from cxrlab.report.scored import scored_set
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.loop import fit
 from cxrlab.training.records import EpochRecord, load_run
@@ -34,36 +35,42 @@ def test_compare_rows_pairs_and_files(run_dirs, tmp_path):
     assert [row["run"] for row in result["runs"]] == NAMES
     for row, run in zip(result["runs"], runs):
         # Recomputed from predictions.csv, the point estimates are the ones the run recorded.
-        assert row["accuracy"]["estimate"] == pytest.approx(run.metrics.test_accuracy)
-        assert row["roc_auc"]["estimate"] == pytest.approx(run.metrics.roc_auc, abs=1e-6)
-        assert row["sensitivity"]["estimate"] == pytest.approx(run.metrics.sensitivity)
-        assert row["test_loss"] == pytest.approx(run.metrics.test_loss, abs=1e-4)
-        assert row["accuracy"]["low"] <= row["accuracy"]["estimate"] <= row["accuracy"]["high"]
-        assert row["sensitivity"]["low"] <= row["sensitivity"]["estimate"] <= row["sensitivity"]["high"]
+        test = row["test"]
+        assert test["accuracy"]["estimate"] == pytest.approx(run.metrics.test_accuracy)
+        assert test["roc_auc"]["estimate"] == pytest.approx(run.metrics.roc_auc, abs=1e-6)
+        assert test["sensitivity"]["estimate"] == pytest.approx(run.metrics.sensitivity)
+        assert test["loss"] == pytest.approx(run.metrics.test_loss, abs=1e-4)
+        assert test["accuracy"]["low"] <= test["accuracy"]["estimate"] <= test["accuracy"]["high"]
+        assert test["sensitivity"]["low"] <= test["sensitivity"]["estimate"] <= test["sensitivity"]["high"]
         assert row["train_seconds"] == run.metrics.train_seconds
-        assert row["n_test"] == run.metrics.n_test
+        assert test["n"] == run.metrics.n_test
+        # The synthetic images come two per patient: the intervals resample patients.
+        patients = {patient_id(path) for path in scored_set(run).paths}
+        assert test["unit"] == "patient" and test["n_patients"] == len(patients) < test["n"]
     assert len(result["pairs"]) == 3
+    p_values = []
     for pair in result["pairs"]:
         a, b = (
-            scored_test(load_run(Path(run_dirs[0]).parent / pair["a"])),
-            scored_test(load_run(Path(run_dirs[0]).parent / pair["b"])),
+            scored_set(load_run(Path(run_dirs[0]).parent / pair["a"])),
+            scored_set(load_run(Path(run_dirs[0]).parent / pair["b"])),
         )
         order = [b.paths.index(p) for p in a.paths]
         a_only = int((a.correct & ~b.correct[order]).sum())
         b_only = int((~a.correct & b.correct[order]).sum())
-        assert (pair["a_only"], pair["b_only"]) == (a_only, b_only)
-        expected = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
-        assert pair["p_value"] == pytest.approx(expected)
+        test = pair["results"]["test"]
+        assert (test["a_only"], test["b_only"]) == (a_only, b_only)
+        assert test["unit"] == "patient" and test["adjustment"]["size"] == 3
+        p_values.append(test["p_value"])
         difference = (a_only - b_only) / len(a.paths)
-        assert pair["accuracy_difference"]["estimate"] == pytest.approx(difference)
-        assert pair["verdict"] in (
-            "no significant difference at 5%",
-            f"{pair['name_a']} is better at 5%",
-            f"{pair['name_b']} is better at 5%",
-        )
+        assert test["accuracy_difference"]["estimate"] == pytest.approx(difference)
+    # One family: Holm's adjustment of the three p-values.
+    adjusted = [pair["results"]["test"]["adjustment"]["p_adjusted"] for pair in result["pairs"]]
+    order = np.argsort(p_values)
+    expected = np.minimum(1, np.maximum.accumulate(np.array(p_values)[order] * [3, 2, 1]))
+    assert np.array(adjusted)[order] == pytest.approx(expected)
     out = tmp_path / "cmp"
     saved = json.loads((out / "comparison.json").read_text())
-    assert saved["runs"][1]["accuracy"] == result["runs"][1]["accuracy"]
+    assert saved["runs"][1]["test"]["accuracy"] == result["runs"][1]["test"]["accuracy"]
     markdown = (out / "comparison.md").read_text()
     assert markdown == comparison_markdown(result)
     for name in result["figures"]:
@@ -79,11 +86,11 @@ def test_comparison_markdown_reads_as_a_table(run_dirs):
     markdown = comparison_markdown(result)
     assert f"on {result['n_test']} test images" in markdown
     header = next(line for line in markdown.splitlines() if line.startswith("| run |"))
-    assert "accuracy (95% CI)" in header and "McNemar" not in header
-    assert "| A | B | A right, B wrong |" in markdown
+    assert "test accuracy @thr (95% CI)" in header and "McNemar" not in header
+    assert "| A | B | set | A right, B wrong |" in markdown
     label = result["runs"][1]["label"]
     assert f"| {label} |" in markdown
-    assert result["pairs"][0]["verdict"] in markdown
+    assert "McNemar's exact test clustered by patient" in markdown and "intervals resample patients" in markdown
 
 
 def test_runs_scored_on_other_test_images_are_refused(run_dirs, tmp_path, monkeypatch, capsys):
@@ -145,8 +152,8 @@ def test_labels_tell_runs_of_one_model_and_mode_apart(run_dirs, tmp_path_factory
         for name in ["scratch_cnn-scratch-lr=1e-3", "scratch_cnn-scratch-lr=3e-3", "efficientnet_lite0-frozen"]
     ]
     assert run_labels(runs) == [
-        "scratch_cnn, from scratch lr=0.001",
-        "scratch_cnn, from scratch lr=0.003",
+        "scratch_cnn, from scratch lr=1e-3",
+        "scratch_cnn, from scratch lr=3e-3",
         "efficientnet_lite0, fixed feature extractor",
     ]
     assert run_labels([runs[0], runs[0]]) == [f"scratch_cnn, from scratch ({runs[0].run_id})"] * 2

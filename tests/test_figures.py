@@ -8,9 +8,9 @@ from PIL import Image
 
 from cxrlab.core.metrics import expected_calibration_error, roc_auc, roc_curve
 from cxrlab.evaluate.cam import read_images
-from cxrlab.report import figures
-from cxrlab.report.analysis import confident_mistakes, scored_test
-from cxrlab.report.compare import curve_inputs, run_confusion
+from cxrlab.report import curves, figures
+from cxrlab.report.compare import run_confusion
+from cxrlab.report.scored import confident_mistakes, scored_set
 from cxrlab.training.records import list_runs
 from test_report import tiny_study
 
@@ -39,12 +39,12 @@ def test_history_figure_plots_the_recorded_curves_and_shades_the_head_phase(runs
     labels = texts(figure)
     assert "head only (backbone frozen)" in labels
     assert f"kept epoch ({run.metrics.best_epoch})" in labels
-    assert {"epoch", "loss (cross-entropy)", "accuracy (%)", "gradual run"} <= set(labels)
+    assert {"epoch", "loss (cross-entropy)", "accuracy at the argmax (%)", "gradual run"} <= set(labels)
     # A run with one phase has nothing to shade.
     assert "head only (backbone frozen)" not in texts(figures.history_figure(runs["efficientnet_lite0-finetune"]))
     path = figures.save_png(figure, tmp_path / "curves.png")
-    width, height = Image.open(path).size  # 10 x 3.8 inches at 100 dpi, give or take the tight crop
-    assert abs(width - 1000) <= 30 and abs(height - 380) <= 30
+    width, height = Image.open(path).size  # 10 x 4.2 inches at 100 dpi, give or take the tight crop
+    assert abs(width - 1000) <= 30 and abs(height - 420) <= 30
 
 
 def test_overlay_of_several_runs(runs):
@@ -54,7 +54,7 @@ def test_overlay_of_several_runs(runs):
         runs["efficientnet_lite0-gradual"],
     ]
     figure = figures.history_overlay_figure(chosen, ["fine-tune", "frozen", "gradual"], "modes")
-    legend = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
     assert legend == ["fine-tune", "frozen", "gradual"]
     # Validation solid, train dashed: two lines per run on each panel.
     assert len(figure.axes[0].get_lines()) == 2 * len(chosen)
@@ -63,18 +63,18 @@ def test_overlay_of_several_runs(runs):
 
 def test_roc_and_precision_recall_curves_are_the_runs_test_predictions(runs):
     chosen = [runs["scratch_cnn-scratch-lr=1e-3"], runs["efficientnet_lite0-frozen"]]
-    curves = curve_inputs(chosen, ["scratch", "frozen"])
-    figure = figures.roc_figure(curves)
+    inputs = [curves.curve_input(scored_set(run), label) for run, label in zip(chosen, ["scratch", "frozen"])]
+    figure = curves.roc_figure(inputs)
     axes = figure.axes[0]
-    for _curve, label in zip(curves, ["scratch", "frozen"]):
-        test = scored_test(chosen[0] if label == "scratch" else chosen[1])
+    for label in ["scratch", "frozen"]:
+        test = scored_set(chosen[0] if label == "scratch" else chosen[1])
         fpr, tpr, _ = roc_curve(test.labels, test.probs[:, test.positive], positive=test.positive)
         auc = roc_auc(test.labels, test.probs[:, test.positive], positive=test.positive)
         line = next(ln for ln in axes.get_lines() if ln.get_label().startswith(label + " "))
         assert np.allclose(line.get_xdata(), fpr) and np.allclose(line.get_ydata(), tpr)
         assert line.get_label() == f"{label} (AUC {auc:.3f})"
     assert axes.get_xlabel() == "false positive rate (1 − specificity)"
-    pr = figures.precision_recall_figure(curves)
+    pr = curves.precision_recall_figure(inputs)
     assert pr.axes[0].get_xlabel() == "recall (sensitivity)"
     assert sum(1 for line in pr.axes[0].get_lines() if "(AP " in line.get_label()) == 2
 
@@ -83,18 +83,11 @@ def test_three_class_roc_draws_one_curve_per_class():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], 10)
     probs = rng.dirichlet([1, 1, 1], 30)
-    curve = {
-        "label": "run",
-        "labels": labels,
-        "probs": probs,
-        "classes": ["NORMAL", "BACTERIA", "VIRUS"],
-        "positive": 1,
-        "operating_point": None,
-    }
-    names = [ln.get_label() for ln in figures.roc_figure([curve]).axes[0].get_lines()]
+    curve = curves.CurveInput("run", labels, probs, ["NORMAL", "BACTERIA", "VIRUS"], 1, None)
+    names = [ln.get_label() for ln in curves.roc_figure([curve]).axes[0].get_lines()]
     assert sum("vs rest" in n for n in names) == 3
     assert np.allclose(
-        figures.confusion_figure(np.eye(3, dtype=int) * 5, curve["classes"], "3 classes")
+        figures.confusion_figure(np.eye(3, dtype=int) * 5, curve.classes, "3 classes")
         .axes[0]
         .get_images()[0]
         .get_array(),
@@ -115,14 +108,14 @@ def test_confusion_matrix_shows_the_counts(runs):
 
 def test_reliability_diagram_reports_each_runs_ece(runs):
     chosen = [runs["scratch_cnn-scratch-lr=1e-3"], runs["efficientnet_lite0-finetune"]]
-    curves = curve_inputs(chosen, ["a", "b"])
-    figure = figures.reliability_figure(curves)
+    inputs = [curves.curve_input(scored_set(run), label) for run, label in zip(chosen, ["a", "b"])]
+    figure = curves.reliability_figure(inputs)
     legend = [t.get_text() for t in figure.legends[0].get_texts()]
-    for curve, label in zip(curves, ["a", "b"]):
-        ece = expected_calibration_error(curve["labels"], curve["probs"])
+    for curve, label in zip(inputs, ["a", "b"]):
+        ece = expected_calibration_error(curve.labels, curve.probs)
         assert f"{label} (ECE {ece:.3f})" in legend
     counts = sum(bar.get_height() for bar in figure.axes[1].patches)
-    assert counts == 2 * len(curves[0]["labels"])
+    assert counts == 2 * len(inputs[0].labels)
 
 
 def test_training_time_bars_are_the_recorded_seconds(runs):
@@ -142,7 +135,7 @@ def test_training_time_bars_are_the_recorded_seconds(runs):
 
 def test_mistakes_grid_from_the_original_files(runs, tmp_path):
     # The run with the most test mistakes.
-    test = min((scored_test(r) for r in runs.values()), key=lambda t: t.correct.sum())
+    test = min((scored_set(r) for r in runs.values()), key=lambda t: t.correct.sum())
     wrong = confident_mistakes(test, 4)
     assert all(not test.correct[i] for i in wrong)
     confidence = test.probs[wrong, test.predicted[wrong]]
@@ -172,3 +165,108 @@ def test_dollar_signs_in_data_text_are_drawn_verbatim(tmp_path):
     path = figures.save_png(figure, tmp_path / "dollars.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert r"cost \$5 and \$x^2\$.png" in texts(figure)
+
+
+# --- figures that hold up: short runs, long names, legends outside the data ------------------------
+
+
+def legend_texts(figure):
+    return [
+        t
+        for legend in figure.legends + [a.get_legend() for a in figure.axes if a.get_legend()]
+        for t in legend.get_texts()
+    ]
+
+
+def overlaps(a, b) -> bool:
+    """Whether two display-space boxes share area (touching edges do not count)."""
+    return a.x0 < b.x1 - 1 and b.x0 < a.x1 - 1 and a.y0 < b.y1 - 1 and b.y0 < a.y1 - 1
+
+
+def test_short_runs_get_whole_epochs_visible_points_and_outside_legends(runs):
+    one_epoch = runs["efficientnet_lite0-gradual"]
+    figure = figures.history_figure(one_epoch)
+    figure.canvas.draw()
+    epochs = [r.epoch for r in one_epoch.epochs]
+    for axes in figure.axes:
+        assert list(axes.get_xticks()) == epochs, "a tick per epoch, whole epochs only"
+        lines = [line for line in axes.get_lines() if line.get_label() in ("train", "validation")]
+        assert all(line.get_marker() not in (None, "None", "") and line.get_markersize() >= 6 for line in lines)
+        train = next(line for line in lines if line.get_label() == "train")
+        assert train.get_markerfacecolor() == "none", "hollow train points never hide the validation points"
+        (legend,) = figure.legends
+        assert not overlaps(legend.get_window_extent(), axes.get_window_extent())
+    chosen = [runs["scratch_cnn-scratch-lr=1e-3"], runs["scratch_cnn-scratch-lr=3e-3"]]
+    overlay = figures.history_overlay_figure(chosen, ["a", "b"], "two scratch runs")
+    overlay.canvas.draw()
+    xs = [tuple(line.get_xdata()) for line in overlay.axes[0].get_lines()[::2]]
+    assert xs[0] != xs[1], "two runs at the same epochs are set apart"
+    assert {line.get_marker() for line in overlay.axes[0].get_lines()[::2]} == {"o", "s"}
+    for axes in overlay.axes:
+        assert not overlaps(overlay.legends[0].get_window_extent(), axes.get_window_extent())
+
+
+def test_roc_and_pr_legends_sit_outside_the_curves(runs):
+    inputs = [curves.curve_input(scored_set(run), run.run_id) for run in runs.values()]
+    for figure in (
+        curves.roc_figure(inputs),
+        curves.precision_recall_figure(inputs),
+        curves.reliability_figure(inputs),
+    ):
+        figure.canvas.draw()
+        (legend,) = figure.legends
+        for axes in figure.axes:
+            assert not overlaps(legend.get_window_extent(), axes.get_window_extent())
+        assert all(text.get_fontsize() >= 9 for text in legend.get_texts())
+
+
+def test_every_legend_is_at_least_nine_points(runs):
+    chosen = list(runs.values())
+    inputs = [curves.curve_input(scored_set(run), run.run_id) for run in chosen]
+    drawn = [
+        figures.history_figure(chosen[0]),
+        figures.history_overlay_figure(chosen, [r.run_id for r in chosen], "all"),
+        figures.training_time_figure([r.run_id for r in chosen], [1.0] * len(chosen), [r.config.mode for r in chosen]),
+        curves.roc_figure(inputs),
+        curves.precision_recall_figure(inputs),
+        curves.reliability_figure(inputs),
+        curves.accuracy_on_the_line_figure([curves.LinePoint("a", "finetune", 0.9, 0.8)], "shifted"),
+    ]
+    for figure in drawn:
+        texts = legend_texts(figure)
+        assert texts and min(t.get_fontsize() for t in texts) >= 9
+
+
+def test_long_run_names_never_squeeze_the_training_time_plot(tmp_path):
+    short = figures.training_time_figure(["a", "b"], [10.0, 20.0], ["finetune", "scratch"])
+    long_names = [
+        "densenet121, fine-tune lr=1e-4 ep=12 wd=1e-5 bs=32 px=224 opt=adamw aug=strong seed=3",
+        "resnet50, gradual unfreezing lr=3e-4 ep=30 wd=1e-4 bs=16 px=320 opt=sgd aug=light seed=0",
+    ]
+    long = figures.training_time_figure(long_names, [10.0, 20.0], ["finetune", "gradual"])
+    widths = []
+    for figure in (short, long):
+        figure.canvas.draw()
+        widths.append(figure.axes[0].get_window_extent().width / figure.bbox.width)
+    assert widths[1] > 0.45 and widths[1] > 0.6 * widths[0], widths
+    labels = [t.get_text() for t in long.axes[0].get_yticklabels()]
+    assert all(len(line) <= figures.LABEL_WIDTH for label in labels for line in label.split("\n"))
+    assert all(label.count("\n") <= 1 for label in labels)
+
+
+def test_accuracy_on_the_line_places_each_run(tmp_path):
+    points = [
+        curves.LinePoint("a", "finetune", 0.95, 0.81),
+        curves.LinePoint("b", "frozen", 0.92, 0.80),
+        curves.LinePoint("c", "scratch", 0.88, 0.70),
+    ]
+    figure = curves.accuracy_on_the_line_figure(points, "shifted (validation set)")
+    axes = figure.axes[0]
+    dots = [line for line in axes.get_lines() if line.get_marker() == "o"]
+    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in dots] == [(95.0, 81.0), (92.0, 80.0), (88.0, 70.0)]
+    diagonal = next(line for line in axes.get_lines() if line.get_label() == "equal accuracy")
+    assert list(diagonal.get_xdata()) == list(diagonal.get_ydata())
+    assert axes.get_ylabel() == "accuracy on shifted (validation set) (%)"
+    assert any(t.get_text().startswith("least squares (slope") for t in legend_texts(figure))
+    width, _ = Image.open(figures.save_png(figure, tmp_path / "line.png")).size
+    assert width >= 400

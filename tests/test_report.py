@@ -8,6 +8,7 @@ gradual); test_figures and test_compare reuse it.
 from __future__ import annotations
 
 import base64
+import html as html_module
 import json
 import re
 import shutil
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from cxrlab.core.errors import CxrlabError
-from cxrlab.report.analysis import run_analysis
+from cxrlab.report.analysis import run_analysis, selection_key
 from cxrlab.report.formatting import percent_ci
 from cxrlab.report.render import write_report
 from cxrlab.training.config import TrainConfig
@@ -83,7 +84,10 @@ def test_report_files_and_sections(report):
     # The split the test numbers come from, and what validation chose.
     runs = list_runs(study / "runs")
     n_test = runs[0].metrics.n_test
-    assert f"test split ({n_test} images, carved from the training images by patient)" in markdown
+    assert re.search(
+        rf"test split \({n_test} images of \d+ patients, carved from the training images by patient\)", markdown
+    )
+    assert "## Statistics: units, tests and adjustment" in markdown
     assert "chosen on the validation split" in markdown
     # Section A: the model cards of the models used, at the runs' image size.
     assert "GFLOPs at 32 px" in markdown and "efficientnet_lite0" in markdown and "scratch_cnn" in markdown
@@ -98,18 +102,20 @@ def test_findings_are_built_from_the_numbers(report):
     runs = {r.run_id: r for r in list_runs(study / "runs")}
     # Section D: the winning mode of efficientnet_lite0 is named with its own interval.
     lite = [run_analysis(runs[name], n_boot=2000) for name in runs if name.startswith("efficientnet_lite0")]
-    top = max(lite, key=lambda a: (a["accuracy"]["estimate"], a["roc_auc"]["estimate"]))
-    tied = [a for a in lite if a["accuracy"]["estimate"] == top["accuracy"]["estimate"]]
-    assert any(f"reached the highest test accuracy, {percent_ci(a['accuracy'])}" in markdown for a in tied)
-    # Section E: the baseline is the scratch run with the better validation accuracy.
+    top = max(lite, key=lambda a: (a.test.accuracy.estimate, a.test.roc_auc.estimate))
+    tied = [a for a in lite if a.test.accuracy.estimate == top.test.accuracy.estimate]
+    assert any(f"reached the highest test accuracy, {percent_ci(a.test.accuracy)}" in markdown for a in tied)
+    # Section E: the baseline is the scratch run with the lower validation loss (ties: AUC).
     scratch = [runs[n] for n in runs if n.startswith("scratch_cnn")]
-    baseline = min(scratch, key=lambda r: (-r.metrics.val_accuracy, r.metrics.val_loss, r.run_id))
-    baseline_row = run_analysis(baseline)
-    assert f"reached {percent_ci(baseline_row['accuracy'])} test accuracy" in markdown
-    assert "McNemar p = " in markdown
-    assert re.search(r"\d+ of 3 transfer-learning runs beat the baseline significantly at 5%", markdown)
-    # Section B: two scratch settings make a spread to weigh against the test split's noise.
-    assert "Across 2 settings of scratch_cnn" in markdown
+    baseline = min(scratch, key=lambda r: (r.metrics.val_loss, -r.metrics.val_roc_auc, r.run_id))
+    assert baseline is min(scratch, key=selection_key)
+    assert f"reached {percent_ci(run_analysis(baseline).test.accuracy)} test accuracy" in markdown
+    assert "McNemar's exact test clustered by patient, p " in markdown
+    assert re.search(r"On the internal test split, \d+ of 3 transfer-learning runs beat the baseline", markdown)
+    # Section B: two scratch settings make a spread, tested against the test split's noise.
+    assert re.search(
+        r"Across 2 runs of scratch_cnn \(from scratch\), test accuracy ranges .*\(permutation test", markdown
+    )
 
 
 def test_html_is_self_contained_and_every_image_is_a_png(report):
@@ -176,8 +182,8 @@ def test_three_class_study(tmp_path):
     )
     runs = list_runs(study / "runs")
     analysis = run_analysis(runs[0])
-    assert np.array(analysis["confusion_matrix"]).shape == (3, 3)
-    assert analysis["sensitivity"] is None and 0 <= analysis["roc_auc"]["estimate"] <= 1
+    assert np.array(analysis.test.confusion_matrix).shape == (3, 3)
+    assert analysis.test.sensitivity is None and 0 <= analysis.test.roc_auc.estimate <= 1
     markdown = write_report(study)[0].read_text(encoding="utf-8")
     assert "(macro one-vs-rest)" in markdown and "balanced accuracy" in markdown
     assert "| BACTERIA |" in markdown and "| VIRUS |" in markdown
@@ -192,16 +198,20 @@ def test_a_folder_with_no_finished_runs_is_refused(tmp_path):
         write_report(tmp_path / "missing")
 
 
-# Runs in the page, after load: are the images decoded, which headings are there?
+# Runs in the page, after load: are the images decoded, how wide are they shown, which
+# headings are there?
 PAGE_CHECK = """
 <script>
 window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
   var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; });
+  var widths = images.map(function (img) {
+    return {shown: img.getBoundingClientRect().width, natural: img.naturalWidth, alt: img.alt};
+  });
   var headings = Array.prototype.map.call(document.querySelectorAll("h2"), function (h) { return h.textContent; });
   var out = document.createElement("pre");
   out.id = "page-check";
-  out.textContent = JSON.stringify({images: images.length, broken: broken.length, headings: headings});
+  out.textContent = JSON.stringify({images: images.length, broken: broken.length, widths: widths, headings: headings});
   document.body.appendChild(out);
 });
 </script>
@@ -239,18 +249,41 @@ def test_report_in_a_headless_browser(report, tmp_path):
     )
     page = tmp_path / "checked.html"
     page.write_text(checked, encoding="utf-8")
-    dom = chromium("--virtual-time-budget=10000", "--dump-dom", page.as_uri(), profile=tmp_path / "profile").stdout
+    dom = chromium(
+        "--window-size=1400,1000",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+        profile=tmp_path / "profile",
+    ).stdout
     found = re.search(r'<pre id="page-check">(.*?)</pre>', dom, re.S)
     assert found, "the page did not finish loading"
-    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    result = json.loads(html_module.unescape(found.group(1)))
     assert result["images"] == html.count("<img ") and result["broken"] == 0
+    # At 1400 px every figure is at least 400 px wide, and none is shrunk below its own size
+    # (its 9-point legends stay 9 points).
+    for image in result["widths"]:
+        assert image["shown"] >= 400, image
+        assert image["shown"] >= image["natural"] - 1, image
     for heading in TASK_HEADINGS:
         assert any(h.startswith(heading) for h in result["headings"]), heading
     # And the report itself, as a reader opens it, renders to a screenshot with content.
     shot = tmp_path / "report.png"
-    chromium(f"--screenshot={shot}", "--window-size=1280,4000", paths[1].as_uri(), profile=tmp_path / "profile")
+    chromium(f"--screenshot={shot}", "--window-size=1400,4000", paths[1].as_uri(), profile=tmp_path / "profile")
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("L"))
-    assert pixels.shape == (4000, 1280)
+    assert pixels.shape == (4000, 1400)
     assert (pixels < 128).mean() > 0.01, "the screenshot is blank"
+
+
+def test_metrics_json_names_the_validation_accuracy_by_its_rule(tmp_path_factory):
+    # metrics.json carries the validation accuracy at the argmax (as history.csv's val_acc at
+    # the kept epoch) and the validation AUC, never the in-sample accuracy at the threshold
+    # fitted on the same images.
+    study = tiny_study(tmp_path_factory)
+    for run in list_runs(study / "runs"):
+        recorded = json.loads((run.path / "metrics.json").read_text())
+        assert "val_accuracy" not in recorded and "val_roc_auc" in recorded
+        kept = next(row for row in run.epochs if row.epoch == run.metrics.best_epoch)
+        assert recorded["val_accuracy_argmax"] == pytest.approx(kept.val_acc, abs=1e-6), run.run_id

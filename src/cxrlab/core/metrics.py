@@ -1,5 +1,9 @@
 """Classification metrics as plain functions over arrays, returning plain values.
 
+scikit-learn computes what it has (confusion matrix, accuracy, precision, recall, F1); what it
+does not have stays here: AUC over the classes present, ROC points at every distinct score
+(the threshold rules need them all), and the expected calibration error.
+
 Conventions: ``y_true`` holds class indices, ``probs`` is ``(N, C)`` class probabilities,
 ``positive`` is the index of the disease class (PNEUMONIA) for the binary metrics.
 Sensitivity is the recall of the positive class, specificity the recall of the negative.
@@ -9,43 +13,54 @@ from __future__ import annotations
 
 import numpy as np
 
+ECE_BINS = 15  # confidence bins of the expected calibration error
+
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
-    """Rows: true class, columns: predicted class."""
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return matrix
+    """Rows: true class, columns: predicted class (every class listed, present or not)."""
+    if len(y_true) == 0:
+        return np.zeros((n_classes, n_classes), dtype=np.int64)
+    from sklearn import metrics as sk  # here, not at import: predicting never needs scikit-learn
+
+    return sk.confusion_matrix(y_true, y_pred, labels=np.arange(n_classes)).astype(np.int64)
 
 
 def accuracy(y_true, y_pred) -> float:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
+    from sklearn import metrics as sk
+
+    return float(sk.accuracy_score(y_true, y_pred)) if len(y_true) else float("nan")
 
 
 def recall_per_class(y_true, y_pred, n_classes: int) -> np.ndarray:
-    matrix = confusion_matrix(y_true, y_pred, n_classes)
-    support = matrix.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(support > 0, np.diag(matrix) / np.maximum(support, 1), np.nan)
+    """Recall of each class; NaN for a class absent from ``y_true`` (its recall is undefined)."""
+    _, recall, _, support = _scores_per_class(y_true, y_pred, n_classes)
+    return np.where(support > 0, recall, np.nan)
 
 
 def precision_per_class(y_true, y_pred, n_classes: int) -> np.ndarray:
-    matrix = confusion_matrix(y_true, y_pred, n_classes)
-    predicted = matrix.sum(axis=0)
-    return np.where(predicted > 0, np.diag(matrix) / np.maximum(predicted, 1), 0.0)
+    """Precision of each class; 0 for a class never predicted."""
+    return _scores_per_class(y_true, y_pred, n_classes)[0]
 
 
 def f1_per_class(y_true, y_pred, n_classes: int) -> np.ndarray:
-    precision = precision_per_class(y_true, y_pred, n_classes)
-    recall = np.nan_to_num(recall_per_class(y_true, y_pred, n_classes))
-    total = precision + recall
-    return np.where(total > 0, 2 * precision * recall / np.where(total > 0, total, 1), 0.0)
+    """F1 of each class; 0 where precision and recall are both 0 or undefined."""
+    return _scores_per_class(y_true, y_pred, n_classes)[2]
 
 
 def balanced_accuracy(y_true, y_pred, n_classes: int) -> float:
     """Mean recall over the classes present in ``y_true``."""
     recalls = recall_per_class(y_true, y_pred, n_classes)
     return float(np.nanmean(recalls)) if not np.all(np.isnan(recalls)) else float("nan")
+
+
+def _scores_per_class(y_true, y_pred, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's precision, recall, F1 and support of every class, 0 where undefined."""
+    if len(y_true) == 0:
+        zeros = np.zeros(n_classes)
+        return zeros, zeros, zeros, zeros.astype(np.int64)
+    from sklearn import metrics as sk
+
+    return sk.precision_recall_fscore_support(y_true, y_pred, labels=np.arange(n_classes), zero_division=0.0)
 
 
 def sensitivity(y_true, y_pred, positive: int = 1) -> float:
@@ -102,7 +117,7 @@ def log_loss(y_true, probs, eps: float = 1e-12) -> float:
     return float(-np.log(np.clip(picked, eps, 1.0)).mean())
 
 
-def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
+def expected_calibration_error(y_true, probs, n_bins: int = ECE_BINS) -> float:
     """Confidence-binned |accuracy - confidence|, weighted by bin size (top-label ECE)."""
     probs = np.asarray(probs, dtype=np.float64)
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cxrlab.core.text import first_line
+
 IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 # Files that operating systems leave beside images; never data, never worth a warning.
 IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
@@ -43,19 +45,14 @@ def decode_file(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
         else:
             pixels = _decode_pil(data, size)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, ImageTooLarge) as exc:
-        return None, digest, f"image too large ({_first_line(exc)})"
+        return None, digest, f"image too large ({first_line(exc)})"
     except UnidentifiedImageError:
         return None, digest, "not an image in a known format (JPEG, PNG, BMP, TIFF or DICOM)"
     except ImportError as exc:
         return None, digest, str(exc)
     except Exception as exc:
-        return None, digest, f"not a readable image ({_first_line(exc)})"
+        return None, digest, f"not a readable image ({first_line(exc)})"
     return pixels, digest, ""
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _decode_pil(data: bytes, size: int) -> np.ndarray:

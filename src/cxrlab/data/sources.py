@@ -19,6 +19,7 @@ import numpy as np
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.paths import cache_root
+from cxrlab.core.text import first_line
 from cxrlab.data.images import IGNORED_NAMES, IMAGE_EXTENSIONS
 from cxrlab.data.patients import kermany3_class
 
@@ -201,7 +202,7 @@ def _list_npz(path: str) -> SourceListing:
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise CxrlabError(f"cannot read {path} as a .npz file ({_first_line(exc)})") from exc
+        raise CxrlabError(f"cannot read {path} as a .npz file ({first_line(exc)})") from exc
     if not hasattr(npz, "files"):  # a plain .npy array saved under a .npz name
         raise CxrlabError(
             f"{path} holds a single array, not a .npz archive: a MedMNIST .npz holds <split>_images and <split>_labels"
@@ -224,7 +225,7 @@ def _list_npz(path: str) -> SourceListing:
                 images, split_labels = npz[image_key], np.asarray(npz[label_key]).reshape(-1)
             except Exception as exc:
                 raise CxrlabError(
-                    f"cannot read {image_key}/{label_key} of {path} ({_first_line(exc)}): "
+                    f"cannot read {image_key}/{label_key} of {path} ({first_line(exc)}): "
                     "a MedMNIST .npz holds plain numeric arrays"
                 ) from exc
             if images.dtype.kind not in "uif" or split_labels.dtype.kind not in "ui":
@@ -278,8 +279,3 @@ def _fetch_pneumoniamnist(spec: str, cache_dir: str | None) -> Path:
     if not target.exists():
         raise CxrlabError(f"medmnist did not leave {target}: {hint}")
     return target
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cxrlab.core.text import slug
 from cxrlab.data.images import decode_file, resize_array
 from cxrlab.evaluate.runs import decode_images, expand_images
 from cxrlab.models.registry import cam_target_layer, model_entry
@@ -165,8 +166,7 @@ def write_cam_overlays(
 
 
 def _safe_stem(text: str) -> str:
-    stem = Path(text).stem or "image"
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in stem)[:80]
+    return slug(Path(text).stem or "image")
 
 
 def _unique_name(name: str, taken: set[str]) -> str:

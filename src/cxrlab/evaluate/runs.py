@@ -13,6 +13,7 @@ import numpy as np
 from cxrlab.core.decision import positive_index
 from cxrlab.core.errors import BadImageError, CxrlabError
 from cxrlab.core.summary import classification_report
+from cxrlab.core.text import slug
 from cxrlab.data.dataset import load_dataset
 from cxrlab.data.images import decode_file, is_image_name
 from cxrlab.training.predict import predict_logits, softmax
@@ -33,8 +34,7 @@ def evaluation_name(data: str) -> str:
     """The file a run's scores on ``data`` are written to: readable, and unique per data."""
     stem = Path(str(data).rstrip("/")).name or "data"
     digest = hashlib.sha1(str(Path(str(data)).expanduser().resolve()).encode()).hexdigest()[:8]
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem)[:40]
-    return f"eval-{safe}-{digest}"
+    return f"eval-{slug(stem, 40)}-{digest}"
 
 
 def evaluate_run(

@@ -2,12 +2,21 @@
 
 A test set of a few hundred images leaves every metric with an error bar of a few points;
 these functions say how big it is and whether two runs scored on the same images differ.
+Images of one patient are not independent (one patient can give a test split 30 images), so
+every function takes ``clusters``, the patient of each image, and resamples or permutes
+patients, never single images; ``clusters=None`` treats each image as its own patient.
 
-- Percentile bootstrap intervals, seeded, vectorised over resamples: accuracy (any mean of
-  per-image values) and ROC AUC (binary, or macro one-vs-rest).
-- Wilson score intervals for proportions (sensitivity, specificity).
-- McNemar's exact test on paired predictions, with a plain-words verdict.
-- A paired bootstrap of the difference in accuracy or AUC between two runs.
+- Percentile bootstrap intervals, seeded, vectorised over resamples: any mean of per-image
+  values (accuracy), ratios (sensitivity, specificity, recall of a class), ROC AUC (binary,
+  or macro one-vs-rest) and the expected calibration error. A resample draws patients with
+  replacement and takes all their images, as weights on the images.
+- Wilson score intervals for proportions of independent images (``scipy.stats.binomtest``).
+- McNemar's exact test on paired predictions (``binomtest``), and its clustered form: the
+  exact sign-flip test of the patients' discordant counts (Durkalski's statistic, its exact
+  permutation distribution), which is McNemar's exact test when each patient has one image.
+- A paired bootstrap of the difference in accuracy or AUC between two runs, by patient.
+- A permutation test of whether several runs on the same images differ at all, and Holm's
+  adjustment of a family of p-values.
 
 Inputs follow ``cxrlab.core.metrics``: ``y_true`` class indices, ``probs`` ``(N, C)``.
 """
@@ -16,15 +25,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
+from scipy import signal
+from scipy.stats import binom, binomtest
 
-N_BOOT = 2000
+from cxrlab.evaluate.resampling import (
+    BLOCK,
+    N_BOOT,
+    bootstrap_indices,
+    calibration_gaps,
+    cluster_index,
+    resample_weights,
+    weighted_auc,
+)
+
 LEVEL = 0.95
-# Resamples are drawn in blocks so that memory stays bounded on large test sets.
-_BLOCK = 250
 
 
 class Interval(NamedTuple):
@@ -38,10 +55,20 @@ class Interval(NamedTuple):
         return {"estimate": self.estimate, "low": self.low, "high": self.high}
 
 
-def bootstrap_indices(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
-    """``(n_boot, n)`` indices of resamples with replacement, the same for the same seed."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, n, size=(n_boot, n), dtype=np.int64) if n else np.zeros((n_boot, 0), dtype=np.int64)
+class PairedTest(NamedTuple):
+    """A paired test of two runs' correctness on the same images."""
+
+    a_only: int  # images A got right and B wrong
+    b_only: int  # the reverse
+    n: int  # images
+    n_clusters: int  # patients (== n when each image is its own patient)
+    p_value: float  # exact, two-sided
+
+
+_NAN = Interval(float("nan"), float("nan"), float("nan"))
+
+
+# --- resampling ----------------------------------------------------------------------------
 
 
 def percentile_interval(estimate: float, replicates: np.ndarray, level: float = LEVEL) -> Interval:
@@ -56,109 +83,174 @@ def percentile_interval(estimate: float, replicates: np.ndarray, level: float = 
     return Interval(float(estimate), float(low), float(high))
 
 
-def bootstrap_mean(values, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0) -> Interval:
+def _bootstrap(
+    statistic: Callable[[np.ndarray], np.ndarray], n: int, clusters, n_boot: int, level: float, seed: int
+) -> Interval:
+    """Percentile interval of ``statistic(weights)`` (one value per row of image weights)."""
+    if n == 0:
+        return _NAN
+    estimate = float(statistic(np.ones((1, n)))[0])
+    replicates = np.concatenate([statistic(w) for w in resample_weights(clusters, n, n_boot, seed)])
+    return percentile_interval(estimate, replicates, level)
+
+
+# --- intervals of one run ----------------------------------------------------------------------
+
+
+def bootstrap_mean(values, clusters=None, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0) -> Interval:
     """Bootstrap interval of the mean of per-image ``values`` (1/0 correctness gives accuracy)."""
     values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
-        return Interval(float("nan"), float("nan"), float("nan"))
-    replicates = np.concatenate([values[block].mean(axis=1) for block in _blocks(len(values), n_boot, seed)])
-    return percentile_interval(float(values.mean()), replicates, level)
+    return _bootstrap(lambda w: w @ values / w.sum(axis=1), len(values), clusters, n_boot, level, seed)
 
 
-def bootstrap_accuracy(y_true, y_pred, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0) -> Interval:
+def bootstrap_accuracy(
+    y_true, y_pred, clusters=None, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> Interval:
     """Accuracy of ``y_pred`` with its percentile bootstrap interval."""
     correct = np.asarray(y_true) == np.asarray(y_pred)
-    return bootstrap_mean(correct, n_boot, level, seed)
+    return bootstrap_mean(correct, clusters, n_boot, level, seed)
+
+
+def bootstrap_proportion(
+    successes, trials, clusters=None, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> Interval:
+    """Share of the ``trials`` images (a mask) that are ``successes`` (a mask), e.g. the
+    sensitivity: of the diseased images, those called diseased."""
+    hits = (np.asarray(successes, dtype=bool) & np.asarray(trials, dtype=bool)).astype(np.float64)
+    trials = np.asarray(trials, dtype=np.float64)
+    if not trials.any():
+        return _NAN
+
+    def share(w: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (w @ hits) / (w @ trials)
+
+    return _bootstrap(share, len(trials), clusters, n_boot, level, seed)
 
 
 def bootstrap_auc(
-    y_true, probs, positive: int = 1, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+    y_true, probs, positive: int = 1, clusters=None, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
 ) -> Interval:
     """ROC AUC with its percentile bootstrap interval: of ``probs[:, positive]`` for two
     classes, the macro one-vs-rest AUC for more."""
     y_true, probs = np.asarray(y_true, dtype=np.int64), np.asarray(probs, dtype=np.float64)
-    if len(y_true) == 0:
-        return Interval(float("nan"), float("nan"), float("nan"))
-    everything = np.arange(len(y_true))[None, :]
-    estimate = float(_auc_of_resamples(y_true, probs, everything, positive)[0])
-    replicates = np.concatenate(
-        [_auc_of_resamples(y_true, probs, block, positive) for block in _blocks(len(y_true), n_boot, seed)]
+    return _bootstrap(lambda w: weighted_auc(y_true, probs, w, positive), len(y_true), clusters, n_boot, level, seed)
+
+
+def bootstrap_ece(y_true, probs, clusters=None, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0) -> Interval:
+    """The expected calibration error (top-label, 15 bins) with its bootstrap interval."""
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
+    gaps = calibration_gaps(y_true, probs)
+    return _bootstrap(
+        lambda w: np.abs(w @ gaps).sum(axis=1) / w.sum(axis=1), len(y_true), clusters, n_boot, level, seed
     )
-    return percentile_interval(estimate, replicates, level)
 
 
 def bootstrap_metric(
-    metric: Callable[..., float], y_true, scores, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+    metric: Callable[..., float],
+    y_true,
+    scores,
+    clusters=None,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = 0,
 ) -> Interval:
-    """Bootstrap interval of any ``metric(y_true, scores)``: one call per resample, so use
-    :func:`bootstrap_accuracy` or :func:`bootstrap_auc` where they apply (far faster)."""
+    """Bootstrap interval of any ``metric(y_true, scores)``: one call per resample, so use the
+    vectorised functions above where they apply (far faster)."""
     y_true, scores = np.asarray(y_true), np.asarray(scores)
-    estimate = float(metric(y_true, scores))
+    everything = np.arange(len(y_true))
     replicates = [
-        float(metric(y_true[rows], scores[rows])) for block in _blocks(len(y_true), n_boot, seed) for rows in block
+        float(metric(y_true[rows], scores[rows]))
+        for block in resample_weights(clusters, len(y_true), n_boot, seed)
+        for rows in (np.repeat(everything, w.astype(np.int64)) for w in block)
     ]
-    return percentile_interval(estimate, np.array(replicates), level)
+    return percentile_interval(float(metric(y_true, scores)), np.array(replicates), level)
 
 
 def wilson_interval(successes: int, n: int, level: float = LEVEL) -> Interval:
-    """A proportion with its Wilson score interval (sound at 0 and 1 and for small n, where
-    the normal approximation is not)."""
+    """A proportion of independent trials with its Wilson score interval (sound at 0 and 1
+    and for small n, where the normal approximation is not)."""
     if n <= 0:
-        return Interval(float("nan"), float("nan"), float("nan"))
-    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+        return _NAN
+    interval = binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    return Interval(successes / n, float(interval.low), float(interval.high))
 
 
-def sensitivity_specificity(y_true, y_pred, positive: int = 1, level: float = LEVEL) -> dict[str, Interval]:
-    """Sensitivity (recall of ``positive``) and specificity (recall of the rest), with Wilson
-    intervals."""
+def sensitivity_specificity(
+    y_true, y_pred, positive: int = 1, clusters=None, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> dict[str, Interval]:
+    """Sensitivity (recall of ``positive``) and specificity (recall of the rest) with 95%
+    intervals: Wilson for independent images, the patient bootstrap with ``clusters``."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    sick, healthy = y_true == positive, y_true != positive
+    sick, called = y_true == positive, y_pred == positive
+    if clusters is None:
+        return {
+            "sensitivity": wilson_interval(int((called & sick).sum()), int(sick.sum()), level),
+            "specificity": wilson_interval(int((~called & ~sick).sum()), int((~sick).sum()), level),
+        }
     return {
-        "sensitivity": wilson_interval(int((y_pred[sick] == positive).sum()), int(sick.sum()), level),
-        "specificity": wilson_interval(int((y_pred[healthy] != positive).sum()), int(healthy.sum()), level),
+        "sensitivity": bootstrap_proportion(called, sick, clusters, n_boot, level, seed),
+        "specificity": bootstrap_proportion(~called, ~sick, clusters, n_boot, level, seed),
     }
 
 
-def mcnemar_exact(correct_a, correct_b) -> dict:
+# --- two runs on the same images --------------------------------------------------------------
+
+
+def mcnemar_exact(correct_a, correct_b) -> PairedTest:
     """McNemar's exact test on paired correctness of two classifiers on the same images.
 
     Only the discordant pairs count: ``a_only`` images A got right and B wrong, ``b_only``
     the reverse. Under the null both are equally likely, so the two-sided p-value is the
     exact binomial test of ``a_only`` out of ``a_only + b_only`` at 1/2.
     """
+    return clustered_mcnemar(correct_a, correct_b, None)
+
+
+def clustered_mcnemar(correct_a, correct_b, clusters=None) -> PairedTest:
+    """McNemar's test with the patient as the unit: exact and two-sided.
+
+    Each patient k contributes ``d_k``, the images A got right and B wrong minus the reverse.
+    Under the null the two runs are exchangeable within a patient, so each ``d_k`` is as likely
+    positive as negative; the p-value is the share of the 2^K sign flips whose |sum| reaches
+    the observed one, computed exactly (Durkalski's clustered McNemar statistic, its exact
+    permutation distribution). With one discordant image per patient it is McNemar's exact
+    binomial test.
+    """
     correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if correct_a.shape != correct_b.shape:
         raise ValueError("paired predictions must have the same length")
-    a_only = int((correct_a & ~correct_b).sum())
-    b_only = int((~correct_a & correct_b).sum())
-    return {
-        "a_only": a_only,
-        "b_only": b_only,
-        "n": len(correct_a),
-        "p_value": binomial_two_sided(min(a_only, b_only), a_only + b_only),
-    }
+    clusters = cluster_index(None, len(correct_a)) if clusters is None else np.asarray(clusters, dtype=np.int64)
+    a_only, b_only = correct_a & ~correct_b, ~correct_a & correct_b
+    k = int(clusters.max()) + 1 if len(clusters) else 0
+    per_patient = np.bincount(clusters, weights=a_only, minlength=k) - np.bincount(
+        clusters, weights=b_only, minlength=k
+    )
+    return PairedTest(int(a_only.sum()), int(b_only.sum()), len(correct_a), k, sign_flip_p_value(per_patient))
 
 
-def binomial_two_sided(k: int, n: int) -> float:
-    """Exact two-sided p-value of ``k`` successes in ``n`` fair trials, ``k <= n / 2``
-    (twice the lower tail, capped at 1; exact integer arithmetic, no overflow)."""
-    if n == 0:
+def sign_flip_p_value(differences) -> float:
+    """Exact two-sided p-value of ``sum(differences)`` when each integer difference is as likely
+    positive as negative: P(|sum of ±|d_k|| >= |observed|)."""
+    d = np.abs(np.rint(np.asarray(differences, dtype=np.float64))).astype(np.int64)
+    observed = abs(int(np.rint(np.sum(differences))))
+    d = d[d > 0]
+    if observed == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1))
-    return min(1.0, 2 * tail / 2**n)
-
-
-def mcnemar_verdict(test: dict, name_a: str = "A", name_b: str = "B", alpha: float = 0.05) -> str:
-    """Plain words for a :func:`mcnemar_exact` result."""
-    level = f"{alpha:.0%}"
-    if test["p_value"] >= alpha:
-        return f"no significant difference at {level}"
-    better = name_a if test["a_only"] > test["b_only"] else name_b
-    return f"{better} is better at {level}"
+    if d.max() == 1:  # every patient +-1: the binomial test McNemar's exact test is
+        positives = int((np.rint(np.asarray(differences)) > 0).sum())
+        return float(binomtest(positives, len(d), 0.5).pvalue)
+    total = int(d.sum())
+    pmf = np.zeros(2 * total + 1)
+    pmf[total] = 1.0  # pmf[t + total] = P(sum = t)
+    for value, count in zip(*np.unique(d, return_counts=True)):
+        value, count = int(value), int(count)
+        step = np.zeros(2 * value * count + 1)  # count patients of +-value: value * (2B - count)
+        step[:: 2 * value] = binom.pmf(np.arange(count + 1), count, 0.5)
+        wide = signal.convolve(pmf, step, method="auto")
+        pmf = np.clip(wide[value * count : value * count + 2 * total + 1], 0.0, None)
+    sums = np.arange(-total, total + 1)
+    return float(min(1.0, pmf[np.abs(sums) >= observed].sum()))
 
 
 def paired_bootstrap_difference(
@@ -169,74 +261,104 @@ def paired_bootstrap_difference(
     probs_a=None,
     probs_b=None,
     positive: int = 1,
+    clusters=None,
     n_boot: int = N_BOOT,
     level: float = LEVEL,
     seed: int = 0,
 ) -> Interval:
-    """Interval of ``metric(A) - metric(B)`` over the same resamples of the same images.
+    """Interval of ``metric(A) - metric(B)`` over the same resamples of the same patients.
 
-    ``metric`` is ``"accuracy"`` (from the predicted labels) or ``"auc"`` (from the
-    probabilities). Resampling images, not runs, keeps the pairing: an interval that
-    excludes 0 says the difference is larger than the test set's noise.
+    ``metric`` is ``"accuracy"`` (from the predicted labels), ``"auc"`` (from the
+    probabilities) or ``"ece"`` (the calibration error). Resampling patients, not runs, keeps
+    the pairing: an interval that excludes 0 says the difference is larger than the test
+    set's noise.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     if metric == "accuracy":
         difference = (np.asarray(pred_a) == y_true).astype(np.float64) - (np.asarray(pred_b) == y_true)
-        return bootstrap_mean(difference, n_boot, level, seed)
-    if metric != "auc":
-        raise ValueError(f"unknown metric {metric!r}: accuracy or auc")
+        return bootstrap_mean(difference, clusters, n_boot, level, seed)
+    if metric not in ("auc", "ece"):
+        raise ValueError(f"unknown metric {metric!r}: accuracy, auc or ece")
     probs_a, probs_b = np.asarray(probs_a, dtype=np.float64), np.asarray(probs_b, dtype=np.float64)
-    everything = np.arange(len(y_true))[None, :]
-    estimate = float(
-        _auc_of_resamples(y_true, probs_a, everything, positive)[0]
-        - _auc_of_resamples(y_true, probs_b, everything, positive)[0]
-    )
-    replicates = np.concatenate(
-        [
-            _auc_of_resamples(y_true, probs_a, block, positive) - _auc_of_resamples(y_true, probs_b, block, positive)
-            for block in _blocks(len(y_true), n_boot, seed)
-        ]
-    )
-    return percentile_interval(estimate, replicates, level)
+    if metric == "auc":
+
+        def statistic(w: np.ndarray) -> np.ndarray:
+            return weighted_auc(y_true, probs_a, w, positive) - weighted_auc(y_true, probs_b, w, positive)
+
+    else:
+        gaps_a, gaps_b = calibration_gaps(y_true, probs_a), calibration_gaps(y_true, probs_b)
+
+        def statistic(w: np.ndarray) -> np.ndarray:
+            return (np.abs(w @ gaps_a).sum(axis=1) - np.abs(w @ gaps_b).sum(axis=1)) / w.sum(axis=1)
+
+    return _bootstrap(statistic, len(y_true), clusters, n_boot, level, seed)
 
 
-def _blocks(n: int, n_boot: int, seed: int):
-    """The ``n_boot`` resamples of :func:`bootstrap_indices`, in blocks of rows."""
-    indices = bootstrap_indices(n, n_boot, seed)
-    for start in range(0, n_boot, _BLOCK):
-        yield indices[start : start + _BLOCK]
+# --- several runs, several tests ---------------------------------------------------------------
 
 
-def _auc_of_resamples(y_true: np.ndarray, probs: np.ndarray, resamples: np.ndarray, positive: int) -> np.ndarray:
-    """AUC of each resample (rows of ``resamples``): binary, or the macro one-vs-rest mean."""
-    if probs.shape[1] == 2:
-        return _binary_auc_of_resamples(y_true == positive, probs[:, positive], resamples)
-    per_class = np.stack(
-        [_binary_auc_of_resamples(y_true == c, probs[:, c], resamples) for c in range(probs.shape[1])], axis=1
-    )
-    with np.errstate(invalid="ignore"):
-        # A class absent from the whole test set is left out, as in metrics.roc_auc_ovr.
-        present = np.isin(np.arange(probs.shape[1]), y_true)
-        return np.nanmean(np.where(present, per_class, np.nan), axis=1) if present.any() else per_class[:, 0]
+def spread_test(correct, clusters=None, n_perm: int = N_BOOT, seed: int = 0) -> float:
+    """p-value of the null that several runs scored on the same images are equally accurate.
 
-
-def _binary_auc_of_resamples(is_positive: np.ndarray, scores: np.ndarray, resamples: np.ndarray) -> np.ndarray:
-    """The Mann-Whitney AUC (ties count half) of every resample at once.
-
-    A resample is a multiset of images, so it is counted as weights on the distinct score
-    values: for each value, how many positives and negatives of the resample have it. The
-    AUC is then the sum over values of positives x (negatives below + half the negatives
-    level), over positives x negatives; NaN when a resample lacks one of the two.
+    ``correct`` is ``(N, K)``: image by run. Under the null the runs are exchangeable within a
+    patient, so their columns are permuted jointly over each patient's images; the statistic
+    is the spread of the runs' correct counts (their sum of squares, the sum being fixed).
+    Two runs get the exact test (:func:`clustered_mcnemar`), more a Monte Carlo p-value from
+    ``n_perm`` permutations, ``(1 + as extreme) / (1 + n_perm)``.
     """
-    values, group = np.unique(scores, return_inverse=True)
-    n_groups, n_rows = len(values), resamples.shape[0]
-    slots = (np.arange(n_rows)[:, None] * n_groups + group[resamples]).ravel()
-    positives = np.bincount(
-        slots, weights=is_positive[resamples].ravel().astype(np.float64), minlength=n_rows * n_groups
-    ).reshape(n_rows, n_groups)
-    negatives = np.bincount(slots, minlength=n_rows * n_groups).reshape(n_rows, n_groups) - positives
-    below = np.cumsum(negatives, axis=1) - negatives
-    pairs = positives.sum(axis=1) * negatives.sum(axis=1)
-    wins = (positives * (below + 0.5 * negatives)).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(pairs > 0, wins / np.where(pairs > 0, pairs, 1), np.nan)
+    correct = np.asarray(correct, dtype=np.float64)
+    n, k = correct.shape
+    if k < 2 or n == 0:
+        return 1.0
+    if k == 2:
+        return clustered_mcnemar(correct[:, 0] > 0, correct[:, 1] > 0, clusters).p_value
+    clusters = cluster_index(None, n) if clusters is None else np.asarray(clusters, dtype=np.int64)
+    totals = np.stack([np.bincount(clusters, weights=correct[:, j]) for j in range(k)], axis=1)
+    totals = totals[totals.max(axis=1) > totals.min(axis=1)]  # patients where the runs agree add nothing
+    observed = float((totals.sum(axis=0) ** 2).sum())
+    rng = np.random.default_rng(seed)
+    as_extreme = 0
+    for start in range(0, n_perm, BLOCK):
+        rows = min(BLOCK, n_perm - start)
+        order = np.argsort(rng.random((rows, len(totals), k)), axis=2)
+        permuted = np.take_along_axis(np.broadcast_to(totals, order.shape), order, axis=2).sum(axis=1)
+        as_extreme += int(((permuted**2).sum(axis=1) >= observed - 1e-9).sum())
+    return (1 + as_extreme) / (1 + n_perm)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (controls the chance of any false
+    claim in the family at the level the adjusted values are compared with)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+__all__ = [
+    "LEVEL",
+    "N_BOOT",
+    "Interval",
+    "PairedTest",
+    "bootstrap_accuracy",
+    "bootstrap_auc",
+    "bootstrap_ece",
+    "bootstrap_indices",
+    "bootstrap_mean",
+    "bootstrap_metric",
+    "bootstrap_proportion",
+    "cluster_index",
+    "clustered_mcnemar",
+    "holm",
+    "mcnemar_exact",
+    "paired_bootstrap_difference",
+    "percentile_interval",
+    "resample_weights",
+    "sensitivity_specificity",
+    "sign_flip_p_value",
+    "spread_test",
+    "wilson_interval",
+]

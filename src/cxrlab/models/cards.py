@@ -59,6 +59,7 @@ def model_card(name: str, image_size: int = 224, num_classes: int = 2, measure: 
         "gflops": round(count_flops(model, image_size) / 1e9, 3),
         "image_size": image_size,
         "imagenet_top1": imagenet_top1(name),
+        "pretrained": entry.pretrained,  # whether the model has pretrained weights at all
         "pretrained_weights": "n/a (from scratch)"
         if not entry.pretrained
         else ("available" if pretrained_available(name) else "not on this machine"),

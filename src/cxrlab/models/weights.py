@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from cxrlab.core.errors import CxrlabError
+from cxrlab.core.text import first_line
 from cxrlab.models.registry import Classifier, ModelEntry, model_entry
 
 # The keys of the original 1000-class heads, dropped when a bare architecture is loaded.
@@ -97,7 +98,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as exc:
-            raise CxrlabError(f"cannot read {path} as safetensors ({_first_line(exc)})") from exc
+            raise CxrlabError(f"cannot read {path} as safetensors ({first_line(exc)})") from exc
     state = load_plain_tensors(path)
     if isinstance(state, dict):
         for key in ("model", "state_dict", "model_state"):
@@ -257,7 +258,7 @@ def _load_timm(model: Classifier, entry: ModelEntry) -> str:
         reference = timm.create_model(entry.timm_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
     except Exception as exc:
         raise CxrlabError(
-            f"ImageNet weights for {entry.name} cannot be loaded ({_first_line(exc)}): put model.safetensors "
+            f"ImageNet weights for {entry.name} cannot be loaded ({first_line(exc)}): put model.safetensors "
             f"(from https://huggingface.co/{hub_id}) at {placed}, or pass --weights FILE"
         ) from exc
     model.backbone.load_state_dict(reference.state_dict())
@@ -295,8 +296,3 @@ def _file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

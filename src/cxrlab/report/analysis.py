@@ -1,23 +1,28 @@
-"""The numbers the report and ``cxrlab compare`` show for a run and for a pair of runs.
+"""The numbers the report and ``cxrlab compare`` show for one run, as typed records.
 
 Everything is computed from a run directory's records (``predictions.csv``, ``history.csv``,
-``config.yaml``) read through ``cxrlab.training.rundir``: the test predictions at the run's own
-validation-chosen threshold, with intervals; the curves' generalisation gap and stability;
-and paired tests of two runs scored on the same test images.
+``config.yaml``, ``metrics.json``) read through ``cxrlab.training.records``: on each
+evaluation set (the internal test split, and each external set) the predictions at the
+run's own validation-chosen threshold with 95% intervals that resample patients; the
+validation numbers the run was chosen by; the curves' generalisation gap and stability.
+A misspelt field fails where the record is built, not when a report renders.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from cxrlab.core.decision import decide, positive_index
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.modes import mode_title
 from cxrlab.core.summary import classification_report
+from cxrlab.core.text import format_value
 from cxrlab.evaluate import stats
+from cxrlab.report.scored import IMAGE, TEST, ScoredSet, evaluation_sets, scored_set
 from cxrlab.training.records import EpochRecord, RunRecord
 
 # Settings that tell two runs of one model and mode apart, in the order a reader scans them.
@@ -34,34 +39,202 @@ SHORT = {
 }
 
 
-@dataclass
-class ScoredTest:
-    """A run's test predictions, as the arrays the statistics take."""
+def _nan_for_none(value: Any) -> Any:
+    return math.nan if value is None else value
 
-    paths: list[str]
-    labels: np.ndarray  # (N,) class indices
-    probs: np.ndarray  # (N, C)
-    predicted: np.ndarray  # (N,) at the run's threshold
+
+# A number that may be undefined (NaN); comparison.json writes it as null and reads it back.
+Number = Annotated[float, BeforeValidator(_nan_for_none)]
+
+
+class Typed(BaseModel):
+    """A record of the analysis: fields fixed, values checked where it is built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Estimate(Typed):
+    """A value with its 95% interval (NaN bounds where it has none)."""
+
+    estimate: Number
+    low: Number = math.nan
+    high: Number = math.nan
+
+    @classmethod
+    def of(cls, interval: stats.Interval) -> Estimate:
+        return cls(estimate=interval.estimate, low=interval.low, high=interval.high)
+
+    @property
+    def has_interval(self) -> bool:
+        return not (math.isnan(self.low) or math.isnan(self.high))
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.has_interval and (self.low > 0 or self.high < 0)
+
+    def negated(self) -> Estimate:
+        return Estimate(estimate=-self.estimate, low=-self.high, high=-self.low)
+
+
+class ClassResult(Typed):
+    precision: Number
+    recall: Number | None
+    f1: Number
+    support: int
+    recall_interval: Estimate
+
+
+class SetResult(Typed):
+    """One run on one evaluation set: metrics at its threshold, with 95% intervals."""
+
+    name: str  # "test" or the external set's name
+    role: str  # "test" or "validation"
+    n: int
+    n_patients: int
+    unit: str  # what the intervals resample: "patient" or "image"
+    accuracy: Estimate
+    roc_auc: Estimate
+    ece: Estimate
+    sensitivity: Estimate | None  # two classes only
+    specificity: Estimate | None
+    balanced_accuracy: Number
+    macro_f1: Number
+    loss: Number
+    confusion_matrix: list[list[int]]
+    per_class: dict[str, ClassResult]
+
+
+class RunAnalysis(Typed):
+    """One run: how it was chosen (validation), and its results on each evaluation set."""
+
+    run: str
+    label: str
+    path: str
+    model: str
+    mode: str
     classes: list[str]
-    positive: int
+    binary: bool
+    positive_class: str | None
     threshold: float | None
+    threshold_rule: str
+    select: str
+    n_train: int
+    n_val: int
+    best_epoch: int
+    epochs_run: int
+    val_loss: float
+    val_accuracy_argmax: float | None
+    val_roc_auc: float | None
+    train_seconds: float | None
+    generalisation_gap: float | None
+    stability: float | None
+    image_size: int
+    settings: dict[str, Any]
+    test: SetResult
+    external: dict[str, SetResult] = {}
 
-    @property
-    def correct(self) -> np.ndarray:
-        return self.predicted == self.labels
+    def on(self, name: str) -> SetResult | None:
+        """The results on evaluation set ``name`` ("test" or an external set), if it has them."""
+        return self.test if name == TEST else self.external.get(name)
 
-    @property
-    def binary(self) -> bool:
-        return len(self.classes) == 2
+    def at(self, name: str) -> SetResult:
+        """The results on evaluation set ``name``, which the run has."""
+        return self.test if name == TEST else self.external[name]
 
 
-def scored_test(run: RunRecord) -> ScoredTest:
-    """The test split of ``run``'s predictions.csv, predicted at the run's threshold."""
-    paths, labels, probs = run.prediction_arrays("test")
-    classes = run.classes
-    positive = positive_index(classes)
-    threshold = run.threshold if len(classes) == 2 else None
-    return ScoredTest(paths, labels, probs, decide(probs, threshold, positive), classes, positive, threshold)
+def set_result(scored: ScoredSet, n_boot: int = stats.N_BOOT, seed: int = 0) -> SetResult:
+    """The metrics of one evaluation set with intervals: every interval resamples the set's
+    patients (images where file names name no patient); Wilson intervals for per-class recall
+    where images are independent."""
+    if len(scored.labels) == 0:
+        raise CxrlabError(f"no predictions on the {scored.name} set in predictions.csv: it cannot be analysed")
+    labels, probs, predicted = scored.labels, scored.probs, scored.predicted
+    clusters = None if scored.unit == IMAGE else scored.clusters
+    report = classification_report(labels, probs, scored.classes, scored.threshold, scored.positive)
+    per_class = {}
+    for c, (name, values) in enumerate(report["per_class"].items()):
+        of_class = labels == c
+        recall = (
+            stats.wilson_interval(int((of_class & scored.correct).sum()), int(of_class.sum()))
+            if clusters is None
+            else stats.bootstrap_proportion(scored.correct, of_class, clusters, n_boot, seed=seed)
+        )
+        per_class[name] = ClassResult(**values, recall_interval=Estimate.of(recall))
+    rates = (
+        stats.sensitivity_specificity(labels, predicted, scored.positive, clusters, n_boot, seed=seed)
+        if scored.binary
+        else None
+    )
+    return SetResult(
+        name=scored.name,
+        role=scored.role,
+        n=len(labels),
+        n_patients=scored.n_patients,
+        unit=scored.unit,
+        accuracy=Estimate.of(stats.bootstrap_accuracy(labels, predicted, clusters, n_boot, seed=seed)),
+        roc_auc=Estimate.of(stats.bootstrap_auc(labels, probs, scored.positive, clusters, n_boot, seed=seed)),
+        ece=Estimate.of(stats.bootstrap_ece(labels, probs, clusters, n_boot, seed=seed)),
+        sensitivity=Estimate.of(rates["sensitivity"]) if rates else None,
+        specificity=Estimate.of(rates["specificity"]) if rates else None,
+        balanced_accuracy=report["balanced_accuracy"],
+        macro_f1=float(np.mean([v["f1"] for v in report["per_class"].values()])),
+        loss=report["loss"],
+        confusion_matrix=report["confusion_matrix"],
+        per_class=per_class,
+    )
+
+
+def run_analysis(
+    run: RunRecord,
+    label: str | None = None,
+    n_boot: int = stats.N_BOOT,
+    seed: int = 0,
+    scored: dict[str, ScoredSet] | None = None,
+) -> RunAnalysis:
+    """The analysis of one finished run on every evaluation set it was scored on; ``scored``
+    may hold its sets already read."""
+    scored = dict(scored or {})
+    for name in evaluation_sets(run):
+        scored.setdefault(name, scored_set(run, name))
+    results = {name: set_result(s, n_boot, seed) for name, s in scored.items()}
+    metrics, config = run.scores, run.config
+    binary = len(run.classes) == 2
+    return RunAnalysis(
+        run=run.run_id,
+        label=label or run_labels([run])[0],
+        path=str(run.path),
+        model=config.model,
+        mode=config.mode,
+        classes=run.classes,
+        binary=binary,
+        positive_class=run.classes[run.positive] if binary else None,
+        threshold=run.threshold if binary else None,
+        threshold_rule=metrics.threshold_rule,
+        select=config.select,
+        n_train=metrics.n_train,
+        n_val=metrics.n_val,
+        best_epoch=metrics.best_epoch,
+        epochs_run=metrics.epochs_run,
+        val_loss=metrics.val_loss,
+        val_accuracy_argmax=validation_accuracy(run),
+        val_roc_auc=metrics.val_roc_auc,
+        train_seconds=metrics.train_seconds,
+        generalisation_gap=generalisation_gap(run.epochs, metrics.best_epoch),
+        stability=curve_stability(run.epochs),
+        image_size=config.image_size,
+        settings={k: config.setting(k) for k in SETTING_KEYS},
+        test=results.pop(TEST),
+        external=results,
+    )
+
+
+def validation_accuracy(run: RunRecord) -> float | None:
+    """Validation accuracy at the argmax: recorded by newer runs, else history.csv's val_acc at
+    the kept epoch (the same number). Never the accuracy at a threshold fitted on validation."""
+    if run.scores.val_accuracy_argmax is not None:
+        return run.scores.val_accuracy_argmax
+    row = selected_epoch(run.epochs, run.scores.best_epoch)
+    return row.val_acc if row is not None else None
 
 
 def run_labels(runs: list[RunRecord]) -> list[str]:
@@ -75,13 +248,9 @@ def run_labels(runs: list[RunRecord]) -> list[str]:
             twins = [r for r, label in zip(runs, base) if label == base[i]]
             differing = [k for k in SETTING_KEYS if len({str(t.config.setting(k)) for t in twins}) > 1]
             if differing:
-                labels[i] += " " + " ".join(f"{SHORT[k]}={_setting(run.config.setting(k))}" for k in differing)
+                labels[i] += " " + " ".join(f"{SHORT[k]}={format_value(run.config.setting(k))}" for k in differing)
     counts = Counter(labels)
     return [label if counts[label] == 1 else f"{label} ({run.run_id})" for label, run in zip(labels, runs)]
-
-
-def _setting(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def selected_epoch(epochs: list[EpochRecord], best_epoch: int) -> EpochRecord | None:
@@ -110,148 +279,14 @@ def curve_stability(epochs: list[EpochRecord]) -> float | None:
     return float(steps[len(steps) // 2 :].mean())
 
 
-def run_analysis(run: RunRecord, n_boot: int = stats.N_BOOT, seed: int = 0) -> dict:
-    """The test analysis of one run: metrics at its threshold, with 95% intervals (bootstrap for
-    accuracy and AUC, Wilson for sensitivity, specificity and per-class recall), the confusion
-    matrix, per-class precision/recall/F1, calibration, and the curves' gap and stability."""
-    test = scored_test(run)
-    if len(test.labels) == 0:
-        raise CxrlabError(f"run {run.path} has no test predictions in predictions.csv: it cannot be analysed")
-    report = classification_report(test.labels, test.probs, test.classes, test.threshold, test.positive)
-    recall_intervals = {
-        name: stats.wilson_interval(int(((test.labels == c) & test.correct).sum()), int((test.labels == c).sum()))
-        for c, name in enumerate(test.classes)
-    }
-    result = {
-        "run": run.run_id,
-        "path": str(run.path),
-        "model": run.config.model,
-        "mode": run.config.mode,
-        "classes": test.classes,
-        "binary": test.binary,
-        "positive_class": test.classes[test.positive] if test.binary else None,
-        "n_test": len(test.labels),
-        "n_val": run.scores.n_val,
-        "n_train": run.scores.n_train,
-        "threshold": test.threshold,
-        "threshold_rule": run.scores.threshold_rule,
-        "best_epoch": run.scores.best_epoch,
-        "epochs_run": run.scores.epochs_run,
-        "select": run.config.select,
-        "val_accuracy": run.scores.val_accuracy,
-        "val_loss": run.scores.val_loss,
-        "test_loss": report["loss"],
-        "accuracy": stats.bootstrap_accuracy(test.labels, test.predicted, n_boot=n_boot, seed=seed).as_dict(),
-        "roc_auc": stats.bootstrap_auc(test.labels, test.probs, test.positive, n_boot=n_boot, seed=seed).as_dict(),
-        "balanced_accuracy": report["balanced_accuracy"],
-        "macro_f1": float(np.mean([v["f1"] for v in report["per_class"].values()])),
-        "ece": report["ece"],
-        "confusion_matrix": report["confusion_matrix"],
-        "per_class": {
-            name: {**values, "recall_interval": recall_intervals[name].as_dict()}
-            for name, values in report["per_class"].items()
-        },
-        "train_seconds": run.scores.train_seconds,
-        "generalisation_gap": generalisation_gap(run.epochs, run.scores.best_epoch),
-        "stability": curve_stability(run.epochs),
-        "image_size": run.config.image_size,
-        "settings": {k: run.config.setting(k) for k in SETTING_KEYS},
-    }
-    if test.binary:
-        intervals = stats.sensitivity_specificity(test.labels, test.predicted, test.positive)
-        result["sensitivity"] = intervals["sensitivity"].as_dict()
-        result["specificity"] = intervals["specificity"].as_dict()
-    else:
-        result["sensitivity"] = result["specificity"] = None
-    return result
-
-
-def same_test_images(a: RunRecord, b: RunRecord, test_a: ScoredTest, test_b: ScoredTest) -> np.ndarray:
-    """Positions in ``test_b`` of ``test_a``'s images, so that the two line up image by image;
-    refuses runs that were scored on different test images."""
-    where = {path: i for i, path in enumerate(test_b.paths)}
-    if len(test_a.paths) != len(test_b.paths) or len(where) != len(test_b.paths) or set(where) != set(test_a.paths):
-        common = len(set(test_a.paths) & set(where))
-        raise CxrlabError(
-            f"runs {a.run_id} and {b.run_id} were scored on different test images ({len(test_a.paths)} and "
-            f"{len(test_b.paths)}, {common} in common): compare runs of the same data and split seed"
-        )
-    order = np.array([where[p] for p in test_a.paths], dtype=np.int64)
-    names_a = [test_a.classes[i] for i in test_a.labels]
-    names_b = [test_b.classes[i] for i in test_b.labels[order]]
-    if names_a != names_b:
-        raise CxrlabError(
-            f"runs {a.run_id} and {b.run_id} label the same test images differently: "
-            f"compare runs of the same data and --labels"
-        )
-    return order
-
-
-def paired_comparison(
-    a: RunRecord, b: RunRecord, name_a: str = "A", name_b: str = "B", n_boot: int = stats.N_BOOT, seed: int = 0
-) -> dict:
-    """McNemar's exact test and paired bootstrap intervals of the accuracy (and AUC) difference
-    A - B on the same test images."""
-    test_a, test_b = scored_test(a), scored_test(b)
-    order = same_test_images(a, b, test_a, test_b)
-    correct_b = test_b.correct[order]
-    mcnemar = stats.mcnemar_exact(test_a.correct, correct_b)
-    # Each image scores +1, 0 or -1: A right and B wrong, both alike, or the reverse.
-    difference = stats.bootstrap_mean(test_a.correct.astype(np.float64) - correct_b, n_boot=n_boot, seed=seed)
-    result = {
-        "a": a.run_id,
-        "b": b.run_id,
-        "name_a": name_a,
-        "name_b": name_b,
-        "n": mcnemar["n"],
-        "a_only": mcnemar["a_only"],
-        "b_only": mcnemar["b_only"],
-        "p_value": mcnemar["p_value"],
-        "verdict": stats.mcnemar_verdict(mcnemar, name_a, name_b),
-        "accuracy_difference": difference.as_dict(),
-        "auc_difference": None,
-    }
-    if test_a.classes == test_b.classes:
-        result["auc_difference"] = stats.paired_bootstrap_difference(
-            test_a.labels,
-            test_a.predicted,
-            test_b.predicted[order],
-            "auc",
-            test_a.probs,
-            test_b.probs[order],
-            positive=test_a.positive,
-            n_boot=n_boot,
-            seed=seed,
-        ).as_dict()
-    return result
-
-
-def confident_mistakes(test: ScoredTest, k: int = 8) -> np.ndarray:
-    """Indices of the ``k`` wrong test predictions the run was surest of (highest probability
-    of the class it predicted)."""
-    wrong = np.flatnonzero(~test.correct)
-    confidence = test.probs[wrong, test.predicted[wrong]]
-    return wrong[np.argsort(-confidence, kind="stable")][:k]
-
-
-def confident_hits(test: ScoredTest, k: int = 4) -> np.ndarray:
-    """Indices of ``k`` right test predictions the run was surest of, disease class first."""
-    right = np.flatnonzero(test.correct)
-    confidence = test.probs[right, test.predicted[right]]
-    disease_first = (test.predicted[right] != test.positive).astype(int) if test.binary else np.zeros(len(right))
-    return right[np.lexsort((-confidence, disease_first))][:k]
+def selection_key(run: RunRecord) -> tuple:
+    """The one rule that chooses among runs, as it chooses the epoch and the Optuna objective:
+    the lowest validation loss, ties by the higher validation AUC, then the run id."""
+    auc = run.scores.val_roc_auc
+    return (run.scores.val_loss, -auc if auc is not None and not math.isnan(auc) else math.inf, run.run_id)
 
 
 def best_run(runs: list[RunRecord]) -> RunRecord | None:
-    """The run with the highest validation accuracy (ties: lower validation loss); the test
-    split plays no part in choosing."""
-    if not runs:
-        return None
-    return min(
-        runs,
-        key=lambda r: (
-            -r.scores.val_accuracy,
-            r.scores.val_loss,
-            r.run_id,
-        ),
-    )
+    """The run with the lowest validation loss (ties: the higher validation AUC); the test
+    split and the external sets play no part in choosing. None when there are no runs."""
+    return min(runs, key=selection_key) if runs else None

@@ -1,245 +1,295 @@
 """Findings: sentences built from a study's numbers, never fixed text.
 
-Each function takes the dicts of ``cxrlab.report.analysis`` (``run_analysis`` per run,
-``paired_comparison`` per pair) and returns a list of sentences. A difference is called
-real only when McNemar's test says so at 5%; otherwise the sentence says it is within the
-noise of the test set, with its interval. Every function copes with having nothing to say.
+Each function takes the typed analyses of ``cxrlab.report.analysis`` (one ``RunAnalysis`` per
+run) and the adjusted paired comparisons of ``cxrlab.report.pairs``, and returns a list of
+sentences. Verdicts are worded by ``cxrlab.report.wording``: a difference is claimed only
+when the adjusted test and the interval agree. Where runs were also scored on external sets,
+each conclusion says whether it holds there. Every function copes with having nothing to say.
 """
 
 from __future__ import annotations
 
 from cxrlab.core.modes import mode_phrase, mode_title
-from cxrlab.report.formatting import missing, p_statement, percent, percent_ci, points, points_ci, ratio, seconds
-
-ALPHA = 0.05
+from cxrlab.core.text import missing, percent, seconds
+from cxrlab.report.analysis import RunAnalysis
+from cxrlab.report.formatting import number_ci, percent_ci, points, ratio, signed_ci
+from cxrlab.report.pairs import PairedComparison
+from cxrlab.report.scored import TEST
+from cxrlab.report.wording import claimed, holds, set_title, spread_verdict, verdict
 
 
 def nothing_to_report(what: str) -> list[str]:
     return [f"This study has no {what}, so there is nothing to report here."]
 
 
-def significance(pair: dict) -> str:
-    """``a significant difference (McNemar p = 0.003)`` or the words for noise."""
-    if pair["p_value"] < ALPHA:
-        return f"a significant difference at 5% (McNemar {p_statement(pair['p_value'])})"
-    return (
-        f"within the noise of {pair['n']} test images (McNemar {p_statement(pair['p_value'])}: "
-        f"no significant difference at 5%)"
-    )
-
-
-def oriented(pair: dict, first: str) -> dict:
-    """``pair`` read with run ``first`` as A (the difference's sign and the counts swapped)."""
-    if pair["a"] == first:
-        return pair
-    flipped = dict(
-        pair,
-        a=pair["b"],
-        b=pair["a"],
-        name_a=pair["name_b"],
-        name_b=pair["name_a"],
-        a_only=pair["b_only"],
-        b_only=pair["a_only"],
-    )
-    for key in ("accuracy_difference", "auc_difference"):
-        if pair.get(key):
-            d = pair[key]
-            flipped[key] = {"estimate": -d["estimate"], "low": -d["high"], "high": -d["low"]}
-    return flipped
-
-
-def _ranked(rows: list[dict]) -> list[dict]:
-    """Rows by test accuracy, then AUC (a reading of the results, not a selection)."""
-    return sorted(rows, key=lambda r: (-r["accuracy"]["estimate"], -_value(r["roc_auc"]["estimate"]), r["run"]))
+def ranked(rows: list[RunAnalysis], name: str = TEST) -> list[RunAnalysis]:
+    """Rows by accuracy on set ``name``, then AUC (a reading of the results, not a selection)."""
+    scored = [r for r in rows if r.on(name) is not None]
+    return sorted(scored, key=lambda r: (-r.at(name).accuracy.estimate, -_value(r.at(name).roc_auc.estimate), r.run))
 
 
 def _value(x) -> float:
     return -1.0 if missing(x) else float(x)
 
 
-def _find_pair(pairs: list[dict], a: str, b: str) -> dict | None:
+def find_pair(pairs: list[PairedComparison], a: str, b: str) -> PairedComparison | None:
+    """The comparison of runs ``a`` and ``b``, read with ``a`` first."""
     for pair in pairs:
-        if {pair["a"], pair["b"]} == {a, b}:
-            return oriented(pair, a)
+        if {pair.a, pair.b} == {a, b}:
+            return pair.oriented(a)
     return None
 
 
-def mode_findings(model: str, rows: list[dict], pairs: list[dict]) -> list[str]:
-    """Which mode of ``model`` won on the test split, by how much, whether significant, and at
-    what training-time cost. ``rows`` hold one selected run per mode."""
+def mode_findings(model: str, rows: list[RunAnalysis], pairs: list[PairedComparison], sets: dict) -> list[str]:
+    """Which mode of ``model`` won on the test split, by how much, whether that is claimed, at
+    what training-time cost, and whether it holds on each external set. ``rows`` hold one
+    selected run per mode."""
     if not rows:
         return nothing_to_report(f"runs of {model}")
     if len(rows) == 1:
         only = rows[0]
         return [
-            f"{model} ran only as {mode_title(only['mode'])} (test accuracy {percent_ci(only['accuracy'])}); "
+            f"{model} ran only as {mode_title(only.mode)} (test accuracy {percent_ci(only.test.accuracy)}); "
             "there is no other mode of it to compare with."
         ]
-    ranked = _ranked(rows)
-    winner, runner_up = ranked[0], ranked[1]
+    order = ranked(rows)
+    winner, runner_up = order[0], order[1]
     sentences = [
-        f"For {model}, {mode_phrase(winner['mode'])} reached the highest test accuracy, "
-        f"{percent_ci(winner['accuracy'])}."
+        f"For {model}, {mode_phrase(winner.mode)} reached the highest test accuracy, {percent_ci(winner.test.accuracy)}."
     ]
-    pair = _find_pair(pairs, winner["run"], runner_up["run"])
-    if pair is not None:
-        sentences.append(
-            f"Against {mode_phrase(runner_up['mode'])} ({percent(runner_up['accuracy']['estimate'])}) the difference is "
-            f"{points_ci(pair['accuracy_difference'])}: {significance(pair)}."
-        )
-    sentences.append(_time_sentence(winner, runner_up))
-    for other in ranked[2:]:
-        pair = _find_pair(pairs, winner["run"], other["run"])
-        if pair is not None:
-            sentences.append(
-                f"Against {mode_phrase(other['mode'])} ({percent(other['accuracy']['estimate'])}): "
-                f"{points_ci(pair['accuracy_difference'])}, {significance(pair)}."
-            )
+    for i, other in enumerate(order[1:]):
+        pair = find_pair(pairs, winner.run, other.run)
+        if pair is None:
+            continue
+        lead = f"Against {mode_phrase(other.mode)} ({percent(other.test.accuracy.estimate)})"
+        sentences.append(f"{lead}: {verdict(pair.at(TEST), mode_title(winner.mode), mode_title(other.mode))}.")
+        if i == 0:
+            sentences.append(_time_sentence(winner, runner_up))
+    for name, role in sets.items():
+        if name != TEST:
+            sentences += _mode_elsewhere(rows, pairs, winner, name, role)
     return sentences
 
 
-def _time_sentence(winner: dict, other: dict) -> str:
-    a, b = winner.get("train_seconds"), other.get("train_seconds")
-    if missing(a) or missing(b) or not b:
+def _mode_elsewhere(
+    rows: list[RunAnalysis], pairs: list[PairedComparison], winner: RunAnalysis, name: str, role: str
+) -> list[str]:
+    """The internal winner's comparisons read again on external set ``name``."""
+    order = ranked(rows, name)
+    if len(order) < 2:
+        return []
+    top = order[0]
+    text = (
+        f"On {set_title(name, role)}, {mode_phrase(top.mode)} reached the highest accuracy, "
+        f"{percent_ci(top.at(name).accuracy)}."
+    )
+    for other in rows:
+        pair = find_pair(pairs, winner.run, other.run) if other.run != winner.run else None
+        there = pair.on(name) if pair is not None else None
+        if pair is None or there is None:
+            continue
+        text += (
+            f" There, {mode_title(winner.mode)} against {mode_title(other.mode)}: "
+            f"{verdict(there, mode_title(winner.mode), mode_title(other.mode))}; "
+            f"the internal test's conclusion {holds(pair.at(TEST), there)}."
+        )
+    return [text]
+
+
+def _time_sentence(winner: RunAnalysis, other: RunAnalysis) -> str:
+    a, b = winner.train_seconds, other.train_seconds
+    if a is None or b is None or missing(a) or missing(b) or not b:
         return "Training times were not recorded for both."
     if a >= b:
         return (
-            f"It cost {seconds(a)} of training against {seconds(b)} for {mode_phrase(other['mode'])}: "
+            f"It cost {seconds(a)} of training against {seconds(b)} for {mode_phrase(other.mode)}: "
             f"{ratio(a, b)} the time."
         )
     return f"It was also the cheaper of the two: {seconds(a)} of training against {seconds(b)} ({ratio(b, a)} less)."
 
 
-def frozen_findings(frozen: list[dict], finetuned: list[dict]) -> list[str]:
+def frozen_findings(frozen: list[RunAnalysis], finetuned: list[RunAnalysis]) -> list[str]:
     """The fixed feature extractor of each model: its cost against fine-tuning the same model,
     and its accuracy. ``frozen`` and ``finetuned`` hold one selected run per model."""
     if not frozen:
         return nothing_to_report("fixed-feature-extractor (frozen) runs")
     sentences = []
-    by_model = {r["model"]: r for r in finetuned}
+    by_model = {r.model: r for r in finetuned}
     for row in frozen:
         text = (
-            f"The fixed feature extractor of {row['model']} trained its head in {seconds(row['train_seconds'])} "
-            f"(backbone features computed once, then {row['epochs_run']} epochs on the cached features) and "
-            f"reached {percent_ci(row['accuracy'])} test accuracy."
+            f"The fixed feature extractor of {row.model} trained its head in {seconds(row.train_seconds)} "
+            f"(backbone features computed once, then {row.epochs_run} epochs on the cached features) and "
+            f"reached {percent_ci(row.test.accuracy)} test accuracy."
         )
-        tuned = by_model.get(row["model"])
-        if tuned is not None and not missing(tuned.get("train_seconds")) and row.get("train_seconds"):
+        tuned = by_model.get(row.model)
+        if tuned is not None and not missing(tuned.train_seconds) and row.train_seconds:
             text += (
-                f" Fine-tuning {row['model']} took {seconds(tuned['train_seconds'])}, "
-                f"{ratio(tuned['train_seconds'], row['train_seconds'])} as long, for "
-                f"{percent_ci(tuned['accuracy'])}."
+                f" Fine-tuning {row.model} took {seconds(tuned.train_seconds)}, "
+                f"{ratio(tuned.train_seconds, row.train_seconds)} as long, for {percent_ci(tuned.test.accuracy)}."
             )
         sentences.append(text)
     return sentences
 
 
-def baseline_findings(rows: list[dict], baseline: dict | None, pairs: list[dict]) -> list[str]:
-    """Each selected transfer-learning run against the from-scratch baseline, and a tally."""
+def baseline_findings(
+    rows: list[RunAnalysis], baseline: RunAnalysis | None, pairs: list[PairedComparison], sets: dict
+) -> list[str]:
+    """Each selected transfer-learning run against the from-scratch baseline, on every set, and
+    a tally per set that counts only claimed differences (adjusted test and interval agree)."""
     if baseline is None:
         return nothing_to_report("from-scratch runs, hence no baseline to test against")
-    others = [r for r in rows if r["run"] != baseline["run"]]
+    others = [r for r in rows if r.run != baseline.run]
     if not others:
         return [
-            f"The from-scratch baseline ({baseline['label']}) is the only run: there is nothing to test "
-            f"against it. Its test accuracy is {percent_ci(baseline['accuracy'])}."
+            f"The from-scratch baseline ({baseline.label}) is the only run: there is nothing to test "
+            f"against it. Its test accuracy is {percent_ci(baseline.test.accuracy)}."
         ]
     sentences = [
-        f"The from-scratch baseline, {baseline['label']}, reached {percent_ci(baseline['accuracy'])} "
-        f"test accuracy in {seconds(baseline['train_seconds'])}."
+        f"The from-scratch baseline, {baseline.label}, reached {percent_ci(baseline.test.accuracy)} "
+        f"test accuracy in {seconds(baseline.train_seconds)}."
     ]
-    better = worse = 0
-    for row in _ranked(others):
-        pair = _find_pair(pairs, row["run"], baseline["run"])
+    for row in ranked(others):
+        pair = find_pair(pairs, row.run, baseline.run)
         if pair is None:
-            sentences.append(f"{row['label']} was scored on other test images than the baseline: not paired.")
+            sentences.append(f"{row.label} was scored on other test images than the baseline: not paired.")
             continue
-        significant = pair["p_value"] < ALPHA
-        better += significant and pair["a_only"] > pair["b_only"]
-        worse += significant and pair["a_only"] < pair["b_only"]
-        sentences.append(
-            f"{row['label']}: {percent(row['accuracy']['estimate'])}, "
-            f"{points_ci(pair['accuracy_difference'])} against the baseline, {significance(pair)}; "
-            f"{ratio(row.get('train_seconds'), baseline.get('train_seconds'))} its training time."
+        text = (
+            f"{row.label}: {percent(row.test.accuracy.estimate)}, "
+            f"{verdict(pair.at(TEST), row.label, 'the baseline')}; "
+            f"{ratio(row.train_seconds, baseline.train_seconds)} its training time."
         )
-    tested = len([r for r in others if _find_pair(pairs, r["run"], baseline["run"])])
-    summary = f"{better} of {tested} transfer-learning runs beat the baseline significantly at 5%"
-    summary += f", {worse} did significantly worse" if worse else ""
-    summary += ", and the rest are not distinguishable from it on this test split." if tested - better - worse else "."
-    return sentences + [summary]
+        for name, role in sets.items():
+            there = pair.on(name)
+            if name != TEST and there is not None:
+                text += (
+                    f" On {set_title(name, role)}: {verdict(there, row.label, 'the baseline')}; "
+                    f"the internal test's conclusion {holds(pair.at(TEST), there)}."
+                )
+        sentences.append(text)
+    return sentences + [_tally(pairs, others, baseline, name, role) for name, role in sets.items()]
 
 
-def curve_findings(rows: list[dict]) -> list[str]:
+def _tally(pairs: list[PairedComparison], others: list[RunAnalysis], baseline: RunAnalysis, name, role) -> str:
+    found = [find_pair(pairs, r.run, baseline.run) for r in others]
+    results = [p.at(name) for p in found if p is not None and p.on(name) is not None]
+    better = sum(1 for r in results if claimed(r) and r.a_better)
+    worse = sum(1 for r in results if claimed(r) and not r.a_better)
+    where = "the internal test split" if name == TEST else set_title(name, role)
+    text = f"On {where}, {better} of {len(results)} transfer-learning runs beat the baseline"
+    text += f", {worse} did worse" if worse else ""
+    rest = len(results) - better - worse
+    text += f", and {rest} {'is' if rest == 1 else 'are'} not distinguishable from it" if rest else ""
+    adjusted = next((r.adjustment for r in results if r.adjustment), None)
+    size = f" after Holm's adjustment over {adjusted.size} tests" if adjusted and adjusted.size > 1 else ""
+    return text + f" (a difference counts only where the test reaches 5%{size} and the interval excludes zero)."
+
+
+def curve_findings(rows: list[RunAnalysis]) -> list[str]:
     """The largest generalisation gap and the steadiest and least steady validation curves."""
     sentences = []
-    gaps = [r for r in rows if not missing(r.get("generalisation_gap"))]
+    gaps = [(r.generalisation_gap, r.label) for r in rows if r.generalisation_gap is not None]
+    gaps = [(gap, label) for gap, label in gaps if not missing(gap)]
     if gaps:
-        widest = max(gaps, key=lambda r: r["generalisation_gap"])
-        lowest = min(gaps, key=lambda r: r["generalisation_gap"])
-        if widest["generalisation_gap"] == lowest["generalisation_gap"]:
+        (widest, wide_label), (lowest, low_label) = max(gaps), min(gaps)
+        if widest == lowest:
             sentences.append(
-                f"Every run has the same generalisation gap (train − validation accuracy at the kept "
-                f"epoch): {points(widest['generalisation_gap'])}."
+                f"Every run has the same generalisation gap (train − validation accuracy at the argmax, at the "
+                f"kept epoch): {points(widest)}."
             )
         else:
             sentences.append(
-                f"Generalisation gap (train − validation accuracy at the kept epoch): from "
-                f"{points(lowest['generalisation_gap'])} ({lowest['label']}) to "
-                f"{points(widest['generalisation_gap'])} ({widest['label']}); a large positive gap "
-                f"is overfitting."
+                f"Generalisation gap (train − validation accuracy at the argmax, at the kept epoch): from "
+                f"{points(lowest)} ({low_label}) to {points(widest)} ({wide_label}); a large positive gap is overfitting."
             )
-    steady = [r for r in rows if not missing(r.get("stability"))]
+    steady = [(r.stability, r.label) for r in rows if r.stability is not None and not missing(r.stability)]
     if len(steady) >= 2:
-        calm = min(steady, key=lambda r: r["stability"])
-        rough = max(steady, key=lambda r: r["stability"])
+        (calm, calm_label), (rough, rough_label) = min(steady), max(steady)
         sentences.append(
-            f"Steadiest validation loss over the last half of training: {calm['label']} (mean change "
-            f"{calm['stability']:.4f} per epoch); least steady: {rough['label']} "
-            f"({rough['stability']:.4f})."
+            f"Steadiest validation loss over the last half of training: {calm_label} (mean change "
+            f"{calm:.4f} per epoch); least steady: {rough_label} ({rough:.4f})."
         )
     elif not steady:
         sentences.append("No run trained for two epochs or more, so curve stability cannot be measured.")
     return sentences
 
 
-def calibration_findings(rows: list[dict]) -> list[str]:
-    rows = [r for r in rows if not missing(r.get("ece"))]
-    if len(rows) < 2:
-        return [f"{rows[0]['label']}'s expected calibration error is {rows[0]['ece']:.3f}."] if rows else []
-    best = min(rows, key=lambda r: r["ece"])
-    worst = max(rows, key=lambda r: r["ece"])
+def sensitivity_findings(rows: list[RunAnalysis]) -> list[str]:
+    """For two classes: who misses the fewest sick patients, and at what cost to specificity."""
+    rated = [
+        (r.test.sensitivity.estimate, r.test.specificity.estimate, r)
+        for r in rows
+        if r.test.sensitivity is not None
+        and r.test.specificity is not None
+        and not missing(r.test.sensitivity.estimate)
+    ]
+    if not rated:
+        return []
+    top = max(rated, key=lambda t: (t[0], t[1]))[2]
     return [
-        f"Best calibrated: {best['label']} (expected calibration error {best['ece']:.3f}); least: "
-        f"{worst['label']} ({worst['ece']:.3f})."
+        f"Highest sensitivity at the validation-chosen threshold: {top.label}, {percent_ci(top.test.sensitivity)} "
+        f"of {top.positive_class} cases found, at a specificity of {percent_ci(top.test.specificity)}."
     ]
 
 
-def sensitivity_findings(rows: list[dict]) -> list[str]:
-    """For two classes: who misses the fewest sick patients, and at what cost to specificity."""
-    rows = [r for r in rows if r.get("sensitivity") and not missing(r["sensitivity"]["estimate"])]
+def calibration_findings(rows: list[RunAnalysis], pair_of) -> list[str]:
+    """The lowest and highest calibration error with their intervals; "best calibrated" only
+    when the paired interval against the next lowest excludes zero. ``pair_of(a, b)`` gives the
+    comparison of two run ids (or None)."""
+    rows = [r for r in rows if not missing(r.test.ece.estimate)]
     if not rows:
         return []
-    top = max(rows, key=lambda r: (r["sensitivity"]["estimate"], r["specificity"]["estimate"]))
-    return [
-        f"Highest sensitivity: {top['label']}, {percent_ci(top['sensitivity'])} of {top['positive_class']} "
-        f"cases found, at a specificity of {percent_ci(top['specificity'])}."
-    ]
+    if len(rows) == 1:
+        return [f"{rows[0].label}'s expected calibration error is {_ece(rows[0])}."]
+    order = sorted(rows, key=lambda r: (r.test.ece.estimate, r.run))
+    low, next_low, high = order[0], order[1], order[-1]
+    text = f"Lowest expected calibration error: {low.label}, {_ece(low)}; highest: {high.label}, {_ece(high)}."
+    pair = pair_of(low.run, next_low.run)
+    difference = pair.at(TEST).ece_difference if pair is not None else None
+    if difference is None or not difference.has_interval:
+        return [text]
+    if difference.excludes_zero:
+        text += (
+            f" {low.label} is the best calibrated: against the next lowest, {next_low.label}, the paired difference is "
+            f"{signed_ci(difference)}."
+        )
+    else:
+        text += (
+            f" Against the next lowest, {next_low.label} ({next_low.test.ece.estimate:.3f}), the paired difference "
+            f"is {signed_ci(difference)}: the two are not distinguishable, so none is called the best calibrated."
+        )
+    return [text]
 
 
-def settings_findings(group: str, rows: list[dict]) -> list[str]:
-    """How far test accuracy moves across the settings of one model and mode, against the
-    width of one run's interval: is the table's ranking more than noise?"""
-    if len(rows) < 2:
+def _ece(row: RunAnalysis) -> str:
+    return number_ci(row.test.ece)
+
+
+def settings_findings(group: str, runs: list[RunAnalysis], spreads: dict, sets: dict) -> list[str]:
+    """How far test accuracy moves across the runs of one model and mode, and whether the
+    permutation test finds more spread than the noise, on each set (``spreads`` by set)."""
+    if len(runs) < 2 or TEST not in spreads:
         return []
-    accuracies = [r["accuracy"]["estimate"] for r in rows]
-    widths = [r["accuracy"]["high"] - r["accuracy"]["low"] for r in rows if not missing(r["accuracy"]["low"])]
-    spread = max(accuracies) - min(accuracies)
-    text = (
-        f"Across {len(rows)} settings of {group}, test accuracy ranges from {percent(min(accuracies))} to "
-        f"{percent(max(accuracies))} ({100 * spread:.1f} points)"
-    )
-    if widths:
-        half = sum(widths) / len(widths) / 2
-        verdict = "less than" if spread < half else "more than"
-        text += f"; one run's 95% interval is about ±{100 * half:.1f} points, so the spread is {verdict} that"
-    return [text + "."]
+    sentences = []
+    for name, role in sets.items():
+        spread = spreads.get(name)
+        if spread is None:
+            continue
+        low, high = min(spread.accuracies), max(spread.accuracies)
+        where = "test accuracy" if name == TEST else f"accuracy on {set_title(name, role)}"
+        text = (
+            f"Across {len(runs)} runs of {group}, {where} ranges from {percent(low)} to {percent(high)} "
+            f"({100 * (high - low):.1f} points"
+        )
+        if spread.mean_half_width is not None:
+            text += f"; one run's 95% interval is about ±{100 * spread.mean_half_width:.1f} points"
+        text += f"): {spread_verdict(spread)}"
+        if name != TEST:
+            text += f"; the internal test's conclusion {_spread_holds(spreads[TEST], spread)}"
+        sentences.append(text + ".")
+    return sentences
+
+
+def _spread_holds(internal, other) -> str:
+    if internal.significant == other.significant:
+        return "holds"
+    return "does not hold"

@@ -1,37 +1,52 @@
-"""How numbers read in tables and sentences: percentages with intervals, p-values, durations."""
+"""How numbers read in the report's tables and sentences: estimates with intervals, differences in
+points, p-values, ratios, Markdown cells. Plain values (settings, percentages, durations) read
+as ``cxrlab.core.text`` writes them."""
 
 from __future__ import annotations
 
 import math
+from typing import Protocol
+
+from cxrlab.core.text import missing, percent
 
 
-def missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+class Interval(Protocol):
+    """An estimate with its interval (``analysis.Estimate``)."""
+
+    estimate: float
+    low: float
+    high: float
 
 
-def percent(value: float | None, digits: int = 1) -> str:
-    return "–" if missing(value) else f"{100 * value:.{digits}f}%"
-
-
-def percent_ci(interval: dict | None, digits: int = 1) -> str:
+def percent_ci(interval: Interval | None, digits: int = 1) -> str:
     """``86.5% (83.6–89.1)``: an estimate with its 95% interval, in percent."""
-    if not interval or missing(interval.get("estimate")):
+    if interval is None or missing(interval.estimate):
         return "–"
-    if missing(interval.get("low")):
-        return percent(interval["estimate"], digits)
-    return (
-        f"{100 * interval['estimate']:.{digits}f}% "
-        f"({100 * interval['low']:.{digits}f}–{100 * interval['high']:.{digits}f})"
-    )
+    if missing(interval.low):
+        return percent(interval.estimate, digits)
+    return f"{100 * interval.estimate:.{digits}f}% ({100 * interval.low:.{digits}f}–{100 * interval.high:.{digits}f})"
 
 
-def number_ci(interval: dict | None, digits: int = 3) -> str:
+def number_ci(interval: Interval | None, digits: int = 3) -> str:
     """``0.912 (0.884–0.937)``."""
-    if not interval or missing(interval.get("estimate")):
+    if interval is None or missing(interval.estimate):
         return "–"
-    if missing(interval.get("low")):
-        return f"{interval['estimate']:.{digits}f}"
-    return f"{interval['estimate']:.{digits}f} ({interval['low']:.{digits}f}–{interval['high']:.{digits}f})"
+    if missing(interval.low):
+        return f"{interval.estimate:.{digits}f}"
+    return f"{interval.estimate:.{digits}f} ({interval.low:.{digits}f}–{interval.high:.{digits}f})"
+
+
+def signed_ci(interval: Interval | None, digits: int = 3) -> str:
+    """``-0.012 (95% CI -0.030 to +0.004)``: a difference of plain numbers."""
+    if interval is None or missing(interval.estimate):
+        return "–"
+
+    def signed(value: float) -> str:
+        return f"{round(value, digits) + 0.0:+.{digits}f}"  # never "-0.000"
+
+    if missing(interval.low):
+        return signed(interval.estimate)
+    return f"{signed(interval.estimate)} (95% CI {signed(interval.low)} to {signed(interval.high)})"
 
 
 def _signed(value: float, digits: int) -> str:
@@ -42,21 +57,21 @@ def _signed(value: float, digits: int) -> str:
 
 def points(value: float | None, digits: int = 1) -> str:
     """A difference of proportions in percentage points, signed."""
-    return "–" if missing(value) else f"{_signed(value, digits)} points"
+    return "–" if value is None or math.isnan(value) else f"{_signed(value, digits)} points"
 
 
-def points_ci(interval: dict | None, digits: int = 1) -> str:
+def points_ci(interval: Interval | None, digits: int = 1) -> str:
     """``+3.2 points (95% CI −0.4 to +6.9)``."""
-    if not interval or missing(interval.get("estimate")):
+    if interval is None or missing(interval.estimate):
         return "–"
-    text = points(interval["estimate"], digits)
-    if missing(interval.get("low")):
+    text = points(interval.estimate, digits)
+    if missing(interval.low):
         return text
-    return f"{text} (95% CI {_signed(interval['low'], digits)} to {_signed(interval['high'], digits)})"
+    return f"{text} (95% CI {_signed(interval.low, digits)} to {_signed(interval.high, digits)})"
 
 
 def p_value(p: float | None) -> str:
-    if missing(p):
+    if p is None or math.isnan(p):
         return "–"
     if p < 0.001:
         return "< 0.001"
@@ -69,25 +84,13 @@ def p_statement(p: float | None) -> str:
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
-def seconds(value: float | None) -> str:
-    if missing(value):
-        return "–"
-    if value >= 600:
-        return f"{value / 60:.1f} min"
-    return f"{value:.1f} s" if value < 100 else f"{value:.0f} s"
-
-
 def decimal(value: float | None, digits: int = 4) -> str:
-    return "–" if missing(value) else f"{value:.{digits}f}"
-
-
-def signed_percent(value: float | None, digits: int = 1) -> str:
-    return "–" if missing(value) else f"{100 * value:+.{digits}f}%"
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def ratio(a: float | None, b: float | None) -> str:
     """``12.3×``: how many times ``a`` is ``b``."""
-    if missing(a) or missing(b) or not b:
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or not b:
         return "–"
     value = a / b
     if value < 0.1:  # "0.0×" would say nothing: two significant digits
@@ -101,7 +104,9 @@ def markdown_cell(value) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def markdown_table(columns: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(markdown_cell(c) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+def markdown_table(columns: list[str], rows: list[list], align: list[str] | None = None) -> str:
+    """A Markdown pipe table; ``align`` gives each column's ``---`` or ``---:``."""
+    rule = align or ["---"] * len(columns)
+    lines = ["| " + " | ".join(markdown_cell(c) for c in columns) + " |", "|" + "|".join(rule) + "|"]
     lines += ["| " + " | ".join(markdown_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)

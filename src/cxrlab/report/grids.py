@@ -25,7 +25,7 @@ from cxrlab.core.errors import CxrlabError
 from cxrlab.data.dataset import Dataset
 from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
 from cxrlab.report import figures
-from cxrlab.report.analysis import ScoredTest, confident_mistakes
+from cxrlab.report.scored import ScoredSet, confident_mistakes
 from cxrlab.training.records import RunRecord
 
 SPLITS = ("train", "val", "test")
@@ -77,7 +77,7 @@ class Interpretation:
     """A run scored on one labelled data set: the images, their labels and probabilities."""
 
     run: RunRecord
-    scored: ScoredTest
+    scored: ScoredSet
     data: str
 
     @property
@@ -140,7 +140,8 @@ def interpretation(run: RunRecord, data: str, predictions_file: str) -> Interpre
     classes = run.classes
     positive = positive_index(classes)
     threshold = run.threshold if len(classes) == 2 else None
-    scored = ScoredTest(paths, labels, probs, decide(probs, threshold, positive), classes, positive, threshold)
+    predicted = decide(probs, threshold, positive)
+    scored = ScoredSet(data, "test", paths, labels, probs, predicted, classes, positive, threshold)
     return Interpretation(run, scored, data)
 
 

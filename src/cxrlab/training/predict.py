@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.special
 import torch
 
 from cxrlab.data.batches import batch_indices, image_batches
@@ -58,6 +59,5 @@ def predict_logits(
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    """Class probabilities of each row of ``logits``."""
+    return scipy.special.softmax(logits, axis=1)

@@ -154,8 +154,13 @@ class RunMetrics(_Record):
     threshold_rule: str
     test_at_half: ScoresAtHalf | None = Field(None, alias="test_at_threshold_0.5")
     val_loss: float
-    val_accuracy: float
+    # Validation accuracy at the argmax (as history.csv's val_acc), and the validation AUC: the
+    # threshold is fitted on these same images, so an accuracy at it would be in-sample.
+    val_accuracy_argmax: float | None = None  # None in runs recorded before it was
     val_roc_auc: float | None = None
+    # Older runs only: accuracy at the threshold fitted on the same validation images. Read so
+    # that those runs still load; never shown as a validation score.
+    val_accuracy: float | None = None
     train_accuracy_at_best: float
     train_seconds: float
     train_cpu_seconds: float | None = None  # process user + system time of the same work

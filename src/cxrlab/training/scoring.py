@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from cxrlab.core.decision import choose_threshold, positive_index
+from cxrlab.core.metrics import accuracy
 from cxrlab.core.summary import classification_report
 from cxrlab.training.context import Context
 from cxrlab.training.phases import Selection
@@ -72,7 +73,7 @@ def score_run(ctx: Context, selection: Selection, train_seconds: float) -> RunMe
         if at_half
         else None,
         val_loss=val["loss"],
-        val_accuracy=val["accuracy"],
+        val_accuracy_argmax=accuracy(val_labels, probs["val"].argmax(axis=1)),
         val_roc_auc=val.get("roc_auc"),
         train_accuracy_at_best=best_row.train_acc,
         train_seconds=round(train_seconds, 3),

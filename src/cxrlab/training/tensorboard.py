@@ -44,7 +44,7 @@ FINAL_METRICS = (
     "roc_auc",
     "ece",
     "val_loss",
-    "val_accuracy",
+    "val_accuracy_argmax",
     "train_seconds",
     "best_epoch",
 )
