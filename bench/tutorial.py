@@ -178,3 +178,37 @@ def run_tutorial(
         "train_images_per_epoch": len(loaders["train"].dataset),
         "history": history,
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python bench/tutorial.py FOLDER --mode frozen|finetune ...``: the tutorial as a command,
+    so that it is timed from outside like ``cxrlab train`` (bench/commands.py)."""
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(description="The PyTorch transfer-learning tutorial's pipeline on FOLDER/{train,val}.")
+    p.add_argument("folder")
+    p.add_argument("--mode", choices=("frozen", "finetune"), default="finetune")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--weights", default="imagenet")
+    p.add_argument("--model", default="efficientnet_lite0")
+    args = p.parse_args(argv if argv is not None else sys.argv[1:])
+    result = run_tutorial(
+        args.folder,
+        fixed_feature_extractor=args.mode == "frozen",
+        epochs=args.epochs,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        weights=args.weights,
+        model_name=args.model,
+    )
+    summary = {k: result[k] for k in ("wall_seconds", "epoch_seconds", "n_train", "n_val")}
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
