@@ -96,16 +96,34 @@ grids:
     assert run.settings["data"] == "some/data"
 
 
-def test_overrides_set_every_run_but_keep_its_name(tmp_path):
-    study = write(tmp_path / "s.yaml", "data: d\ngrids:\n  - {model: scratch_cnn, mode: scratch, epochs: [10, 20]}\n")
+def test_overrides_rename_runs_and_merge_the_settings_they_make_equal(tmp_path):
+    study = write(
+        tmp_path / "s.yaml",
+        "data: d\ngrids:\n  - {model: scratch_cnn, mode: scratch, epochs: [10, 20]}\n"
+        "  - {model: scratch_cnn, mode: scratch, lr: [1.0e-3, 2.0e-3], epochs: 5}\n",
+    )
     plan = load_plan(study, data="other", overrides=["epochs=1", "image_size=32", "optimizer=sgd"])
     assert plan.name == "s" and plan.data == "other"
     assert plan.overrides == {"epochs": 1, "image_size": 32, "optimizer": "sgd"}
-    # --set makes a big study small without renaming or merging its settings.
-    assert [r.run_id for r in plan.runs] == ["scratch_cnn-scratch-ep=10-seed=0", "scratch_cnn-scratch-ep=20-seed=0"]
+    # Names say what runs: ep=1, not the file's ep=10 and ep=20, which became one setting.
+    assert [r.run_id for r in plan.runs] == [
+        "scratch_cnn-scratch-ep=1-seed=0",
+        "scratch_cnn-scratch-lr=1e-3-ep=1-seed=0",
+        "scratch_cnn-scratch-lr=2e-3-ep=1-seed=0",
+    ]
+    assert plan.merged == ["grids[0] is the same setting as grids[0] after --set: run once as scratch_cnn-scratch-ep=1"]
     assert all(
         (r.settings["epochs"], r.settings["image_size"], r.settings["data"]) == (1, 32, "other") for r in plan.runs
     )
+    # Without --set the file's names stand.
+    assert [r.setting_id for r in load_plan(study).runs][:2] == ["scratch_cnn-scratch-ep=10", "scratch_cnn-scratch-ep=20"]
+
+
+def test_name_sets_the_study_directory_and_must_be_a_folder_name(tmp_path):
+    study = write(tmp_path / "s.yaml", "name: big\ndata: d\nruns:\n  - {model: scratch_cnn, mode: scratch}\n")
+    assert load_plan(study, name="big-ep1").name == "big-ep1"
+    with pytest.raises(CxrlabError, match=r"^--name: name '\.\./x' must be a plain folder name"):
+        load_plan(study, name="../x")
 
 
 @pytest.mark.parametrize(
