@@ -111,12 +111,18 @@ def test_overrides_rename_runs_and_merge_the_settings_they_make_equal(tmp_path):
         "scratch_cnn-scratch-lr=1e-3-ep=1-seed=0",
         "scratch_cnn-scratch-lr=2e-3-ep=1-seed=0",
     ]
-    assert plan.merged == ["grids[0] is the same setting as grids[0] after --set: run once as scratch_cnn-scratch-ep=1"]
+    assert plan.merged == [
+        "scratch_cnn-scratch-ep=20 (grids[0]) and scratch_cnn-scratch-ep=10 (grids[0]) are one setting after --set: "
+        "run once as scratch_cnn-scratch-ep=1"
+    ]
     assert all(
         (r.settings["epochs"], r.settings["image_size"], r.settings["data"]) == (1, 32, "other") for r in plan.runs
     )
     # Without --set the file's names stand.
-    assert [r.setting_id for r in load_plan(study).runs][:2] == ["scratch_cnn-scratch-ep=10", "scratch_cnn-scratch-ep=20"]
+    assert [r.setting_id for r in load_plan(study).runs][:2] == [
+        "scratch_cnn-scratch-ep=10",
+        "scratch_cnn-scratch-ep=20",
+    ]
 
 
 def test_name_sets_the_study_directory_and_must_be_a_folder_name(tmp_path):

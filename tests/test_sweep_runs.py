@@ -4,6 +4,7 @@ finished runs, shared frozen features, diverged runs, and local worker processes
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import optuna
@@ -22,6 +23,10 @@ def write(path: Path, text: str) -> Path:
 
 def trials(study_dir: Path, name: str) -> list:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}").get_trials()
+
+
+def study_attrs(study_dir: Path, name: str) -> dict:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}").user_attrs
 
 
 def test_sweep_writes_one_run_dir_per_run_and_a_row_per_setting(tmp_path, tiny_root):
@@ -82,9 +87,35 @@ runs:
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert len(trials(study_dir, "tiny")) == 6
 
-    # Other settings than the recorded runs are refused, not silently mixed in.
-    with pytest.raises(CxrlabError, match=r"was run with image_size=32 but the study now asks for image_size=48"):
+    # Other settings than the recorded plan are refused, not silently mixed in: the key that
+    # differs is named, and nothing is run or queued.
+    with pytest.raises(CxrlabError, match=r"was planned with other settings; .* image_size \(here 48; recorded 32\)"):
         run_sweep(study, overrides=["image_size=48"], out=tmp_path / "out", show_progress=False)
+    other_data = tmp_path / "other-data"
+    shutil.copytree(tiny_root, other_data)
+    next(other_data.rglob("*.jpeg")).unlink()
+    with pytest.raises(CxrlabError, match=r"differs in data \(here [0-9a-f]{16}, recorded [0-9a-f]{16}\)"):
+        run_sweep(study, data=str(other_data), overrides=["image_size=32"], out=tmp_path / "out", show_progress=False)
+    assert len(trials(study_dir, "tiny")) == 6
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    # A finished run whose directory was deleted is run again, and only that one.
+    lost = study_dir / "runs" / "scratch_cnn-scratch-lr=3e-3-seed=1"
+    shutil.rmtree(lost)
+    run_sweep(study, overrides=["image_size=32"], out=tmp_path / "out", show_progress=False)
+    assert read_json(lost / "status.json")["status"] == "finished"
+    assert {p: p.stat().st_mtime_ns for p in stamps if lost not in p.parents} == {
+        p: t for p, t in stamps.items() if lost not in p.parents
+    }
+    again = trials(study_dir, "tiny")
+    marked = [int(key.split(":")[1]) for key in study_attrs(study_dir, "tiny") if key.startswith("lost_trial:")]
+    assert [t.user_attrs[RUN_ID] for t in again if t.number in marked] == [lost.name]
+    assert sorted(t.user_attrs[RUN_ID] for t in again if t.number not in marked) == sorted(expected)
+
+    # Each trial carries its run's settings for the dashboard: what varies is a parameter.
+    assert {frozenset(t.params) for t in again} == {frozenset({"lr", "optimizer", "epochs"})}
+    assert {t.params["optimizer"] for t in again} == {None, "sgd"}
+    assert {t.params["epochs"] for t in again} == {1, 2}
 
 
 def test_frozen_runs_of_one_backbone_compute_its_features_once(tmp_path, tiny_root, monkeypatch):

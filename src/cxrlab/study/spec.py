@@ -156,26 +156,28 @@ def _table_runs(
     runs: list[PlannedRun] = []
     merged: list[str] = []
     as_written: dict[str, str] = {}  # the file's own settings -> the entry that set them
-    effective: dict[str, tuple[str, str]] = {}  # the settings that run -> (entry, setting id)
+    effective: dict[str, tuple[str, str]] = {}  # the settings that run -> (as written, setting id)
     ids: set[str] = set()
     for path, given, id_keys in entries:
         origin = dotted(path)
-        written = _key(_validated(where, {**base, **given}, path))
+        written_config = _validated(where, {**base, **given}, path)
+        written = _key(written_config)
         if written in as_written:
             raise CxrlabError(where.at(path, f"repeats the setting of {as_written[written]}: remove one"))
         as_written[written] = origin
-        config = _validated(where, {**base, **given, **overridden}, path) if overridden else None
-        key = _key(config) if config is not None else written
+        config = _validated(where, {**base, **given, **overridden}, path) if overridden else written_config
+        key = _key(config)
+        named = f"{setting_id(written_config.model_dump(), id_keys)} ({origin})"
         if key in effective:
             first, first_id = effective[key]
-            merged.append(f"{origin} is the same setting as {first} after --set: run once as {first_id}")
+            merged.append(f"{named} and {first} are one setting after --set: run once as {first_id}")
             continue
-        values = (config or _validated(where, {**base, **given}, path)).model_dump(exclude={"out", "name", "seed"})
+        values = config.model_dump(exclude={"out", "name", "seed"})
         setting = setting_id(values, id_keys)
         if setting in ids:  # values that read alike (1e-3 and 1.00001e-3) in different settings
             setting = distinct_id(setting, key)
         ids.add(setting)
-        effective[key] = (origin, setting)
+        effective[key] = (named, setting)
         for seed in range(repeats):
             runs.append(PlannedRun(f"{setting}-seed={seed}", setting, seed, {**values, "seed": seed}, origin))
     # Seed-major order: a killed or half-done study has a full table at seed 0 first.

@@ -33,6 +33,7 @@ from cxrlab.study.catalog import find_study
 from cxrlab.study.estimate import Estimator
 from cxrlab.study.plan import StudyPlan, differences
 from cxrlab.study.progress import StudyProgress
+from cxrlab.study.quiet import optuna_warnings_only
 from cxrlab.study.sources import check_sources
 from cxrlab.study.spec import load_plan
 from cxrlab.study.storage import default_storage_url, open_storage, shown_url, storage_url
@@ -42,7 +43,6 @@ from cxrlab.study.trials import (
     Ledger,
     agreed_plan,
     count_states,
-    counts,
     enqueue_missing,
     fail_dead_trials,
     mark_lost,
@@ -88,7 +88,8 @@ def run_sweep(
     for line in plan.merged:
         log(f"[yellow]note[/yellow]: {line}")
 
-    queued, dead = prepare_storage(plan, url, identity, study_dir, local=storage is None, log=log)
+    with optuna_warnings_only():
+        queued, dead = prepare_storage(plan, url, identity, study_dir, local=storage is None, log=log)
     if not (study_dir / "study.yaml").exists():
         write_yaml(study_dir / "study.yaml", {**plan.record(), "storage": shown_url(url), "identity": identity})
     write_yaml(study_dir / "overrides.yaml", {"set": list(overrides), "values": plan.overrides})
@@ -153,7 +154,7 @@ def lost_trials(ledger: Ledger, study_dir: Path, local: bool) -> list[tuple[Froz
     lost = []
     for trial in trials_of(ledger, (TrialState.COMPLETE,)):
         attrs = trial.user_attrs
-        if not counts(trial) or not (local or (attrs.get("host") == HOST and attrs.get("study_dir") == here)):
+        if not (local or (attrs.get("host") == HOST and attrs.get("study_dir") == here)):
             continue
         run_ids = [attrs[RUN_ID]] if RUN_ID in attrs else list(attrs.get("run_ids", []))
         missing = [run_id for run_id in run_ids if not _ended(study_dir / "runs" / run_id)]
@@ -214,7 +215,7 @@ def unfinished(plan: StudyPlan, url: str) -> list[str]:
     problems = []
     for run in plan.runs:
         trials = by_run.get(run.run_id, [])
-        if any(t.state == TrialState.COMPLETE and counts(t) for t in trials):
+        if any(t.state == TrialState.COMPLETE for t in trials):
             continue
         errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]
         problems.append(f"{run.run_id}: {errors[-1] if errors else 'not run'}")

@@ -35,14 +35,16 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from cxrlab.study.quiet import quiet
+from cxrlab.study.quiet import optuna_warnings_only, quiet
 from cxrlab.study.storage import GRACE_S, HEARTBEAT_S
 
 RUN_ID = "run_id"
 CLAIM = "claimed_by"
 ERROR = "error"
 PLAN = "cxrlab_plan"  # the study's user attribute that holds the plan its workers agree on
-LOST = "lost"  # on a completed trial whose run directory was deleted: it no longer counts
+# A study attribute "lost_trial:N" marks completed trial N whose run directory was deleted:
+# it no longer counts (completed trials cannot be changed, their study can).
+LOST = "lost_trial:"
 LIVE = (TrialState.WAITING, TrialState.RUNNING)
 HOST = socket.gethostname()
 
@@ -70,15 +72,19 @@ class Claim:
 
 def open_ledger(storage: RDBStorage, name: str, sampler: optuna.samplers.BaseSampler | None = None) -> Ledger:
     """The Optuna study ``name`` in ``storage``, made on first use (minimising validation loss)."""
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="minimize", load_if_exists=True, sampler=sampler
-    )
+    with optuna_warnings_only():  # not Optuna's "Using an existing study" for every worker
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="minimize", load_if_exists=True, sampler=sampler
+        )
     return Ledger(study, storage, storage.get_study_id_from_name(name))
 
 
 def trials_of(ledger: Ledger, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
-    """The trials of ``ledger`` (in ``states``), read fresh from the storage, by number."""
-    return ledger.storage.get_all_trials(ledger.study_id, deepcopy=False, states=states)
+    """The trials of ``ledger`` (in ``states``), read fresh from the storage, by number;
+    lost trials (see ``mark_lost``) are left out."""
+    lost = {key for key in ledger.storage.get_study_user_attrs(ledger.study_id) if key.startswith(LOST)}
+    found = ledger.storage.get_all_trials(ledger.study_id, deepcopy=False, states=states)
+    return [t for t in found if f"{LOST}{t.number}" not in lost] if lost else found
 
 
 def trials_by_run(ledger: Ledger) -> dict[str, list[FrozenTrial]]:
@@ -121,7 +127,7 @@ def claim_queued(ledger: Ledger, run_ids: set[str]) -> Claim | None:
 
 def claim_search_trial(ledger: Ledger, budget: int, distributions: dict[str, BaseDistribution]) -> Claim | None:
     """A new TPE trial (or a queued retry of a dead one) within the budget; None when full."""
-    counted = [t for t in trials_of(ledger, (TrialState.COMPLETE, *LIVE)) if counts(t)]
+    counted = trials_of(ledger, (TrialState.COMPLETE, *LIVE))
     if len(counted) >= budget and not any(t.state == TrialState.WAITING for t in counted):
         return None
     with quiet():
@@ -129,7 +135,7 @@ def claim_search_trial(ledger: Ledger, budget: int, distributions: dict[str, Bas
     trial_id = ledger.storage.get_trial_id_from_study_id_trial_number(ledger.study_id, trial.number)
     _mark(ledger, trial_id, trial.number)
     # Budgets are exact across workers: trials are admitted in the order of their numbers.
-    ahead = [t for t in trials_of(ledger, (TrialState.COMPLETE, *LIVE)) if t.number < trial.number and counts(t)]
+    ahead = [t for t in trials_of(ledger, (TrialState.COMPLETE, *LIVE)) if t.number < trial.number]
     if len(ahead) >= budget:
         ledger.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
         return None
@@ -138,26 +144,22 @@ def claim_search_trial(ledger: Ledger, budget: int, distributions: dict[str, Bas
 
 
 def count_states(ledger: Ledger) -> dict[TrialState, int]:
-    """Trials by state; a lost trial (its runs deleted) is not counted as complete."""
     found: dict[TrialState, int] = {}
     for trial in trials_of(ledger):
-        if trial.user_attrs.get(LOST):
-            continue
         found[trial.state] = found.get(trial.state, 0) + 1
     return found
 
 
 def counts(trial: FrozenTrial) -> bool:
-    """Whether a trial holds its run's place: done (and not lost), queued or running."""
-    return trial.state in (TrialState.COMPLETE, *LIVE) and not trial.user_attrs.get(LOST)
+    """Whether a trial holds its run's place: done, queued or running."""
+    return trial.state in (TrialState.COMPLETE, *LIVE)
 
 
 def mark_lost(ledger: Ledger, trial: FrozenTrial) -> None:
-    """A completed trial whose run directories are gone is done again: queued runs by
-    ``enqueue_missing``, a search trial as a copy with the same parameters and number (so
-    that its runs keep their ids)."""
-    trial_id = ledger.storage.get_trial_id_from_study_id_trial_number(ledger.study_id, trial.number)
-    ledger.storage.set_trial_user_attr(trial_id, LOST, True)
+    """A completed trial whose run directories are gone no longer counts, and its runs are
+    done again: queued runs by ``enqueue_missing``, a search trial as a copy with the same
+    parameters and number (so that its runs keep their ids)."""
+    ledger.storage.set_study_user_attr(ledger.study_id, f"{LOST}{trial.number}", True)
     if RUN_ID in trial.user_attrs:
         return
     from optuna.trial import create_trial
@@ -304,8 +306,6 @@ def _mark(ledger: Ledger, trial_id: int, number: int) -> None:
 def _is_duplicate(ledger: Ledger, claim: Claim) -> bool:
     for other in trials_by_run(ledger).get(claim.run_id, []):
         if other.number == claim.number:
-            continue
-        if not counts(other):
             continue
         if other.state == TrialState.COMPLETE or (other.number < claim.number and other.state in LIVE):
             return True
