@@ -274,3 +274,86 @@ def test_long_run_ids_stay_short_unique_and_keep_their_seed(tmp_path):
     assert len(set(ids)) == 4 and all(len(i) <= 120 for i in ids)
     assert all(r.run_id == f"{r.setting_id}-seed={r.seed}" for r in plan.runs)
     assert len({r.setting_id for r in plan.runs}) == 2
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    from cxrlab.core.io import read_yaml
+
+    study = write(
+        tmp_path / "bomb.yaml", "data: d\nruns:\n  - {model: scratch_cnn}\n" + BOMB.replace("a:", "defaults_a:", 1)
+    )
+    for read in (load_plan, read_yaml):
+        tick = time.perf_counter()
+        with pytest.raises(CxrlabError, match=r"expands to more than \d+ values through its aliases"):
+            read(study)
+        assert time.perf_counter() - tick < 0.5, "refused before any walk over the expanded document"
+    # A recursive alias is refused too, and a few honest anchors are fine.
+    write(tmp_path / "loop.yaml", "a: &a [*a]\n")
+    with pytest.raises(CxrlabError, match="aliases"):
+        read_yaml(tmp_path / "loop.yaml")
+    anchors = write(
+        tmp_path / "anchors.yaml",
+        "data: d\ndefaults: &d {model: scratch_cnn, mode: scratch}\nruns:\n  - *d\n  - {<<: *d, lr: 1.0e-3}\n",
+    )
+    assert [r.setting_id for r in load_plan(anchors).runs] == ["scratch_cnn-scratch", "scratch_cnn-scratch-lr=1e-3"]
+
+
+def test_a_study_file_that_is_not_utf8_is_one_line(tmp_path):
+    study = tmp_path / "latin1.yaml"
+    study.write_bytes("data: d\ndescription: r\xe9sum\xe9\nruns:\n  - {model: scratch_cnn}\n".encode("latin-1"))
+    with pytest.raises(CxrlabError) as error:
+        load_plan(study)
+    assert str(error.value) == f"study file {study} is not UTF-8 text (byte 0xe9 at offset 22): save it as UTF-8"
+
+
+def test_external_sets_reach_every_run_and_stay_out_of_run_ids(tmp_path):
+    study = write(
+        tmp_path / "s.yaml",
+        "data: d\nexternal: {official: ext/test, other: ext2}\nrepeats: 2\n"
+        "runs:\n  - {model: scratch_cnn, mode: scratch, lr: 1.0e-3}\n"
+        "search:\n  - {model: scratch_cnn, mode: scratch, trials: 2, space: {lr: {low: 1.0e-4, high: 1.0e-2}}}\n",
+    )
+    plan = load_plan(study)
+    assert plan.external == {"official": "ext/test", "other": "ext2"}
+    assert all(r.settings["external"] == {"official": "ext/test", "other": "ext2"} for r in plan.runs)
+    assert plan.searches[0].fixed["external"] == plan.external
+    assert [r.run_id for r in plan.runs] == ["scratch_cnn-scratch-lr=1e-3-seed=0", "scratch_cnn-scratch-lr=1e-3-seed=1"]
+    assert "external" not in plan.record()["runs"][0]["settings"] and plan.record()["external"] == plan.external
+    # Set once for the study: not per run, not by --set.
+    per_run = write(tmp_path / "r.yaml", "data: d\nruns:\n  - {model: scratch_cnn, external: {a: b}}\n")
+    with pytest.raises(CxrlabError, match=r"line 3: runs\[0\]\.external: external cannot be set per run"):
+        load_plan(per_run)
+    with pytest.raises(CxrlabError, match=r"^--set external=x: external cannot be set per run"):
+        load_plan(study, overrides=["external=x"])
+
+
+def test_a_missing_external_set_fails_before_anything_is_made(tmp_path, tiny_root, monkeypatch):
+    study = write(
+        tmp_path / "s.yaml",
+        f"data: {tiny_root}\nexternal: {{official: {tmp_path / 'nowhere'}}}\nruns:\n  - {{model: scratch_cnn}}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CxrlabError, match=r"s\.yaml: external\.official: data path .*nowhere does not exist"):
+        run_sweep(study, show_progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_shipped_studies_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from cxrlab.study.catalog import find_study
+
+    monkeypatch.chdir(tmp_path)
+    assert find_study("offline") == shipped_study("offline")
+    assert find_study("studies/offline.yaml") == shipped_study()
+    assert find_study("recipe.yaml") == shipped_study("recipe")
+    # A file that exists wins over the shipped name.
+    mine = write(tmp_path / "offline.yaml", "data: d\nruns:\n  - {model: scratch_cnn}\n")
+    assert find_study("offline.yaml") == Path("offline.yaml") and mine.is_file()
+    with pytest.raises(CxrlabError, match=r"study file nothere does not exist: .*offline, pneumonia, recipe"):
+        find_study("nothere")
