@@ -87,7 +87,7 @@ runs:
                 "--workers",
                 "1",
                 "--table",
-            ],  # fmt: skip
+            ],
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=output,
