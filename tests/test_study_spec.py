@@ -169,7 +169,7 @@ def test_parse_overrides_reads_yaml_scalars():
         ),
         ("runs:\n  - model: scratch_cnn\n    lr: 1.0e-3\n    lr: 2.0e-3\n", 5, "given twice"),
         ("runs:\n  - model: scratch_cnn\n    seed: 4\n", 4, "seeds come from repeats"),
-        ("rnus:\n  - model: scratch_cnn\n", 2, "unknown key (did you mean runs?)"),
+        ("rnus:\n  - model: scratch_cnn\n", 2, "rnus: unknown setting 'rnus' (did you mean runs?) (known: name, "),
         (
             "search:\n  - model: scratch_cnn\n    trials: 4\n    space:\n      lr: {low: -1.0, high: 1.0}\n",
             6,

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from cxrlab.cli.app import app, out, print_json
-from cxrlab.core.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError, setting_error
 
 
 @app.command()
@@ -114,9 +114,7 @@ def train(
 
 
 def validation_message(exc) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"]) or "value"
-    return f"--{where.replace('_', '-')}: {error['msg']} (got {error.get('input')!r})"
+    return setting_error(exc, "--")
 
 
 @app.command()

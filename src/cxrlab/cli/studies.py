@@ -22,6 +22,11 @@ def sweep(
     ),
     workers: int = typer.Option(1, help="Local worker processes."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
+    external: list[str] = typer.Option(
+        [],
+        "--external",
+        help="NAME=PATH: an external labelled set scored by every run (replaces the study's; NAME= drops one).",
+    ),
     name: str | None = typer.Option(None, "--name", help="The study directory's name (default: the study's)."),
     out: str | None = typer.Option(None, "--out", help="Folder the study directory goes in (default: runs)."),
     table: bool = typer.Option(False, "--table", help="Print the results table when done."),
@@ -35,7 +40,7 @@ def sweep(
     from cxrlab.study.sweep import run_sweep
 
     if dry_run:
-        _dry_run(study_file, data, set_, name, out, as_json)
+        _dry_run(study_file, data, set_, name, out, external, as_json)
         return
     study_dir = run_sweep(
         study_file,
@@ -45,6 +50,7 @@ def sweep(
         overrides=set_,
         name=name,
         out=out,
+        external=external,
         show_progress=not as_json,
     )
     if as_json:
@@ -65,6 +71,11 @@ def study(
     ),
     workers: int = typer.Option(1, help="Local worker processes."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
+    external: list[str] = typer.Option(
+        [],
+        "--external",
+        help="NAME=PATH: an external labelled set scored by every run (replaces the study's; NAME= drops one).",
+    ),
     name: str | None = typer.Option(None, "--name", help="The study directory's name (default: the study's)."),
     out: str | None = typer.Option(None, "--out", help="Folder the study directory goes in (default: runs)."),
     table: bool = typer.Option(False, "--table", help="Print the results table when done."),
@@ -79,7 +90,7 @@ def study(
     from cxrlab.study.main import run_study, study_summary
 
     if dry_run:
-        _dry_run(study_file, data, set_, name, out, as_json)
+        _dry_run(study_file, data, set_, name, out, external, as_json)
         return
     paths = run_study(
         study_file,
@@ -89,6 +100,7 @@ def study(
         overrides=set_,
         name=name,
         out=out,
+        external=external,
         show_progress=not as_json,
     )
     study_dir = paths[0].parent
@@ -134,10 +146,10 @@ def studies_copy(
     typer.echo(str(copy_study(name, destination)))
 
 
-def _dry_run(study_file, data, overrides, name, out, as_json: bool) -> None:
+def _dry_run(study_file, data, overrides, name, out, external, as_json: bool) -> None:
     from cxrlab.study.preview import preview, preview_text
 
-    summary = preview(study_file, data=data, overrides=overrides, name=name, out=out)
+    summary = preview(study_file, data=data, overrides=overrides, name=name, out=out, external=external)
     if as_json:
         print_json(summary)
     else:

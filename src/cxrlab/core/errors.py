@@ -43,7 +43,8 @@ def setting_error(exc: ValidationError, prefix: str = "", known: Iterable[str] =
         known = list(known)
         close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        return f"{prefix}{where}: unknown key{hint}" + (f" (known: {', '.join(known)})" if known else "")
+        shown = f" (known: {', '.join(known)})" if 0 < len(known) <= 12 else ""
+        return f"{prefix}{where}: unknown setting {str(error['loc'][-1])!r}{hint}{shown}"
     if error["type"] == "missing":
         return f"{prefix}{where}: missing: add it"
     message = error["msg"].removeprefix("Value error, ")

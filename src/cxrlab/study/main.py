@@ -25,6 +25,7 @@ def run_study(
     overrides: list[str] | tuple[str, ...] = (),
     out: str | Path | None = None,
     name: str | None = None,
+    external: list[str] | tuple[str, ...] = (),
     show_progress: bool = True,
     log: Log | None = None,
 ) -> list[Path]:
@@ -40,6 +41,7 @@ def run_study(
         overrides=overrides,
         out=out,
         name=name,
+        external=external,
         show_progress=show_progress,
         log=log,
     )

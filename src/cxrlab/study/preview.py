@@ -25,10 +25,11 @@ def preview(
     overrides: list[str] | tuple[str, ...] = (),
     name: str | None = None,
     out: str | Path | None = None,
+    external: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The runs a sweep of ``study_file`` would make (after ``--set``), each with its
     estimated time, and where the estimate comes from."""
-    plan = load_plan(find_study(study_file), data=data, overrides=overrides, name=name)
+    plan = load_plan(find_study(study_file), data=data, overrides=overrides, name=name, external=external)
     study_dir = Path(out if out is not None else "runs") / plan.name
     counts = image_counts(plan)
     estimator = Estimator.for_study(study_dir if study_dir.is_dir() else None, counts or REFERENCE_COUNTS)
@@ -48,11 +49,7 @@ def preview(
             }
         )
     total = sum(r["seconds"] or 0.0 for r in runs) + sum(s["seconds"] for s in searches)
-    source = (
-        estimator.source
-        if counts is not None
-        else f"{estimator.source}, for {REFERENCE_COUNTS.train} training images: {plan.data} is not here"
-    )
+    source = estimator.source + ("" if counts is not None else f" ({plan.data} is not here)")
     return {
         "study": plan.name,
         "study_dir": str(study_dir),

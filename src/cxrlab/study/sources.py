@@ -40,7 +40,7 @@ def check_sources(plan: StudyPlan) -> Sources:
         try:
             external = list_source(path, labels=first.labels, cache_dir=first.cache_dir)
         except CxrlabError as exc:
-            raise CxrlabError(f"{plan.source}: external.{name}: {exc}") from exc
+            raise CxrlabError(f"{plan.source}: external.{name}: {exc} (or leave it out: --external {name}=)") from exc
         found.fingerprints[f"external.{name}"] = fingerprint(external)
         external_images += len(external)
     found.counts = ImageCounts.of_listing(listing, first, external=external_images)
@@ -50,12 +50,22 @@ def check_sources(plan: StudyPlan) -> Sources:
 def image_counts(plan: StudyPlan) -> ImageCounts | None:
     """The split sizes of the study's data, or None when it is not here (for estimates;
     a download spec such as ``pneumoniamnist:224`` is not fetched for one)."""
+    from cxrlab.data.sources import list_source
+
     if not Path(plan.data).expanduser().exists():
         return None
+    first = _first_config(plan)
     try:
-        return check_sources(plan).counts
+        listing = list_source(plan.data, labels=first.labels, cache_dir=first.cache_dir)
     except CxrlabError:
         return None
+    external = 0
+    for path in plan.external.values():
+        try:
+            external += len(list_source(path, labels=first.labels, cache_dir=first.cache_dir))
+        except CxrlabError:
+            continue  # the sweep will say so; an estimate does without it
+    return ImageCounts.of_listing(listing, first, external=external)
 
 
 def fingerprint(listing) -> str:

@@ -64,9 +64,11 @@ def load_plan(
     data: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     name: str | None = None,
+    external: list[str] | tuple[str, ...] = (),
 ) -> StudyPlan:
-    """Read, check and resolve a study file; ``data``, ``overrides`` (``KEY=VALUE``) and
-    ``name`` (the study directory's) come from the command line. Raises ``CxrlabError``
+    """Read, check and resolve a study file; ``data``, ``overrides`` (``KEY=VALUE``),
+    ``name`` (the study directory's) and ``external`` (``NAME=PATH`` sets that replace or add
+    to the file's; ``NAME=`` drops one) come from the command line. Raises ``CxrlabError``
     naming the key and line of any mistake."""
     study, where = parse(study_file)
     study_name = name if name is not None else (study.name if study.name is not None else Path(study_file).stem)
@@ -81,8 +83,9 @@ def load_plan(
     fixed_overrides = parse_overrides(overrides)
 
     base: Sourced = {"data": (chosen_data, ("data",) if data is None else ("--data",))}
-    if study.external:
-        base["external"] = (dict(study.external), ("external",))
+    external_sets = _external_sets(study.external, external)
+    if external_sets:
+        base["external"] = (external_sets, ("external",) if not external else ("--external",))
     base.update(where.settings(study.defaults, ("defaults",)))
     overridden: Sourced = {key: (value, ("--set", f"{key}={value}")) for key, value in fixed_overrides.items()}
 
@@ -97,7 +100,7 @@ def load_plan(
         data=chosen_data,
         repeats=study.repeats,
         overrides=fixed_overrides,
-        external=dict(study.external),
+        external=external_sets,
         runs=runs,
         searches=searches,
         merged=merged,
@@ -123,6 +126,22 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
             raise CxrlabError(f"--set {item}: give one value (lists belong in a grid in the study file)")
         parsed[key] = value
     return parsed
+
+
+def _external_sets(written: dict[str, str], given: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """The file's external sets with ``--external NAME=PATH`` applied (``NAME=`` drops one)."""
+    sets = dict(written)
+    for item in given:
+        key, sep, path = item.partition("=")
+        if not sep or not key.strip():
+            raise CxrlabError(
+                f"--external {item}: write NAME=PATH, e.g. --external official=data/test (NAME= drops one)"
+            )
+        if path.strip():
+            sets[key.strip()] = path.strip()
+        else:
+            sets.pop(key.strip(), None)
+    return sets
 
 
 # --- resolving ---------------------------------------------------------------------------

@@ -30,9 +30,7 @@ from cxrlab.core.errors import CxrlabError
 from cxrlab.core.io import read_yaml, write_yaml
 from cxrlab.report.tables import results_rows, write_results
 from cxrlab.study.catalog import find_study
-from cxrlab.study.estimate import Estimator
 from cxrlab.study.plan import StudyPlan, differences
-from cxrlab.study.progress import StudyProgress
 from cxrlab.study.quiet import optuna_warnings_only
 from cxrlab.study.sources import check_sources
 from cxrlab.study.spec import load_plan
@@ -64,6 +62,7 @@ def run_sweep(
     overrides: list[str] | tuple[str, ...] = (),
     out: str | Path | None = None,
     name: str | None = None,
+    external: list[str] | tuple[str, ...] = (),
     show_progress: bool = True,
     log: Log | None = None,
 ) -> Path:
@@ -73,11 +72,12 @@ def run_sweep(
     ``data`` replaces the study's data, ``storage`` its Optuna storage (default SQLite in
     the study directory), ``overrides`` (``KEY=VALUE``) set a field of every run, ``out`` is
     the folder the study directory goes in (default ``runs``), ``name`` the study
-    directory's name (default the study's)."""
+    directory's name (default the study's), ``external`` (``NAME=PATH``) replaces or adds
+    an external set (``NAME=`` drops one)."""
     if workers < 1:
         raise CxrlabError(f"--workers {workers}: give 1 or more")
     log = log or plain_log
-    plan = load_plan(find_study(study_file), data=data, overrides=overrides, name=name)
+    plan = load_plan(find_study(study_file), data=data, overrides=overrides, name=name, external=external)
     study_dir = Path(out if out is not None else "runs") / plan.name
     url = storage_url(storage) if storage else default_storage_url(study_dir)
     sources = check_sources(plan)
@@ -101,14 +101,15 @@ def run_sweep(
         + f"; storage {shown_url(url)}"
     )
 
-    job = Job(plan, study_dir, url, show_progress=show_progress, log=log, seeded=storage is None, workers=workers)
-    exit_codes = [0]
+    job = Job(plan, study_dir, url, show_progress, log, seeded=storage is None, workers=workers, counts=sources.counts)
+    exit_codes = [0] if workers == 1 else run_workers(job, workers)
     if workers == 1:
-        estimator = Estimator.for_study(study_dir, sources.counts)
-        work(job, StudyProgress(plan, study_dir, log, estimator=estimator, done=lambda: done_count(plan, url)))
-    else:
-        exit_codes = run_workers(job, workers)
+        work(job)
+    return _results(plan, study_dir, url, exit_codes, log)
 
+
+def _results(plan: StudyPlan, study_dir: Path, url: str, exit_codes: list[int], log: Log) -> Path:
+    """Write the results table; an error naming what is missing if the study is not complete."""
     rows = results_rows(study_runs(study_dir, plan))
     write_results(rows, study_dir)
     problems = unfinished(plan, url)
@@ -179,16 +180,6 @@ def check_recorded_runs(plan: StudyPlan, study_dir: Path) -> None:
                     f"for {key}={value!r}: give this study another name (--name), or remove {study_dir} "
                     "to start it over"
                 )
-
-
-def done_count(plan: StudyPlan, url: str) -> int:
-    """Runs of the study done so far, by every worker (search trials count once per seed)."""
-    storage = open_storage(url)
-    done = count_states(open_ledger(storage, plan.name)).get(TrialState.COMPLETE, 0)
-    for search in plan.searches:
-        ledger = open_ledger(storage, search_study_name(plan, search))
-        done += count_states(ledger).get(TrialState.COMPLETE, 0) * plan.repeats
-    return done
 
 
 def study_runs(study_dir: str | Path, plan: StudyPlan | None = None) -> list[RunRecord]:

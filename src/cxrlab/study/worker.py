@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.progress import console
+from cxrlab.study.estimate import Estimator, ImageCounts
 from cxrlab.study.names import search_run_id
 from cxrlab.study.plan import PlannedRun, SearchPlan, StudyPlan
 from cxrlab.study.progress import StudyProgress
@@ -67,6 +68,7 @@ class Job:
     seeded: bool = True  # one seeded sampler: a single-worker study is repeatable
     index: int = 0  # this worker's number
     workers: int = 1
+    counts: ImageCounts | None = None  # the split sizes, for time estimates
 
     @property
     def runs_dir(self) -> Path:
@@ -89,7 +91,10 @@ def work(job: Job, progress: StudyProgress | None = None) -> None:
     plan = job.plan
     storage = open_storage(job.url)
     grid = open_ledger(storage, plan.name)
-    progress = progress or StudyProgress(plan, job.study_dir, job.log, workers=job.workers)
+    if progress is None:
+        estimator = Estimator.for_study(job.study_dir, job.counts)
+        done = lambda: done_count(plan, storage)  # noqa: E731
+        progress = StudyProgress(plan, job.study_dir, job.log, workers=job.workers, estimator=estimator, done=done)
     searches = []
     for search in plan.searches:
         # Workers that share a storage draw their own samplers, so that they do not propose
@@ -116,6 +121,15 @@ def work(job: Job, progress: StudyProgress | None = None) -> None:
                 time.sleep(POLL_S)
                 for ledger in [grid] + [ledger for _, ledger, _ in searches]:
                     fail_dead_trials(ledger)
+
+
+def done_count(plan: StudyPlan, storage) -> int:
+    """Runs of the study done so far, by every worker (search trials count once per seed)."""
+    done = count_states(open_ledger(storage, plan.name)).get(TrialState.COMPLETE, 0)
+    for search in plan.searches:
+        ledger = open_ledger(storage, search_study_name(plan, search))
+        done += count_states(ledger).get(TrialState.COMPLETE, 0) * plan.repeats
+    return done
 
 
 def run_claimed(job: Job, claim: Claim, run: PlannedRun, params: dict, progress: StudyProgress) -> None:
@@ -255,7 +269,9 @@ def run_workers(job: Job, workers: int) -> list[int]:
     return [process.exitcode or 0 for process in processes]
 
 
-def _worker_main(plan: StudyPlan, study_dir: str, url: str, index: int, workers: int, threads: int) -> None:
+def _worker_main(
+    plan: StudyPlan, study_dir: str, url: str, index: int, workers: int, threads: int, counts: ImageCounts | None
+) -> None:
     if "OMP_NUM_THREADS" not in os.environ:
         import torch
 
@@ -265,7 +281,7 @@ def _worker_main(plan: StudyPlan, study_dir: str, url: str, index: int, workers:
     def log(line: str) -> None:
         console.print(prefix + line, highlight=False, soft_wrap=True)
 
-    job = Job(plan, Path(study_dir), url, show_progress=False, log=log, seeded=False, index=index, workers=workers)
+    job = Job(plan, Path(study_dir), url, False, log, seeded=False, index=index, workers=workers, counts=counts)
     try:
         work(job)
     except KeyboardInterrupt:
