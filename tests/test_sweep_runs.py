@@ -202,3 +202,52 @@ search:
     # The budget is spent: a rerun adds no trial.
     run_sweep(study, out=tmp_path, show_progress=False)
     assert len(trials(study_dir, "tpe/scratch_cnn-scratch-search")) == 3
+
+
+@pytest.mark.slow
+def test_two_sweeps_that_disagree_on_settings_cannot_share_a_study(tmp_path, tiny_root):
+    import subprocess
+    import sys
+
+    study = write(
+        tmp_path / "clash.yaml",
+        f"""
+name: clash
+data: {tiny_root}
+defaults: {{image_size: 32, batch_size: 16, epochs: 1}}
+grids:
+  - {{model: scratch_cnn, mode: scratch, lr: [1.0e-3, 2.0e-3]}}
+""",
+    )
+    sweeps = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cxrlab", "sweep", str(study), "--set", f"weight_decay={wd}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for wd in ("1.0e-4", "1.0e-2")
+    ]
+    results = [(sweep.wait(timeout=300), sweep.stderr.read()) for sweep in sweeps]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    (refusal,) = [err for code, err in results if code == 2]
+    lines = [line for line in refusal.splitlines() if line.strip()]
+    assert len(lines) == 1 and "was planned with other settings" in lines[0] and "weight_decay (here " in lines[0]
+    # The study holds the winner's settings only.
+    study_dir = tmp_path / "runs" / "clash"
+    recorded = {read_yaml(p / "config.yaml")["weight_decay"] for p in (study_dir / "runs").iterdir()}
+    assert len(recorded) == 1
+    assert read_yaml(study_dir / "study.yaml")["overrides"]["weight_decay"] in recorded
+
+
+def test_external_sets_can_be_replaced_added_and_dropped_from_the_command_line(tmp_path):
+    from cxrlab.study.spec import load_plan
+
+    study = write(tmp_path / "s.yaml", "data: d\nexternal: {official: a}\nruns:\n  - {model: scratch_cnn}\n")
+    assert load_plan(study, external=["official=b", "more=c"]).external == {"official": "b", "more": "c"}
+    plan = load_plan(study, external=["official="])
+    assert plan.external == {} and plan.runs[0].settings["external"] == {}
+    with pytest.raises(CxrlabError, match=r"^--external official: write NAME=PATH"):
+        load_plan(study, external=["official"])
