@@ -166,6 +166,9 @@ grids:
     done = trials(study_dir, "pair")
     assert sorted(t.user_attrs[RUN_ID] for t in done) == sorted(runs)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
+    # optuna-dashboard's parameter importance works on the queued runs' settings.
+    study = optuna.load_study(study_name="pair", storage=f"sqlite:///{study_dir / 'study.db'}")
+    assert optuna.importance.get_param_importances(study) == {"lr": 1.0}
     for run in runs:
         history = (study_dir / "runs" / run / "history.csv").read_text().splitlines()
         assert len(history) == 2, "one epoch, trained once"

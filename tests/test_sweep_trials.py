@@ -88,3 +88,15 @@ def test_silent_and_unclaimed_trials_are_failed_after_the_grace_period(tmp_path,
         ("unclaimed", "FAIL"),
         ("unclaimed", "WAITING"),
     ]
+
+
+def test_importing_the_study_layer_leaves_optunas_log_level_alone():
+    import subprocess
+    import sys
+
+    code = (
+        "import optuna; before = optuna.logging.get_verbosity(); "
+        "import cxrlab.study.sweep, cxrlab.study.trials, cxrlab.cli; "
+        "assert optuna.logging.get_verbosity() == before == optuna.logging.INFO, optuna.logging.get_verbosity()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -251,7 +251,7 @@ def run_workers(job: Job, workers: int) -> list[int]:
     processes = [
         context.Process(
             target=_worker_main,
-            args=(job.plan, str(job.study_dir), job.url, index, workers, threads),
+            args=(job.plan, str(job.study_dir), job.url, index, workers, threads, job.counts),
             name=f"cxrlab-worker-{index}",
         )
         for index in range(workers)
