@@ -102,7 +102,7 @@ def train(
     try:
         config = TrainConfig(**settings) if resume is None else None
     except ValidationError as exc:
-        raise CxrlabError(validation_message(exc)) from exc
+        raise CxrlabError(setting_error(exc, "--")) from exc
     if config is not None:
         from cxrlab.models.registry import model_entry
 
@@ -111,10 +111,6 @@ def train(
     typer.echo(str(run_dir))
     if run_status(run_dir) == DIVERGED:
         raise typer.Exit(1)  # a result, not a crash: fit has said why in one line
-
-
-def validation_message(exc) -> str:
-    return setting_error(exc, "--")
 
 
 @app.command()

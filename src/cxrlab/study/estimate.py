@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cxrlab.core.errors import CxrlabError
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.phases import plan_phases
-from cxrlab.training.records import list_runs
+from cxrlab.training.records import load_run
 
 REFERENCE_SIZE = 128
 # Milliseconds per image at 128 px: (training step, inference). Measured with
@@ -77,10 +78,13 @@ class Estimator:
         """An estimator that knows the epoch times of the runs already in ``study_dir``."""
         estimator = cls(counts)
         runs_dir = study_dir / "runs" if study_dir is not None else None
-        if runs_dir is not None and runs_dir.is_dir():
-            for run in list_runs(runs_dir, finished_only=False):
-                for epoch in run.epochs:
-                    estimator.observe(run.config.model, epoch.phase, run.config.image_size, epoch.seconds)
+        for run_dir in sorted(runs_dir.iterdir()) if runs_dir is not None and runs_dir.is_dir() else []:
+            try:
+                run = load_run(run_dir, require_finished=False)
+            except (CxrlabError, OSError, ValueError):
+                continue  # a damaged run says so when the sweep reaches it; the estimate does without
+            for epoch in run.epochs:
+                estimator.observe(run.config.model, epoch.phase, run.config.image_size, epoch.seconds)
         return estimator
 
     def observe(self, model: str, phase: str, image_size: int, seconds: float) -> None:
