@@ -33,11 +33,11 @@ def preview(
     study_dir = Path(out if out is not None else "runs") / plan.name
     counts = image_counts(plan)
     estimator = Estimator.for_study(study_dir if study_dir.is_dir() else None, counts or REFERENCE_COUNTS)
-    runs = []
+    runs: list[dict[str, Any]] = []
     for run in plan.runs:
         seconds = estimator.run_seconds(run.settings)
         runs.append({"run_id": run.run_id, "seconds": seconds, **{k: run.settings.get(k) for k in SHOWN}})
-    searches = []
+    searches: list[dict[str, Any]] = []
     for search in plan.searches:
         each = estimator.run_seconds(search.fixed) or 0.0
         searches.append(
@@ -48,7 +48,7 @@ def preview(
                 "seconds": each * search.trials * plan.repeats,
             }
         )
-    total = sum(r["seconds"] or 0.0 for r in runs) + sum(s["seconds"] for s in searches)
+    total = sum(float(r["seconds"] or 0.0) for r in runs) + sum(float(s["seconds"]) for s in searches)
     source = estimator.source + ("" if counts is not None else f" ({plan.data} is not here)")
     return {
         "study": plan.name,

@@ -304,7 +304,7 @@ def _mark(ledger: Ledger, trial_id: int, number: int) -> None:
 
 
 def _is_duplicate(ledger: Ledger, claim: Claim) -> bool:
-    for other in trials_by_run(ledger).get(claim.run_id, []):
+    for other in trials_by_run(ledger).get(claim.run_id or "", []):
         if other.number == claim.number:
             continue
         if other.state == TrialState.COMPLETE or (other.number < claim.number and other.state in LIVE):

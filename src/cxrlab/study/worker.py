@@ -107,7 +107,7 @@ def work(job: Job, progress: StudyProgress | None = None) -> None:
     with optuna_warnings_only():
         while True:
             claim = claim_queued(grid, set(planned))
-            if claim is not None:
+            if claim is not None and claim.run_id is not None:
                 run_claimed(job, claim, planned[claim.run_id], params, progress)
                 continue
             for search, ledger, space in searches:
