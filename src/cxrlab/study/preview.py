@@ -11,6 +11,7 @@ from cxrlab.study.estimate import Estimator, ImageCounts, duration
 from cxrlab.study.names import format_value
 from cxrlab.study.sources import image_counts
 from cxrlab.study.spec import load_plan
+from cxrlab.training.config import TrainConfig
 
 # Estimates for a study whose data is not on this machine are given per this many images.
 REFERENCE_COUNTS = ImageCounts(train=1000, val=110, test=170)
@@ -36,7 +37,8 @@ def preview(
     runs: list[dict[str, Any]] = []
     for run in plan.runs:
         seconds = estimator.run_seconds(run.settings)
-        runs.append({"run_id": run.run_id, "seconds": seconds, **{k: run.settings.get(k) for k in SHOWN}})
+        resolved = TrainConfig(**run.settings).resolved()  # the mode's defaults filled in: what will run
+        runs.append({"run_id": run.run_id, "seconds": seconds, **{k: getattr(resolved, k) for k in SHOWN}})
     searches: list[dict[str, Any]] = []
     for search in plan.searches:
         each = estimator.run_seconds(search.fixed) or 0.0
