@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cxrlab.cli.app import app, print_json
+from cxrlab.cli.app import app, examples, print_json
 
 studies_app = typer.Typer(help="The shipped studies: list them, or copy one to edit.", invoke_without_command=True)
 app.add_typer(studies_app, name="studies")
@@ -12,7 +12,13 @@ app.add_typer(studies_app, name="studies")
 STUDY_HELP = "A study YAML file, or a shipped study's name (offline, pneumonia, recipe; see cxrlab studies)."
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "cxrlab sweep offline --dry-run",
+        "cxrlab sweep offline --set epochs=1 --name offline-quick --workers 2",
+        "cxrlab sweep my-study.yaml --data DATA --storage postgresql://cx:PASSWORD@db-host:5432/cxdb",
+    )
+)
 def sweep(
     study_file: str = typer.Argument(..., help=STUDY_HELP),
     data: str | None = typer.Option(None, help="Override the study's data source."),
@@ -61,7 +67,13 @@ def sweep(
     typer.echo(str(study_dir))
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "cxrlab study offline --data ../shared/data/kermany-224",
+        "cxrlab study offline --set epochs=1 --name offline-quick --dry-run",
+        "cxrlab study recipe --json > recipe.json",
+    )
+)
 def study(
     study_file: str | None = typer.Argument(None, help=STUDY_HELP + " Default: offline."),
     data: str | None = typer.Option(None, help="Override the study's data source."),
@@ -113,7 +125,7 @@ def study(
         typer.echo(str(path))
 
 
-@studies_app.callback()
+@studies_app.callback(epilog=examples("cxrlab studies", "cxrlab studies copy offline my-study.yaml"))
 def studies(
     context: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
@@ -160,11 +172,20 @@ def _dry_run(study_file, data, overrides, name, out, external, as_json: bool) ->
 def compare(
     run_dirs: list[str] = typer.Argument(..., help="Finished run directories."),
     out_dir: str | None = typer.Option(None, "--out", help="Folder for the table and figures."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the comparison as JSON (each run's path and metrics with intervals)."
+    ),
 ) -> None:
     """Compare runs: accuracy and AUC with 95% intervals, McNemar tests, curves."""
     from cxrlab.report.compare import compare_runs, comparison_markdown
 
-    typer.echo(comparison_markdown(compare_runs(run_dirs, out_dir=out_dir)))
+    result = compare_runs(run_dirs, out_dir=out_dir)
+    if as_json:
+        from cxrlab.cli.app import print_json
+
+        print_json(result)
+        return
+    typer.echo(comparison_markdown(result))
 
 
 @app.command()

@@ -55,7 +55,7 @@ class StudyProgress:
         estimate = self.estimator.run_seconds(settings)
         context, self._context = self._context, ""
         self.log(
-            f"[bold]{run_id}[/bold]: run {min(done + 1, self.total)} of {self.total}"
+            f"{run_id}: run {min(done + 1, self.total)} of {self.total}"
             + (f" ({context})" if context else "")
             + (f", about {duration(estimate)}" if estimate is not None else "")
             + self._left(done, settings, 0)

@@ -86,7 +86,7 @@ def run_sweep(
     check_recorded_runs(plan, study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     for line in plan.merged:
-        log(f"[yellow]note[/yellow]: {line}")
+        log(f"note: {line}")
 
     with optuna_warnings_only():
         queued, dead = prepare_storage(plan, url, identity, study_dir, local=storage is None, log=log)
@@ -94,7 +94,7 @@ def run_sweep(
         write_yaml(study_dir / "study.yaml", {**plan.record(), "storage": shown_url(url), "identity": identity})
     write_yaml(study_dir / "overrides.yaml", {"set": list(overrides), "values": plan.overrides})
     log(
-        f"study [bold]{plan.name}[/bold]: {len(plan.runs)} runs"
+        f"study {plan.name}: {len(plan.runs)} runs"
         + (f" and {len(plan.searches)} searches" if plan.searches else "")
         + f" in {study_dir}; {queued} queued now"
         + (f", {dead} left by dead workers queued again" if dead else "")
@@ -122,7 +122,7 @@ def _results(plan: StudyPlan, study_dir: Path, url: str, exit_codes: list[int], 
             + f" (results so far in {study_dir / 'results.md'}; rerun the same command to retry, "
             "finished runs are kept)"
         )
-    log(f"study [bold]{plan.name}[/bold]: {len(rows)} settings in {study_dir / 'results.md'}")
+    log(f"study {plan.name}: {len(rows)} settings in {study_dir / 'results.md'}")
     return study_dir
 
 
@@ -140,7 +140,7 @@ def prepare_storage(
     ledgers = [grid] + [open_ledger(storage, search_study_name(plan, search)) for search in plan.searches]
     for ledger in ledgers:
         for trial, missing in lost_trials(ledger, study_dir, local):
-            log(f"[yellow]{missing[0]}[/yellow] finished before but its run directory is gone: it runs again")
+            log(f"{missing[0]} finished before but its run directory is gone: it runs again")
             mark_lost(ledger, trial)
     dead = sum(fail_dead_trials(ledger) for ledger in ledgers)
     queued = enqueue_missing(grid, [run.run_id for run in plan.runs])

@@ -9,6 +9,7 @@ it finished or diverged, resumed when it was killed, else trained.
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
@@ -24,7 +25,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from cxrlab.core.errors import CxrlabError
-from cxrlab.core.progress import console
+from cxrlab.core.progress import log_to_console
 from cxrlab.study.estimate import Estimator, ImageCounts
 from cxrlab.study.names import search_run_id
 from cxrlab.study.plan import PlannedRun, SearchPlan, StudyPlan
@@ -49,6 +50,8 @@ from cxrlab.study.trials import (
 )
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.records import DIVERGED, FINISHED, RunRecord, load_run, run_status
+
+logger = logging.getLogger(__name__)
 
 # How often an idle worker looks again for queued runs and dead workers.
 POLL_S = 2.0
@@ -276,10 +279,11 @@ def _worker_main(
         import torch
 
         torch.set_num_threads(threads)
-    prefix = f"[dim]worker {index}[/dim] "
+    log_to_console()  # a fresh interpreter: show the library's messages as the command line does
+    prefix = f"worker {index}: "
 
     def log(line: str) -> None:
-        console.print(prefix + line, highlight=False, soft_wrap=True)
+        logger.info(prefix + line)
 
     job = Job(plan, Path(study_dir), url, False, log, seeded=False, index=index, workers=workers, counts=counts)
     try:
@@ -287,7 +291,7 @@ def _worker_main(
     except KeyboardInterrupt:
         sys.exit(130)
     except CxrlabError as exc:
-        log(f"[bold red]error:[/bold red] {exc}")
+        logger.error(f"worker {index}: {exc}")
         sys.exit(exc.exit_code)
 
 
@@ -302,11 +306,12 @@ def _running_elsewhere(grid: Ledger, run_ids: set[str], searches: list[Ledger]) 
 
 def _report_failure(log: Log, what: str, exc: Exception) -> None:
     if isinstance(exc, CxrlabError):
-        log(f"[red]{what} failed[/red]: {exc}")
+        log(f"{what} failed: {exc}")
     else:
-        log(f"[red]{what} failed[/red]: {type(exc).__name__}: {exc}")
+        log(f"{what} failed: {type(exc).__name__}: {exc}")
         traceback.print_exc()
 
 
 def plain_log(line: str) -> None:
-    console.print(line, highlight=False, soft_wrap=True)
+    """The study's messages go to the ``cxrlab`` logger (the command line prints them)."""
+    logger.info(line)
