@@ -96,16 +96,40 @@ grids:
     assert run.settings["data"] == "some/data"
 
 
-def test_overrides_set_every_run_but_keep_its_name(tmp_path):
-    study = write(tmp_path / "s.yaml", "data: d\ngrids:\n  - {model: scratch_cnn, mode: scratch, epochs: [10, 20]}\n")
+def test_overrides_rename_runs_and_merge_the_settings_they_make_equal(tmp_path):
+    study = write(
+        tmp_path / "s.yaml",
+        "data: d\ngrids:\n  - {model: scratch_cnn, mode: scratch, epochs: [10, 20]}\n"
+        "  - {model: scratch_cnn, mode: scratch, lr: [1.0e-3, 2.0e-3], epochs: 5}\n",
+    )
     plan = load_plan(study, data="other", overrides=["epochs=1", "image_size=32", "optimizer=sgd"])
     assert plan.name == "s" and plan.data == "other"
     assert plan.overrides == {"epochs": 1, "image_size": 32, "optimizer": "sgd"}
-    # --set makes a big study small without renaming or merging its settings.
-    assert [r.run_id for r in plan.runs] == ["scratch_cnn-scratch-ep=10-seed=0", "scratch_cnn-scratch-ep=20-seed=0"]
+    # Names say what runs: ep=1, not the file's ep=10 and ep=20, which became one setting.
+    assert [r.run_id for r in plan.runs] == [
+        "scratch_cnn-scratch-ep=1-seed=0",
+        "scratch_cnn-scratch-lr=1e-3-ep=1-seed=0",
+        "scratch_cnn-scratch-lr=2e-3-ep=1-seed=0",
+    ]
+    assert plan.merged == [
+        "scratch_cnn-scratch-ep=20 (grids[0]) and scratch_cnn-scratch-ep=10 (grids[0]) are one setting after --set: "
+        "run once as scratch_cnn-scratch-ep=1"
+    ]
     assert all(
         (r.settings["epochs"], r.settings["image_size"], r.settings["data"]) == (1, 32, "other") for r in plan.runs
     )
+    # Without --set the file's names stand.
+    assert [r.setting_id for r in load_plan(study).runs][:2] == [
+        "scratch_cnn-scratch-ep=10",
+        "scratch_cnn-scratch-ep=20",
+    ]
+
+
+def test_name_sets_the_study_directory_and_must_be_a_folder_name(tmp_path):
+    study = write(tmp_path / "s.yaml", "name: big\ndata: d\nruns:\n  - {model: scratch_cnn, mode: scratch}\n")
+    assert load_plan(study, name="big-ep1").name == "big-ep1"
+    with pytest.raises(CxrlabError, match=r"^--name: name '\.\./x' must be a plain folder name"):
+        load_plan(study, name="../x")
 
 
 @pytest.mark.parametrize(
@@ -145,7 +169,7 @@ def test_parse_overrides_reads_yaml_scalars():
         ),
         ("runs:\n  - model: scratch_cnn\n    lr: 1.0e-3\n    lr: 2.0e-3\n", 5, "given twice"),
         ("runs:\n  - model: scratch_cnn\n    seed: 4\n", 4, "seeds come from repeats"),
-        ("rnus:\n  - model: scratch_cnn\n", 2, "unknown key (did you mean runs?)"),
+        ("rnus:\n  - model: scratch_cnn\n", 2, "rnus: unknown setting 'rnus' (did you mean runs?) (known: name, "),
         (
             "search:\n  - model: scratch_cnn\n    trials: 4\n    space:\n      lr: {low: -1.0, high: 1.0}\n",
             6,
@@ -250,3 +274,86 @@ def test_long_run_ids_stay_short_unique_and_keep_their_seed(tmp_path):
     assert len(set(ids)) == 4 and all(len(i) <= 120 for i in ids)
     assert all(r.run_id == f"{r.setting_id}-seed={r.seed}" for r in plan.runs)
     assert len({r.setting_id for r in plan.runs}) == 2
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    from cxrlab.core.io import read_yaml
+
+    study = write(
+        tmp_path / "bomb.yaml", "data: d\nruns:\n  - {model: scratch_cnn}\n" + BOMB.replace("a:", "defaults_a:", 1)
+    )
+    for read in (load_plan, read_yaml):
+        tick = time.perf_counter()
+        with pytest.raises(CxrlabError, match=r"expands to more than \d+ values through its aliases"):
+            read(study)
+        assert time.perf_counter() - tick < 0.5, "refused before any walk over the expanded document"
+    # A recursive alias is refused too, and a few honest anchors are fine.
+    write(tmp_path / "loop.yaml", "a: &a [*a]\n")
+    with pytest.raises(CxrlabError, match="aliases"):
+        read_yaml(tmp_path / "loop.yaml")
+    anchors = write(
+        tmp_path / "anchors.yaml",
+        "data: d\ndefaults: &d {model: scratch_cnn, mode: scratch}\nruns:\n  - *d\n  - {<<: *d, lr: 1.0e-3}\n",
+    )
+    assert [r.setting_id for r in load_plan(anchors).runs] == ["scratch_cnn-scratch", "scratch_cnn-scratch-lr=1e-3"]
+
+
+def test_a_study_file_that_is_not_utf8_is_one_line(tmp_path):
+    study = tmp_path / "latin1.yaml"
+    study.write_bytes("data: d\ndescription: r\xe9sum\xe9\nruns:\n  - {model: scratch_cnn}\n".encode("latin-1"))
+    with pytest.raises(CxrlabError) as error:
+        load_plan(study)
+    assert str(error.value) == f"study file {study} is not UTF-8 text (byte 0xe9 at offset 22): save it as UTF-8"
+
+
+def test_external_sets_reach_every_run_and_stay_out_of_run_ids(tmp_path):
+    study = write(
+        tmp_path / "s.yaml",
+        "data: d\nexternal: {official: ext/test, other: ext2}\nrepeats: 2\n"
+        "runs:\n  - {model: scratch_cnn, mode: scratch, lr: 1.0e-3}\n"
+        "search:\n  - {model: scratch_cnn, mode: scratch, trials: 2, space: {lr: {low: 1.0e-4, high: 1.0e-2}}}\n",
+    )
+    plan = load_plan(study)
+    assert plan.external == {"official": "ext/test", "other": "ext2"}
+    assert all(r.settings["external"] == {"official": "ext/test", "other": "ext2"} for r in plan.runs)
+    assert plan.searches[0].fixed["external"] == plan.external
+    assert [r.run_id for r in plan.runs] == ["scratch_cnn-scratch-lr=1e-3-seed=0", "scratch_cnn-scratch-lr=1e-3-seed=1"]
+    assert "external" not in plan.record()["runs"][0]["settings"] and plan.record()["external"] == plan.external
+    # Set once for the study: not per run, not by --set.
+    per_run = write(tmp_path / "r.yaml", "data: d\nruns:\n  - {model: scratch_cnn, external: {a: b}}\n")
+    with pytest.raises(CxrlabError, match=r"line 3: runs\[0\]\.external: external cannot be set per run"):
+        load_plan(per_run)
+    with pytest.raises(CxrlabError, match=r"^--set external=x: external cannot be set per run"):
+        load_plan(study, overrides=["external=x"])
+
+
+def test_a_missing_external_set_fails_before_anything_is_made(tmp_path, tiny_root, monkeypatch):
+    study = write(
+        tmp_path / "s.yaml",
+        f"data: {tiny_root}\nexternal: {{official: {tmp_path / 'nowhere'}}}\nruns:\n  - {{model: scratch_cnn}}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CxrlabError, match=r"s\.yaml: external\.official: data path .*nowhere does not exist"):
+        run_sweep(study, show_progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_shipped_studies_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from cxrlab.study.catalog import find_study
+
+    monkeypatch.chdir(tmp_path)
+    assert find_study("offline") == shipped_study("offline")
+    assert find_study("studies/offline.yaml") == shipped_study()
+    assert find_study("recipe.yaml") == shipped_study("recipe")
+    # A file that exists wins over the shipped name.
+    mine = write(tmp_path / "offline.yaml", "data: d\nruns:\n  - {model: scratch_cnn}\n")
+    assert find_study("offline.yaml") == Path("offline.yaml") and mine.is_file()
+    with pytest.raises(CxrlabError, match=r"study file nothere does not exist: .*offline, pneumonia, recipe"):
+        find_study("nothere")

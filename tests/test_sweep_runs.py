@@ -4,6 +4,7 @@ finished runs, shared frozen features, diverged runs, and local worker processes
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import optuna
@@ -22,6 +23,10 @@ def write(path: Path, text: str) -> Path:
 
 def trials(study_dir: Path, name: str) -> list:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}").get_trials()
+
+
+def study_attrs(study_dir: Path, name: str) -> dict:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}").user_attrs
 
 
 def test_sweep_writes_one_run_dir_per_run_and_a_row_per_setting(tmp_path, tiny_root):
@@ -82,9 +87,35 @@ runs:
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert len(trials(study_dir, "tiny")) == 6
 
-    # Other settings than the recorded runs are refused, not silently mixed in.
-    with pytest.raises(CxrlabError, match=r"was run with image_size=32 but the study now asks for image_size=48"):
+    # Other settings than the recorded plan are refused, not silently mixed in: the key that
+    # differs is named, and nothing is run or queued.
+    with pytest.raises(CxrlabError, match=r"was planned with other settings; .* image_size \(here 48; recorded 32\)"):
         run_sweep(study, overrides=["image_size=48"], out=tmp_path / "out", show_progress=False)
+    other_data = tmp_path / "other-data"
+    shutil.copytree(tiny_root, other_data)
+    next(other_data.rglob("*.jpeg")).unlink()
+    with pytest.raises(CxrlabError, match=r"differs in data \(here [0-9a-f]{16}, recorded [0-9a-f]{16}\)"):
+        run_sweep(study, data=str(other_data), overrides=["image_size=32"], out=tmp_path / "out", show_progress=False)
+    assert len(trials(study_dir, "tiny")) == 6
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    # A finished run whose directory was deleted is run again, and only that one.
+    lost = study_dir / "runs" / "scratch_cnn-scratch-lr=3e-3-seed=1"
+    shutil.rmtree(lost)
+    run_sweep(study, overrides=["image_size=32"], out=tmp_path / "out", show_progress=False)
+    assert read_json(lost / "status.json")["status"] == "finished"
+    assert {p: p.stat().st_mtime_ns for p in stamps if lost not in p.parents} == {
+        p: t for p, t in stamps.items() if lost not in p.parents
+    }
+    again = trials(study_dir, "tiny")
+    marked = [int(key.split(":")[1]) for key in study_attrs(study_dir, "tiny") if key.startswith("lost_trial:")]
+    assert [t.user_attrs[RUN_ID] for t in again if t.number in marked] == [lost.name]
+    assert sorted(t.user_attrs[RUN_ID] for t in again if t.number not in marked) == sorted(expected)
+
+    # Each trial carries its run's settings for the dashboard: what varies is a parameter.
+    assert {frozenset(t.params) for t in again} == {frozenset({"lr", "optimizer", "epochs"})}
+    assert {t.params["optimizer"] for t in again} == {None, "sgd"}
+    assert {t.params["epochs"] for t in again} == {1, 2}
 
 
 def test_frozen_runs_of_one_backbone_compute_its_features_once(tmp_path, tiny_root, monkeypatch):
@@ -135,6 +166,9 @@ grids:
     done = trials(study_dir, "pair")
     assert sorted(t.user_attrs[RUN_ID] for t in done) == sorted(runs)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
+    # optuna-dashboard's parameter importance works on the queued runs' settings.
+    study = optuna.load_study(study_name="pair", storage=f"sqlite:///{study_dir / 'study.db'}")
+    assert optuna.importance.get_param_importances(study) == {"lr": 1.0}
     for run in runs:
         history = (study_dir / "runs" / run / "history.csv").read_text().splitlines()
         assert len(history) == 2, "one epoch, trained once"
@@ -171,3 +205,52 @@ search:
     # The budget is spent: a rerun adds no trial.
     run_sweep(study, out=tmp_path, show_progress=False)
     assert len(trials(study_dir, "tpe/scratch_cnn-scratch-search")) == 3
+
+
+@pytest.mark.slow
+def test_two_sweeps_that_disagree_on_settings_cannot_share_a_study(tmp_path, tiny_root):
+    import subprocess
+    import sys
+
+    study = write(
+        tmp_path / "clash.yaml",
+        f"""
+name: clash
+data: {tiny_root}
+defaults: {{image_size: 32, batch_size: 16, epochs: 1}}
+grids:
+  - {{model: scratch_cnn, mode: scratch, lr: [1.0e-3, 2.0e-3]}}
+""",
+    )
+    sweeps = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cxrlab", "sweep", str(study), "--set", f"weight_decay={wd}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for wd in ("1.0e-4", "1.0e-2")
+    ]
+    results = [(sweep.wait(timeout=300), sweep.stderr.read()) for sweep in sweeps]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    (refusal,) = [err for code, err in results if code == 2]
+    lines = [line for line in refusal.splitlines() if line.strip()]
+    assert len(lines) == 1 and "was planned with other settings" in lines[0] and "weight_decay (here " in lines[0]
+    # The study holds the winner's settings only.
+    study_dir = tmp_path / "runs" / "clash"
+    recorded = {read_yaml(p / "config.yaml")["weight_decay"] for p in (study_dir / "runs").iterdir()}
+    assert len(recorded) == 1
+    assert read_yaml(study_dir / "study.yaml")["overrides"]["weight_decay"] in recorded
+
+
+def test_external_sets_can_be_replaced_added_and_dropped_from_the_command_line(tmp_path):
+    from cxrlab.study.spec import load_plan
+
+    study = write(tmp_path / "s.yaml", "data: d\nexternal: {official: a}\nruns:\n  - {model: scratch_cnn}\n")
+    assert load_plan(study, external=["official=b", "more=c"]).external == {"official": "b", "more": "c"}
+    plan = load_plan(study, external=["official="])
+    assert plan.external == {} and plan.runs[0].settings["external"] == {}
+    with pytest.raises(CxrlabError, match=r"^--external official: write NAME=PATH"):
+        load_plan(study, external=["official"])

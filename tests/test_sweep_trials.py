@@ -9,7 +9,8 @@ import subprocess
 import pytest
 from optuna.trial import TrialState
 
-from cxrlab.study import trials
+from cxrlab.study import storage, trials
+from cxrlab.study.storage import open_storage
 from cxrlab.study.trials import (
     CLAIM,
     RUN_ID,
@@ -18,7 +19,6 @@ from cxrlab.study.trials import (
     fail_dead_trials,
     finish,
     open_ledger,
-    open_storage,
     trials_of,
 )
 
@@ -68,8 +68,9 @@ def test_a_trial_whose_process_died_here_is_failed_and_queued_again(ledger):
 def test_silent_and_unclaimed_trials_are_failed_after_the_grace_period(tmp_path, monkeypatch):
     import time
 
-    monkeypatch.setattr(trials, "HEARTBEAT_S", 1)
-    monkeypatch.setattr(trials, "GRACE_S", 1)
+    for module in (trials, storage):
+        monkeypatch.setattr(module, "HEARTBEAT_S", 1)
+        monkeypatch.setattr(module, "GRACE_S", 1)
     ledger = open_ledger(open_storage(f"sqlite:///{tmp_path / 'study.db'}"), "queue")
     enqueue_missing(ledger, ["elsewhere", "unclaimed"])
     claim = claim_queued(ledger, {"elsewhere"})
@@ -87,3 +88,15 @@ def test_silent_and_unclaimed_trials_are_failed_after_the_grace_period(tmp_path,
         ("unclaimed", "FAIL"),
         ("unclaimed", "WAITING"),
     ]
+
+
+def test_importing_the_study_layer_leaves_optunas_log_level_alone():
+    import subprocess
+    import sys
+
+    code = (
+        "import optuna; before = optuna.logging.get_verbosity(); "
+        "import cxrlab.study.sweep, cxrlab.study.trials, cxrlab.cli; "
+        "assert optuna.logging.get_verbosity() == before == optuna.logging.INFO, optuna.logging.get_verbosity()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cxrlab.core.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError, setting_error
 from cxrlab.training.records import HISTORY_COLUMNS, RunRecord
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def train_config(
     try:
         config = TrainConfig(data=str(data), model=model, **settings)
     except ValidationError as exc:
-        raise CxrlabError(_setting_error(exc)) from exc
+        raise CxrlabError(setting_error(exc, "train: ", TrainConfig.model_fields)) from exc
     model_entry(config.model)  # an unknown name fails before any data is read
     return config
 
@@ -302,11 +302,13 @@ def sweep(
     out: str | os.PathLike | None = None,
     storage: str | None = None,
     workers: int = 1,
+    name: str | None = None,
     show_progress: bool = True,
 ) -> Path:
-    """Run every run of a study file (``cxrlab sweep``) and return the study directory, made
-    in ``out`` (default ``runs``). ``overrides`` set a value for every run: ``{"epochs": 2}``
-    or ``["epochs=2"]``; ``data`` replaces the study's data."""
+    """Run every run of a study file or shipped study (``cxrlab sweep``) and return the study
+    directory, made in ``out`` (default ``runs``) and named ``name`` (default the study's).
+    ``overrides`` set a value for every run: ``{"epochs": 2}`` or ``["epochs=2"]``; ``data``
+    replaces the study's data."""
     from cxrlab.study.sweep import run_sweep
 
     if isinstance(overrides, Mapping):
@@ -319,6 +321,7 @@ def sweep(
             workers=workers,
             overrides=list(overrides),
             out=None if out is None else str(out),
+            name=name,
             show_progress=show_progress,
         )
     )
@@ -338,11 +341,3 @@ def _run(record: RunRecord) -> Run:
     return Run(
         path=record.path, config=record.config, status=record.status, metrics=record.metrics, epochs=record.epochs
     )
-
-
-def _setting_error(exc) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"]) or "value"
-    if error["type"] == "extra_forbidden":
-        return f"train: unknown setting {where!r}; see the fields of cxrlab.training.config.TrainConfig"
-    return f"train: {where}: {error['msg']} (got {error.get('input')!r})"

@@ -10,7 +10,7 @@ import typer
 
 from cxrlab.cli.app import app, examples, new_file, new_folder, print_json
 from cxrlab.cli.options import option_name, with_config_options
-from cxrlab.core.errors import CxrlabError
+from cxrlab.core.errors import CxrlabError, setting_error
 
 # What `train --json` and its last line report of a finished run.
 HEADLINE = (
@@ -49,9 +49,7 @@ def check_settings(settings: dict, resumable: bool = True) -> None:
     try:
         TrainConfig(**settings)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "value"
-        raise CxrlabError(f"{option_name(field)}: {error['msg']} (got {error.get('input')!r})") from exc
+        raise CxrlabError(setting_error(exc, "--")) from exc
 
 
 @app.command(

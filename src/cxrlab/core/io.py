@@ -19,8 +19,6 @@ from typing import Any
 import yaml
 from filelock import FileLock
 
-from cxrlab.core.errors import CxrlabError
-
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -82,20 +80,11 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
-    """The plain data of a YAML file; tags that would build Python objects are refused."""
-    try:
-        # safe_load: a study or run file must never be able to construct Python objects.
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        hint = (
-            "cxrlab reads plain YAML only, never !!python tags"
-            if isinstance(exc, yaml.constructor.ConstructorError)
-            else "fix the YAML syntax"
-        )
-        raise CxrlabError(f"cannot read {path}{where}: {problem}; {hint}") from exc
+    """The plain data of a YAML file; tags that would build Python objects, text that is not
+    UTF-8 and alias bombs are refused (``cxrlab.core.yamlload``)."""
+    from cxrlab.core.yamlload import load, read_text
+
+    return load(read_text(path), str(path))
 
 
 def file_lock(path: str | os.PathLike, timeout: float = -1) -> FileLock:

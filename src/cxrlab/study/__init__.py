@@ -1,2 +1,2 @@
-"""Study files, sweeps over Optuna storage (SQLite or PostgreSQL), repeats, resume, and the
-``cxrlab study`` main job."""
+"""Study files, sweeps over Optuna storage (SQLite or PostgreSQL), repeats, resume, the
+shipped studies, and the ``cxrlab study`` main job."""

@@ -19,11 +19,11 @@ first ``trials`` trials by number that did not fail.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,19 +35,18 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from cxrlab.core.errors import CxrlabError
+from cxrlab.study.quiet import optuna_warnings_only, quiet
+from cxrlab.study.storage import GRACE_S, HEARTBEAT_S
 
 RUN_ID = "run_id"
 CLAIM = "claimed_by"
 ERROR = "error"
-# A live worker records a heartbeat every HEARTBEAT_S; a trial silent for GRACE_S is taken
-# as dead. Long enough for a busy 2-core machine, short against runs of many minutes.
-HEARTBEAT_S = 30
-GRACE_S = 180
+PLAN = "cxrlab_plan"  # the study's user attribute that holds the plan its workers agree on
+# A study attribute "lost_trial:N" marks completed trial N whose run directory was deleted:
+# it no longer counts (completed trials cannot be changed, their study can).
+LOST = "lost_trial:"
 LIVE = (TrialState.WAITING, TrialState.RUNNING)
 HOST = socket.gethostname()
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @dataclass
@@ -71,68 +70,21 @@ class Claim:
     system_attrs: dict[str, Any]
 
 
-def default_storage_url(study_dir: Path) -> str:
-    """The embedded default: a SQLite file in the study directory."""
-    return f"sqlite:///{(Path(study_dir) / 'study.db').resolve()}"
-
-
-def shown_url(url: str) -> str:
-    """``url`` without its password, for logs and records."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
-
-
-def open_storage(url: str) -> RDBStorage:
-    """An Optuna RDB storage with heartbeats on; retried a few times because workers that
-    start together race to create the tables."""
-    import sqlalchemy.exc
-
-    engine_kwargs: dict[str, Any] = (
-        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    )
-    last: Exception | None = None
-    for attempt in range(5):
-        try:
-            with _quiet():
-                storage = RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
-                )
-            if url.startswith("sqlite"):
-                _lock_sqlite_transactions(storage.engine)
-            return storage
-        except (ImportError, sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as exc:
-            hint = " (pip install 'cxrlab[postgres]')" if "postgres" in url else ""
-            raise CxrlabError(f"--storage {shown_url(url)}: {str(exc).splitlines()[0]}{hint}") from exc
-        except (
-            sqlalchemy.exc.IntegrityError,
-            sqlalchemy.exc.OperationalError,
-            sqlalchemy.exc.ProgrammingError,
-            optuna.exceptions.StorageInternalError,
-        ) as exc:
-            last = exc
-            time.sleep(0.5 + attempt)
-    raise CxrlabError(f"cannot open the study storage {shown_url(url)}: {str(last).splitlines()[0]}")
-
-
 def open_ledger(storage: RDBStorage, name: str, sampler: optuna.samplers.BaseSampler | None = None) -> Ledger:
     """The Optuna study ``name`` in ``storage``, made on first use (minimising validation loss)."""
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="minimize", load_if_exists=True, sampler=sampler
-    )
+    with optuna_warnings_only():  # not Optuna's "Using an existing study" for every worker
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="minimize", load_if_exists=True, sampler=sampler
+        )
     return Ledger(study, storage, storage.get_study_id_from_name(name))
 
 
 def trials_of(ledger: Ledger, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
-    """The trials of ``ledger`` (in ``states``), read fresh from the storage, by number."""
-    return ledger.storage.get_all_trials(ledger.study_id, deepcopy=False, states=states)
+    """The trials of ``ledger`` (in ``states``), read fresh from the storage, by number;
+    lost trials (see ``mark_lost``) are left out."""
+    lost = {key for key in ledger.storage.get_study_user_attrs(ledger.study_id) if key.startswith(LOST)}
+    found = ledger.storage.get_all_trials(ledger.study_id, deepcopy=False, states=states)
+    return [t for t in found if f"{LOST}{t.number}" not in lost] if lost else found
 
 
 def trials_by_run(ledger: Ledger) -> dict[str, list[FrozenTrial]]:
@@ -148,8 +100,7 @@ def enqueue_missing(ledger: Ledger, run_ids: list[str]) -> int:
     by_run = trials_by_run(ledger)
     queued = 0
     for run_id in run_ids:
-        states = {t.state for t in by_run.get(run_id, [])}
-        if states & {TrialState.COMPLETE, *LIVE}:
+        if any(counts(t) for t in by_run.get(run_id, [])):
             continue
         ledger.study.enqueue_trial({}, user_attrs={RUN_ID: run_id})
         queued += 1
@@ -179,7 +130,7 @@ def claim_search_trial(ledger: Ledger, budget: int, distributions: dict[str, Bas
     counted = trials_of(ledger, (TrialState.COMPLETE, *LIVE))
     if len(counted) >= budget and not any(t.state == TrialState.WAITING for t in counted):
         return None
-    with _quiet():
+    with quiet():
         trial = ledger.study.ask(fixed_distributions=distributions)
     trial_id = ledger.storage.get_trial_id_from_study_id_trial_number(ledger.study_id, trial.number)
     _mark(ledger, trial_id, trial.number)
@@ -193,10 +144,33 @@ def claim_search_trial(ledger: Ledger, budget: int, distributions: dict[str, Bas
 
 
 def count_states(ledger: Ledger) -> dict[TrialState, int]:
-    counts: dict[TrialState, int] = {}
+    found: dict[TrialState, int] = {}
     for trial in trials_of(ledger):
-        counts[trial.state] = counts.get(trial.state, 0) + 1
-    return counts
+        found[trial.state] = found.get(trial.state, 0) + 1
+    return found
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial holds its run's place: done, queued or running."""
+    return trial.state in (TrialState.COMPLETE, *LIVE)
+
+
+def mark_lost(ledger: Ledger, trial: FrozenTrial) -> None:
+    """A completed trial whose run directories are gone no longer counts, and its runs are
+    done again: queued runs by ``enqueue_missing``, a search trial as a copy with the same
+    parameters and number (so that its runs keep their ids)."""
+    ledger.storage.set_study_user_attr(ledger.study_id, f"{LOST}{trial.number}", True)
+    if RUN_ID in trial.user_attrs:
+        return
+    from optuna.trial import create_trial
+
+    copy = create_trial(
+        state=TrialState.WAITING,
+        params=trial.params,
+        distributions=trial.distributions,
+        system_attrs={"failed_trial": retried_from_trial(trial)},
+    )
+    ledger.study.add_trial(copy)
 
 
 def finish(claim: Claim, value: float, **attrs: Any) -> None:
@@ -237,10 +211,10 @@ def fail_dead_trials(ledger: Ledger) -> int:
         except optuna.exceptions.UpdateFinishedTrialError:
             won = False
         if won:  # only the process that failed it queues the copy
-            with _quiet():
+            with quiet():
                 RetryHeartbeatStaleTrialCallback()(ledger.study, ledger.storage.get_trial(trial_id))
             failed += 1
-    with _quiet():
+    with quiet():
         fail_stale_trials(ledger.study)
     return failed
 
@@ -267,41 +241,44 @@ def heartbeat(claim: Claim) -> Iterator[None]:
         thread.join()
 
 
+def agreed_plan(ledger: Ledger, plan: dict) -> dict:
+    """The plan the study's workers agree on: ``plan`` if this worker is the first to record
+    one, else the one recorded. The first insert of the attribute wins (the storage's unique
+    key on study and attribute name), so two workers that start together cannot both win."""
+    from sqlalchemy import MetaData, Table, insert
+    from sqlalchemy.exc import IntegrityError
+
+    recorded = ledger.storage.get_study_user_attrs(ledger.study_id)
+    if PLAN not in recorded:
+        table = Table("study_user_attributes", MetaData(), autoload_with=ledger.storage.engine)
+        with contextlib.suppress(IntegrityError), ledger.storage.engine.begin() as connection:
+            connection.execute(insert(table).values(study_id=ledger.study_id, key=PLAN, value_json=json.dumps(plan)))
+        recorded = ledger.storage.get_study_user_attrs(ledger.study_id)
+    return recorded[PLAN]
+
+
+def record_settings(claim: Claim, params: dict[str, tuple[Any, BaseDistribution]], attrs: dict[str, Any]) -> None:
+    """Show a queued run's settings on its trial: as parameters (optuna-dashboard plots
+    them against the objective) and user attributes. A parameter Optuna cannot take (a
+    distribution another version of the study recorded differently) is left out."""
+    storage = claim.ledger.storage
+    for name, (value, distribution) in params.items():
+        with contextlib.suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_param(claim.trial_id, name, distribution.to_internal_repr(value), distribution)
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(claim.trial_id, key, value)
+
+
 def retried_from(claim: Claim) -> int:
     """The number of the first trial this one retries (its own number when it is no retry)."""
     return int(claim.system_attrs.get("failed_trial", claim.number))
 
 
+def retried_from_trial(trial: FrozenTrial) -> int:
+    return int(trial.system_attrs.get("failed_trial", trial.number))
+
+
 # --- pieces -------------------------------------------------------------------------------
-
-
-def _lock_sqlite_transactions(engine) -> None:
-    """Make SQLite claims atomic. Optuna moves a trial from WAITING to RUNNING by reading it
-    with SELECT ... FOR UPDATE and then updating it; SQLite ignores FOR UPDATE, and Python's
-    sqlite3 opens a transaction only at the first write, so two processes could both read
-    WAITING and both take the trial. Every transaction takes SQLite's write lock at BEGIN
-    instead: the read and the update of a claim are one step."""
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _driver_leaves_transactions_to_us(dbapi_connection, record) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections pooled while the tables were made predate the hooks
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # Heartbeats and stale-trial retries are marked experimental, and ask() warns that a
-    # heartbeat expects Study.optimize, which a queue of runs does not use.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        yield
 
 
 def _take(ledger: Ledger, waiting: FrozenTrial, run_id: str) -> Claim | None:
@@ -327,7 +304,7 @@ def _mark(ledger: Ledger, trial_id: int, number: int) -> None:
 
 
 def _is_duplicate(ledger: Ledger, claim: Claim) -> bool:
-    for other in trials_by_run(ledger).get(claim.run_id, []):
+    for other in trials_by_run(ledger).get(claim.run_id or "", []):
         if other.number == claim.number:
             continue
         if other.state == TrialState.COMPLETE or (other.number < claim.number and other.state in LIVE):
