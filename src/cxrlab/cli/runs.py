@@ -115,7 +115,9 @@ def train(
 
 def validation_message(exc) -> str:
     error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"]) or "value"
+    if not error["loc"]:  # a rule across settings: its message names them
+        return error["msg"].removeprefix("Value error, ")
+    where = ".".join(str(p) for p in error["loc"])
     return f"--{where.replace('_', '-')}: {error['msg']} (got {error.get('input')!r})"
 
 
@@ -126,6 +128,9 @@ def evaluate(
     tta: int | None = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON alone."),
+    allow_overlap: bool = typer.Option(
+        False, "--allow-overlap", help="No warning when images trained or validated the run."
+    ),
 ) -> None:
     """Score a finished run on labelled data; the metrics go into the run directory too."""
     from cxrlab.evaluate.runs import evaluate_run
@@ -133,7 +138,26 @@ def evaluate(
     result = evaluate_run(run_dir, data, tta=tta, device=device, show_progress=not as_json)
     if as_json:
         print_json(result)
-        return
+    else:
+        _print_evaluation(result)
+    overlap = result["overlap"]
+    if overlap["images"] and not allow_overlap:
+        rest = overlap["without_overlap"]
+        scores = (
+            f"on the other {rest['n']}: accuracy {rest['accuracy']:.4f}"
+            + (f", AUC {rest['roc_auc']:.4f}" if rest.get("roc_auc") is not None else "")
+            if rest
+            else "no other images to score"
+        )
+        typer.echo(
+            f"warning: {overlap['images']} of {result['n_test']} images trained ({overlap['train']}) or validated "
+            f"({overlap['val']}) this run (by {overlap['by']}), so their scores are no test; {scores} "
+            "(--allow-overlap silences this)",
+            err=True,
+        )
+
+
+def _print_evaluation(result: dict) -> None:
     out.print(
         f"run {result['run']} on {result['data']}: {result['n_test']} test images", highlight=False, soft_wrap=True
     )
@@ -169,8 +193,11 @@ def predict(
     tta: int | None = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    allow_overlap: bool = typer.Option(
+        False, "--allow-overlap", help="No warning when images trained or validated the run."
+    ),
 ) -> None:
-    """The predicted class and the probability of each class, per image."""
+    """The predicted class and the probability of each class, per image, and the threshold."""
     from cxrlab.evaluate.runs import predict_images
 
     predictions = predict_images(run_dir, images, tta=tta, device=device)
@@ -180,10 +207,19 @@ def predict(
         write_cam_overlays(run_dir, [p.path for p in predictions], cam, device=device)
     if as_json:
         print_json([p.__dict__ for p in predictions])
-        return
-    for p in predictions:
-        probs = "  ".join(f"{k} {v:.4f}" for k, v in p.probabilities.items())
-        typer.echo(f"{p.path}\t{p.predicted}\t{probs}")
+    else:
+        for p in predictions:
+            probs = "  ".join(f"{k} {v:.4f}" for k, v in p.probabilities.items())
+            # The rule beside the numbers: at a threshold chosen on validation, p = 0.45 can be positive.
+            rule = f"\t{p.positive_class} if p >= {p.threshold:.4f}" if p.threshold is not None else ""
+            typer.echo(f"{p.path}\t{p.predicted}\t{probs}{rule}" + (f"\tseen in {p.seen_in}" if p.seen_in else ""))
+    seen = [p for p in predictions if p.seen_in]
+    if seen and not allow_overlap:
+        typer.echo(
+            f"warning: {len(seen)} of {len(predictions)} images trained or validated this run, e.g. {seen[0].path} "
+            f"({seen[0].seen_in}) (--allow-overlap silences this)",
+            err=True,
+        )
 
 
 @app.command()

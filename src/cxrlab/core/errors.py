@@ -19,3 +19,12 @@ class BadImageError(CxrlabError):
         self.path = path
         self.reason = reason
         super().__init__(f"cannot read image {path}: {reason} (remove the file or pass --on-bad-image skip)")
+
+
+class StorageError(CxrlabError, OSError):
+    """A folder or disk that cannot take a write: full, read-only or not ours. Bad input (the
+    user chose the folder), and still an ``OSError`` for code that catches those."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cxrlab.core.io import make_dir
 from cxrlab.data.images import decode_file, resize_array
 from cxrlab.evaluate.runs import decode_images, expand_images
 from cxrlab.models.registry import cam_target_layer, model_entry
@@ -137,10 +138,9 @@ def write_cam_overlays(
     ``<image stem>-gradcam-<predicted class>.png``; returns the paths in image order."""
     run = run_dir if isinstance(run_dir, RunRecord) else load_run(run_dir)
     files = expand_images([str(p) for p in image_paths])
-    pixels = decode_images(files, run.config.image_size)
+    pixels, _ = decode_images(files, run.config.image_size)
     overlays, _, predicted = run_cam_overlays(run, pixels, device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out_dir)
     written: list[Path] = []
     taken: set[str] = set()
     for file, picture, label in zip(files, overlays, predicted):

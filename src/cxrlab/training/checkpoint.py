@@ -11,10 +11,11 @@ from pathlib import Path
 
 import torch
 
+from cxrlab.core.errors import CxrlabError
 from cxrlab.training.context import Context
 from cxrlab.training.phases import Selection, plan_phases
 from cxrlab.training.records import EpochRecord, read_csv
-from cxrlab.training.rundir import load_tensors, save_tensors
+from cxrlab.training.rundir import check_state_fits, load_state_checked, load_tensors, save_tensors
 
 LAST = "last.pt"
 
@@ -43,7 +44,18 @@ def save_checkpoint(
 def restore_checkpoint(ctx: Context, run_dir: Path) -> tuple[int, int, Selection]:
     """Load ``last.pt`` into ``ctx``; returns ``(phase, epochs done in it, selection)`` to go on from."""
     state = load_tensors(run_dir / LAST)
-    ctx.model.load_state_dict(state["model"])
+    try:
+        return _restore(ctx, run_dir, state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        # A hand-edited last.pt, or one from another run: what it lacks is named, not a traceback.
+        detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc).strip().splitlines()[0][:160]
+        raise CxrlabError(
+            f"{run_dir / LAST} does not resume this run ({detail}): remove it to restart the run from epoch 1"
+        ) from exc
+
+
+def _restore(ctx: Context, run_dir: Path, state: dict) -> tuple[int, int, Selection]:
+    load_state_checked(ctx.model, state["model"], run_dir / LAST, f"the run's model ({ctx.config.model})")
     torch.set_rng_state(state["rng"])
     phases = plan_phases(ctx.config)
     phase, done = int(state["phase"]), int(state["epochs_done"])
@@ -55,7 +67,8 @@ def restore_checkpoint(ctx: Context, run_dir: Path) -> tuple[int, int, Selection
     ctx.feature_seconds = float(state["feature_seconds"])
     selection = Selection(ctx.config.select, score=float(state["best_score"]), epoch=int(state["best_epoch"]))
     if (run_dir / "model.pt").exists():
-        selection.state = load_tensors(run_dir / "model.pt")["state_dict"]
+        selection.state = load_tensors(run_dir / "model.pt").get("state_dict")
+        check_state_fits(ctx.model, selection.state, run_dir / "model.pt", f"the run's model ({ctx.config.model})")
     if done >= phases[phase].epochs and phase + 1 < len(phases):
         phase, done = phase + 1, 0
     return phase, done, selection
@@ -63,5 +76,11 @@ def restore_checkpoint(ctx: Context, run_dir: Path) -> tuple[int, int, Selection
 
 def restore_optimizer(run_dir: Path, optimizer, scheduler) -> None:
     state = load_tensors(run_dir / LAST)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc).strip().splitlines()[0][:160]
+        raise CxrlabError(
+            f"{run_dir / LAST} does not resume this run ({detail}): remove it to restart the run from epoch 1"
+        ) from exc
