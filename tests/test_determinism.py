@@ -67,7 +67,9 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def untimed_metrics(run_dir: Path) -> str:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return json.dumps({k: v for k, v in metrics.items() if not k.endswith("_seconds") and k != "machine"}, sort_keys=True)
+    return json.dumps(
+        {k: v for k, v in metrics.items() if not k.endswith("_seconds") and k != "machine"}, sort_keys=True
+    )
 
 
 def untimed_history(run_dir: Path) -> list[dict]:

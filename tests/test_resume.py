@@ -211,7 +211,9 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
 
     def untimed(path: Path) -> str:
         metrics = json.loads(path.read_text())
-        return json.dumps({k: v for k, v in metrics.items() if not k.endswith("_seconds") and k != "machine"}, sort_keys=True)
+        return json.dumps(
+            {k: v for k, v in metrics.items() if not k.endswith("_seconds") and k != "machine"}, sort_keys=True
+        )
 
     assert untimed(resumed / "metrics.json") == untimed(reference / "metrics.json")
     strip = lambda rows: [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in rows]  # noqa: E731
