@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from conftest import make_class_folders, make_dataset_root
+from cxrlab.core.errors import CxrlabError
 from cxrlab.core.io import read_json, write_json
 
 SIZE = 32
@@ -107,8 +108,10 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", half_then_fail)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as full:
         writer.model({"w": torch.zeros(3)}, {"epoch": 2})
+    # One line naming the file, as bad input is (the place, not cxrlab, is at fault).
+    assert isinstance(full.value, CxrlabError) and "model.pt" in str(full.value) and "\n" not in str(full.value)
     with pytest.raises(TypeError):
         writer.metrics({"test_accuracy": 0.5, "oops": object()})
 

@@ -376,3 +376,28 @@ def test_a_file_name_that_is_not_utf8_is_one_line(tmp_path):
         list_source(str(root))
     assert "\n" not in str(info.value)
     str(info.value).encode("utf-8")  # the message itself prints anywhere
+
+
+# --- sizes that cannot fit -------------------------------------------------------------------------
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_with_the_figure(monkeypatch):
+    from cxrlab.data import batches
+
+    monkeypatch.setattr(batches, "available_memory", lambda: 2 * 10**9)
+    with pytest.raises(CxrlabError, match=r"32 images at 4096 px needs at least 9\.1 GB .* 2\.0 GB is available"):
+        batches.check_batch_memory(32, 4096)
+    batches.check_batch_memory(32, 224)  # 27 MB: fits
+
+
+def test_a_cache_that_cannot_fit_on_disk_is_refused_with_the_figure(tiny_root, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from cxrlab.core.errors import StorageError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    cache = tmp_path / "cache"
+    with pytest.raises(StorageError, match=r"80 images at 1024 px needs 83\.9 MB .* has 1\.0 MB free"):
+        load_dataset(str(tiny_root), 1024, cache_dir=str(cache), show_progress=False)
+    assert not list(cache.rglob("*.npy")) and not list(cache.rglob("*.tmp"))
