@@ -158,3 +158,39 @@ def test_augmentation_a_frozen_run_cannot_apply_is_refused(tiny_root, tmp_path, 
     )  # fmt: skip
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "augment light" in result.err
     assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_on_the_runs_own_root_scores_its_test_split_without_overlap(trained, cli):
+    root, run_dir = trained
+    result = cli("evaluate", str(run_dir), "--data", str(root), "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["overlap"]["images"] == 0 and "warning" not in result.err
+
+
+def test_resume_refuses_splits_that_changed_with_the_same_files(tmp_path, monkeypatch):
+    """Swapping one train image with one test image keeps every file and the string of split
+    initials ("t" for both): the resume guard must still see it."""
+    from cxrlab.core.errors import CxrlabError
+    from cxrlab.data import dataset
+    from cxrlab.training import loop
+
+    root = make_dataset_root(tmp_path / "data", n_train=16, size=SIZE)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed before scoring")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "_finish", killed)
+        with pytest.raises(RuntimeError):
+            _fit(root, tmp_path / "runs", name="swapped", epochs=2)
+    carve = dataset.carve_splits
+
+    def swapped(*args, **kwargs):
+        splits = carve(*args, **kwargs)
+        first_train, first_test = np.flatnonzero(splits == "train")[0], np.flatnonzero(splits == "test")[0]
+        splits[first_train], splits[first_test] = "test", "train"
+        return splits
+
+    monkeypatch.setattr(dataset, "carve_splits", swapped)
+    with pytest.raises(CxrlabError, match="changed since the run started"):
+        loop.fit(None, resume=tmp_path / "runs" / "swapped", show_progress=False, log=lambda line: None)
