@@ -34,6 +34,7 @@ import yaml
 
 from conftest import make_dataset_root
 from cxrlab.training.records import read_csv
+from cxrlab.training.rundir import load_tensors
 
 SEED = int(os.environ.get("CXRLAB_KILL_SEED") or random.SystemRandom().randrange(1_000_000))
 HEAD_EPOCHS = 16
@@ -359,11 +360,21 @@ def test_a_kill_between_history_and_checkpoint_redoes_that_epoch(data_root, tmp_
 
     reference = fit(config("reference"), show_progress=False, log=lambda line: None)
 
+    def checkpoint_of_epoch(epochs_done: int) -> Path:
+        # Network phases write last.pt on a background thread: wait until it holds the epoch.
+        path = tmp_path / "cut" / "last.pt"
+        for _ in range(600):
+            if path.exists() and int(load_tensors(path)["epochs_done"]) == epochs_done:
+                return path
+            time.sleep(0.05)
+        raise AssertionError(f"last.pt never held epoch {epochs_done}")
+
     def stop_after_epoch_2(line: str) -> None:
-        # Called just after each epoch's checkpoint: keep epoch 1's, stop once epoch 2's is written.
+        # Called just after each epoch: keep epoch 1's checkpoint, stop once epoch 2's is written.
         if line.startswith("epoch   1"):
-            shutil.copy(tmp_path / "cut" / "last.pt", tmp_path / "last-epoch-1.pt")
+            shutil.copy(checkpoint_of_epoch(1), tmp_path / "last-epoch-1.pt")
         if line.startswith("epoch   2"):
+            checkpoint_of_epoch(2)
             raise _Stop
 
     with pytest.raises(_Stop):

@@ -14,7 +14,7 @@ from cxrlab.training.config import TrainConfig
 from cxrlab.training.distributed import SINGLE, Ranks, shard
 from cxrlab.training.phases import Phase
 from cxrlab.training.records import EpochRecord
-from cxrlab.training.rundir import RunWriter
+from cxrlab.training.rundir import BackgroundWrites, RunWriter
 
 
 @dataclass
@@ -32,6 +32,8 @@ class Context:
     feature_seconds: float = 0.0
     feature_cpu_seconds: float = 0.0
     load_at_start: float | None = None  # the machine's 1-minute load average when training began
+    background: BackgroundWrites = field(default_factory=BackgroundWrites)  # checkpoint writes off the loop
+    backbone_digest: str | None = None  # of the frozen backbone a head phase trains on
     tensorboard: object | None = None  # a cxrlab.training.tensorboard.TensorBoardLogger when asked for
     ranks: Ranks = SINGLE
 

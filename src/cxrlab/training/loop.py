@@ -24,7 +24,15 @@ from cxrlab.data.batches import check_batch_memory
 from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
-from cxrlab.training.checkpoint import LAST, restore_checkpoint, restore_optimizer, save_checkpoint
+from cxrlab.training.checkpoint import (
+    BEST,
+    LAST,
+    on_improvement,
+    restore_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+    write_best,
+)
 from cxrlab.training.claim import claim_run_dir
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
@@ -92,7 +100,7 @@ def _fit(
         if not ranks.is_main:
             log = lambda line: None  # noqa: E731 - one voice per run
     deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
-    seed_everything(config.seed, deterministic)
+    seed_everything(config.seed, deterministic, compiling=config.compile)
 
     check_batch_memory(config.batch_size, config.image_size)
     data = _load_data(config, show_progress)
@@ -194,6 +202,8 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
     start_phase, start_epoch = 0, 0
     if resuming and (writer.path / LAST).exists():
         start_phase, start_epoch, selection = restore_checkpoint(ctx, writer.path)
+        if not (writer.path / BEST).exists():
+            write_best(ctx, selection)  # a head phase's best, when the kill came before it was written
         log(f"resuming {writer.path} at phase {start_phase + 1}, epoch {start_epoch + 1}")
     try:
         for index, phase in enumerate(plan_phases(config)):
@@ -201,6 +211,7 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
                 first = start_epoch if index == start_phase else 0
                 run_phase(ctx, index, phase, selection, first_epoch=first, log=log)
     except Diverged as exc:
+        write_best(ctx, selection)  # the kept checkpoint is on disk before the status says so
         writer.status(DIVERGED, epoch=exc.epoch, step=exc.step, loss=str(exc.loss), best_epoch=selection.epoch or None)
         kept = (
             f"kept the checkpoint of epoch {selection.epoch}"
@@ -213,6 +224,7 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
         )
         return None
     except BaseException:
+        ctx.background.drain()
         writer.status(FAILED)
         raise
     return selection
@@ -243,6 +255,7 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
     if selection.state is None:
         raise CxrlabError("no epoch was trained: use --epochs 1 or more")
     ctx.model.load_state_dict(selection.state)
+    write_best(ctx, selection)
     metrics = score_run(ctx, selection, train_seconds)
     metrics.train_cpu_seconds = round(train_cpu_seconds, 3)
     metrics.machine = MachineLoad(
@@ -313,11 +326,15 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
             cpu_seconds=round(time.process_time() - tick_cpu, 3),
         )
         improved = _record_epoch(ctx, row, selection, val_loss, val_acc)
-        save_checkpoint(ctx, index, epoch + 1, optimizer, scheduler, selection)
+        if improved:
+            on_improvement(ctx, phase, selection)
+        save_checkpoint(ctx, phase, index, epoch + 1, optimizer, scheduler, selection)
         log(
             f"epoch {number:3d} {phase.name:7s} train loss {train_loss:.4f} acc {train_acc:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else '  '} | {row.seconds:6.1f} s"
         )
+    if phase.head_only:
+        write_best(ctx, selection)  # the head phase's best, assembled once
 
 
 def _network_for(ctx: Context, phase: Phase) -> torch.nn.Module:
@@ -333,17 +350,10 @@ def _network_for(ctx: Context, phase: Phase) -> torch.nn.Module:
 
 
 def _record_epoch(ctx: Context, row: EpochRecord, selection: Selection, val_loss: float, val_acc: float) -> bool:
-    """Append the epoch to the history, keep its weights if they are the best so far; whether they were."""
+    """Append the epoch to the history and keep its weights in memory if they are the best so
+    far; whether they were."""
     ctx.history.append(row)
     improved = selection.offer(row.epoch, val_loss, val_acc, ctx.model)
-    if improved:
-        meta = {
-            "model": ctx.config.model,
-            "classes": ctx.data.classes,
-            "image_size": ctx.config.image_size,
-            "epoch": row.epoch,
-        }
-        ctx.writer.model(selection.state, meta)
     ctx.writer.history(ctx.history)
     if ctx.tensorboard is not None:
         ctx.tensorboard.epoch(row)
