@@ -231,15 +231,12 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
 
 
 def _divergence_hint(config: TrainConfig) -> str:
-    """What to lower: a weight decay that takes a tenth of every weight per step is the cause
-    by itself, whatever the learning rate; otherwise the learning rate."""
+    """What to lower: a weight decay of 1 or more (usual values are 1e-5 to 1e-2) shrinks every
+    weight by at least the learning rate each step and is the cause by itself; otherwise the
+    learning rate."""
     assert config.lr is not None
-    decay = (config.weight_decay or 0.0) * config.lr
-    if decay >= 0.1:
-        return (
-            f"try a lower --weight-decay (now {config.weight_decay:g}: with --lr {config.lr:g} it takes "
-            f"{min(decay, 1.0):.0%} of every weight per step)"
-        )
+    if (config.weight_decay or 0.0) >= 1:
+        return f"try a lower --weight-decay (now {config.weight_decay:g}; usual values are 1e-5 to 1e-2)"
     return f"try a lower --lr (now {config.lr:g})"
 
 
