@@ -10,6 +10,7 @@ run. The pieces live beside it: ``phases`` (what a mode trains), ``epochs`` (one
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import time
@@ -19,7 +20,6 @@ from pathlib import Path
 import torch
 
 from cxrlab.core.errors import CxrlabError
-from cxrlab.core.progress import console
 from cxrlab.data.batches import check_batch_memory
 from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.models.registry import build_model
@@ -37,6 +37,7 @@ from cxrlab.training.claim import claim_run_dir
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
 from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, sync_buffers, weights_agree
+from cxrlab.training.early_stop import stalled_epochs
 from cxrlab.training.epochs import evaluate_head, evaluate_network, train_head_epoch, train_network_epoch
 from cxrlab.training.features import prepare_features
 from cxrlab.training.optim import make_optimizer, make_scheduler
@@ -57,6 +58,7 @@ from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
 from cxrlab.training.runtime import config_record, load_average, resolve_device, seed_everything, use_channels_last
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def fit(
@@ -86,7 +88,7 @@ def _fit(
     show_progress: bool,
     log: Log | None,
 ) -> Path:
-    log = log or (lambda line: console.print(line, highlight=False, soft_wrap=True))
+    log = log or logger.info
     recorded_split = None
     if resume is not None:
         config, recorded_split = _resumed_config(resume)
@@ -107,7 +109,7 @@ def _fit(
     overlap = SplitOverlap(**data.overlap("test"))
     if overlap.any:
         log(
-            f"[yellow]warning[/yellow]: the test split shares {overlap.patients} patients "
+            f"warning: the test split shares {overlap.patients} patients "
             f"({overlap.images_of_shared_patients} images) and {overlap.identical_images} byte-identical images "
             "with train/val: its scores overstate performance on new patients (recorded in metrics.json)"
         )
@@ -275,7 +277,7 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
     ctx.writer.status(FINISHED)
     (ctx.writer.path / LAST).unlink(missing_ok=True)
     log(
-        f"[bold]{ctx.writer.path.name}[/bold]: test accuracy {metrics.test_accuracy:.4f}, test loss "
+        f"{ctx.writer.path.name}: test accuracy {metrics.test_accuracy:.4f}, test loss "
         f"{metrics.test_loss:.4f}, AUC {metrics.roc_auc:.4f}, best epoch {metrics.best_epoch}, "
         f"trained in {train_seconds:.1f} s"
     )
@@ -296,6 +298,13 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
     epoch_offset = sum(p.epochs for p in plan_phases(config)[:index])
 
     for epoch in range(first_epoch, phase.epochs):
+        stalled = stalled_epochs([row.val_loss for row in ctx.history if row.phase == phase.name])
+        if config.patience and stalled >= config.patience:
+            # Checked before an epoch, not after, so that a resumed run stops where an unbroken one does.
+            log(
+                f"early stop: no lower validation loss for {stalled} epoch{'s' if stalled > 1 else ''} of the {phase.name} phase (--patience)"
+            )
+            break
         number = epoch_offset + epoch + 1
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
         tick, tick_cpu = time.perf_counter(), time.process_time()
