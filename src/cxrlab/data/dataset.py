@@ -111,6 +111,7 @@ def load_dataset(
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise CxrlabError(f"unknown --on-bad-image {on_bad_image!r}: use error or skip")
+    check_split_seed(split_seed)
     if on_duplicate_label not in DUPLICATE_LABEL_POLICIES:
         raise CxrlabError(f"unknown --on-duplicate-label {on_duplicate_label!r}: use error or keep")
     if image_size < 16:
@@ -180,6 +181,11 @@ def load_dataset(
             names = ", ".join(f"{dataset.paths[i]} ({dataset.splits[i]})" for i in group)
             dataset.split_notes.append(f"byte-identical images in different splits: {names}")
     return dataset
+
+
+def check_split_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:
+        raise CxrlabError(f"--split-seed {seed}: a split seed is a whole number from 0 to {2**32 - 1}")
 
 
 def label_conflicts(files: list[str], digests: list[str], labels: np.ndarray, classes: list[str]) -> list[str]:

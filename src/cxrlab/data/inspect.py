@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from cxrlab.core.progress import progress_bar
-from cxrlab.data.dataset import carve_splits, label_conflicts
+from cxrlab.data.dataset import carve_splits, check_split_seed, label_conflicts
 from cxrlab.data.images import decode_file
 from cxrlab.data.patients import patient_ids
 from cxrlab.data.sources import SPLITS, list_source
@@ -42,6 +42,7 @@ def inspect_source(
     show_progress: bool = True,
 ) -> dict:
     """A JSON-ready summary of ``spec``: counts, patients, sizes, duplicates, overlap, balance."""
+    check_split_seed(split_seed)
     listing = list_source(spec, labels=labels, cache_dir=cache_dir)
     n = len(listing)
     if listing.kind == "npz":
