@@ -208,6 +208,19 @@ def macosx_folder(tmp: Path) -> tuple[Path, str]:
     return root, "__MACOSX"
 
 
+def link_into_sibling(tmp: Path) -> tuple[Path, str]:
+    # Followed, the link would list every PNEUMONIA image a second time, labelled NORMAL.
+    root = base_root(tmp)
+    os.symlink("../PNEUMONIA", root / "train" / "NORMAL" / "more")
+    return root, "more"
+
+
+def class_folder_linked_to_another(tmp: Path) -> tuple[Path, str]:
+    root = base_root(tmp)
+    os.symlink("NORMAL", root / "train" / "COVID")
+    return root, "COVID"
+
+
 def exif_rotated(tmp: Path) -> tuple[Path, str]:
     # Stored 64 x 32 with the top half white; orientation 6 means "rotate 90 degrees
     # clockwise to display", so the displayed image is 32 x 64 with the right half white.
@@ -382,6 +395,28 @@ CASES = [
         ERROR,
     ),
     Case("plain .npy named .npz", npy_as_npz, ERROR),
+    Case(
+        "npz of images without pixels (N, 0, 0)",
+        npz_file(train_images=lambda: np.zeros((4, 0, 0), np.uint8), train_labels=lambda: npz_labels(4)),
+        ERROR,
+    ),
+    Case(
+        "npz whose labels skip a class (0 and 2)",
+        npz_file(train_images=lambda: npz_images(4), train_labels=lambda: np.array([0, 2, 0, 2], np.uint8)),
+        ERROR,
+    ),
+    Case(
+        "npz whose test labels hold a class train lacks",
+        npz_file(
+            train_images=lambda: npz_images(4),
+            train_labels=lambda: npz_labels(4),
+            test_images=lambda: npz_images(2),
+            test_labels=lambda: np.array([1, 3], np.uint8),
+        ),
+        ERROR,
+    ),
+    Case("symlink from a class folder into its sibling", link_into_sibling, ERROR),
+    Case("class folder that is a link to another", class_folder_linked_to_another, ERROR),
     Case("class folder in train/ but not in test/", class_missing_from_test, NOTE),
     Case("empty class folder in test/", empty_class_in_test, NOTE),
     Case("class folders in other letter case in test/", other_case_in_test, ACCEPTED),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -174,3 +177,227 @@ def test_bad_sources_fail_with_one_line(tmp_path, make, message):
     with pytest.raises(CxrlabError, match=message) as info:
         load_dataset(str(path), 32, show_progress=False)
     assert "\n" not in str(info.value)
+
+
+# --- one file, one place, one label ------------------------------------------------------------
+
+
+def _small_root(tmp_path) -> Path:
+    return make_dataset_root(tmp_path / "data", n_train=8, size=32)
+
+
+def test_a_link_from_one_class_folder_into_another_is_an_error(tmp_path):
+    root = _small_root(tmp_path)
+    # The walk follows links: every PNEUMONIA image would be listed again, labelled NORMAL.
+    os.symlink("../PNEUMONIA", root / "train" / "NORMAL" / "more")
+    with pytest.raises(CxrlabError, match="reached twice") as info:
+        list_source(str(root))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "NORMAL/more/" in message and "train/PNEUMONIA/" in message  # both places are named
+    assert "(train, NORMAL)" in message and "(train, PNEUMONIA)" in message
+
+
+def test_a_class_folder_that_links_to_another_is_an_error(tmp_path):
+    root = _small_root(tmp_path)
+    os.symlink("NORMAL", root / "train" / "COVID")
+    with pytest.raises(CxrlabError, match="reached twice") as info:
+        load_dataset(str(root), 32, show_progress=False)
+    assert "COVID" in str(info.value) and "NORMAL" in str(info.value)
+
+
+def test_a_test_folder_linked_to_train_is_an_error(tmp_path):
+    root = _small_root(tmp_path)
+    (root / "test").mkdir()
+    os.symlink("../train/NORMAL", root / "test" / "NORMAL")
+    os.symlink("../train/PNEUMONIA", root / "test" / "PNEUMONIA")
+    with pytest.raises(CxrlabError, match=r"\(test, NORMAL\)"):
+        list_source(str(root))
+
+
+def test_a_link_to_a_file_outside_the_root_is_one_place(tmp_path):
+    """The control: a link is not an error in itself, only a second place for one file."""
+    root = _small_root(tmp_path)
+    outside = tmp_path / "elsewhere.jpeg"
+    first = next((root / "train" / "NORMAL").iterdir())
+    outside.write_bytes(first.read_bytes()[:-1] + b"\xd9")  # other bytes: not a duplicate either
+    os.symlink(outside, root / "train" / "NORMAL" / "IM-0777-0001.jpeg")
+    assert len(list_source(str(root))) == 17
+
+
+def _twin_under_other_label(root: Path) -> Path:
+    source = sorted((root / "train" / "NORMAL").iterdir())[0]
+    twin = root / "train" / "PNEUMONIA" / "person999_bacteria_1.jpeg"
+    twin.write_bytes(source.read_bytes())
+    return twin
+
+
+def test_identical_bytes_under_two_labels_are_refused_unless_kept(tmp_path):
+    root = _small_root(tmp_path)
+    twin = _twin_under_other_label(root)
+    with pytest.raises(CxrlabError, match="byte-identical images carry different labels") as info:
+        load_dataset(str(root), 32, show_progress=False)
+    assert twin.name in str(info.value) and "--on-duplicate-label keep" in str(info.value)
+    kept = load_dataset(str(root), 32, on_duplicate_label="keep", show_progress=False)
+    assert len(kept.paths) == 17
+    assert any("different labels" in note and twin.name in note for note in kept.split_notes)
+    summary = inspect_source(str(root), show_progress=False)
+    (conflict,) = summary["duplicates_with_different_labels"]
+    assert twin.name in conflict and "(NORMAL)" in conflict and "(PNEUMONIA)" in conflict
+
+
+def test_train_refuses_identical_bytes_under_two_labels(tmp_path):
+    from cxrlab.training.config import TrainConfig
+    from cxrlab.training.loop import fit
+
+    root = _small_root(tmp_path)
+    _twin_under_other_label(root)
+    settings = dict(data=str(root), model="scratch_cnn", mode="scratch", epochs=1, image_size=32, batch_size=8)
+    with pytest.raises(CxrlabError, match="different labels"):
+        fit(TrainConfig(**settings, out=str(tmp_path / "runs")), show_progress=False, log=lambda line: None)
+    assert not (tmp_path / "runs").exists()
+    assert "on_duplicate_label" in TrainConfig.model_fields
+    assert TrainConfig.model_fields["on_duplicate_label"].description
+
+
+# --- a local path wins over the download spec --------------------------------------------------
+
+
+def _npz(path: Path, n: int = 12, shape=(28, 28), labels=None) -> Path:
+    rng = np.random.default_rng(0)
+    train_labels = np.arange(n) % 2 if labels is None else np.asarray(labels)
+    np.savez(
+        path,
+        train_images=rng.integers(0, 255, (n, *shape), dtype=np.uint8),
+        train_labels=train_labels.reshape(-1, 1),
+    )
+    return path
+
+
+def test_a_local_file_named_like_the_download_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _npz(tmp_path / "pneumoniamnist_64.npz")
+    listing = list_source("pneumoniamnist_64.npz")
+    assert listing.kind == "npz" and len(listing) == 12 and listing.classes == ["NORMAL", "PNEUMONIA"]
+
+
+def test_a_local_folder_named_pneumoniamnist_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset_root(tmp_path / "pneumoniamnist", n_train=4, size=32)
+    assert list_source("pneumoniamnist").kind == "root"
+
+
+def test_only_the_exact_spec_is_a_download(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CxrlabError, match=r"pneumoniamnist_64\.npz does not exist"):
+        list_source("pneumoniamnist_64.npz")
+    with pytest.raises(CxrlabError, match="pneumoniamnist-old does not exist"):
+        list_source("pneumoniamnist-old")
+    with pytest.raises(CxrlabError, match="SIZE one of 28, 64, 128, 224"):
+        list_source("pneumoniamnist:65")
+
+
+# --- MedMNIST arrays -----------------------------------------------------------------------------
+
+
+def test_npz_images_with_a_channel_axis_are_read(tmp_path):
+    path = tmp_path / "images.npz"
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (10, 28, 28, 1), dtype=np.uint8)
+    np.savez(path, train_images=images, train_labels=np.arange(10) % 2)
+    data = load_dataset(str(path), 28, val_fraction=0.2, test_fraction=0.2, show_progress=False)
+    assert data.images.shape == (10, 28, 28)
+    order = [int(p.rpartition("/")[2]) for p in data.paths]
+    assert np.array_equal(np.asarray(data.images), images[order, ..., 0])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: _npz(p, shape=(0, 0)), "hold no pixels"),
+        (lambda p: _npz(p, shape=(28, 28, 2)), "expected"),
+        (lambda p: _npz(p, labels=[0, 2] * 6), r"not 0\.\.2 \(no image of class 1\)"),
+        (lambda p: _npz(p, labels=[1, 2] * 6), "no image of class 0"),
+        (lambda p: _npz(p, labels=[0] * 12), "one class"),
+    ],
+    ids=["(N, 0, 0)", "two channels", "labels 0 and 2", "labels 1 and 2", "one label"],
+)
+def test_npz_that_cannot_be_read_as_meant_is_one_line(tmp_path, make, message):
+    path = make(tmp_path / "data.npz")
+    with pytest.raises(CxrlabError, match=message) as info:
+        list_source(str(path))
+    assert "\n" not in str(info.value) and "data.npz" in str(info.value)
+
+
+def test_npz_test_label_train_never_saw_is_one_line(tmp_path):
+    path = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        train_images=rng.integers(0, 255, (8, 28, 28), dtype=np.uint8),
+        train_labels=np.arange(8) % 2,
+        test_images=rng.integers(0, 255, (4, 28, 28), dtype=np.uint8),
+        test_labels=np.array([0, 1, 2, 1]),
+    )
+    with pytest.raises(CxrlabError, match="test_labels holds class 2, which train_labels never does"):
+        load_dataset(str(path), 28, show_progress=False)
+
+
+# --- names and folders that cannot be read -------------------------------------------------------
+
+
+def test_an_unlistable_class_folder_is_not_called_empty(tmp_path, monkeypatch):
+    root = _small_root(tmp_path)
+    locked = root / "train" / "NORMAL"
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real_scandir(path)
+
+    # As root no permission bit stops a read, so the refusal the kernel would give is staged.
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(CxrlabError, match=r"cannot list folder .*NORMAL: Permission denied") as info:
+        list_source(str(root))
+    assert "no images" not in str(info.value)
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(tmp_path):
+    root = _small_root(tmp_path)
+    first = next((root / "train" / "NORMAL").iterdir())
+    name = os.fsencode(root / "train" / "NORMAL") + b"/R\xf6ntgen-01.jpeg"  # Latin-1, not UTF-8
+    try:
+        with open(name, "wb") as f:
+            f.write(first.read_bytes())
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    with pytest.raises(CxrlabError, match=r"R\\xf6ntgen-01\.jpeg is not UTF-8") as info:
+        list_source(str(root))
+    assert "\n" not in str(info.value)
+    str(info.value).encode("utf-8")  # the message itself prints anywhere
+
+
+# --- sizes that cannot fit -------------------------------------------------------------------------
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_with_the_figure(monkeypatch):
+    from cxrlab.data import batches
+
+    monkeypatch.setattr(batches, "available_memory", lambda: 2 * 10**9)
+    with pytest.raises(CxrlabError, match=r"32 images at 4096 px needs at least 9\.1 GB .* 2\.0 GB is available"):
+        batches.check_batch_memory(32, 4096)
+    batches.check_batch_memory(32, 224)  # 27 MB: fits
+
+
+def test_a_cache_that_cannot_fit_on_disk_is_refused_with_the_figure(tiny_root, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from cxrlab.core.errors import StorageError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    cache = tmp_path / "cache"
+    with pytest.raises(StorageError, match=r"80 images at 1024 px needs 83\.9 MB .* has 1\.0 MB free"):
+        load_dataset(str(tiny_root), 1024, cache_dir=str(cache), show_progress=False)
+    assert not list(cache.rglob("*.npy")) and not list(cache.rglob("*.tmp"))

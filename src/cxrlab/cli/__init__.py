@@ -41,6 +41,16 @@ def main() -> None:
     except CxrlabError as exc:
         say_error(str(exc))
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # A full disk or a read-only folder met where no record writer stood guard: the
+        # place's fault, not cxrlab's, so one line too.
+        from cxrlab.core.io import is_storage_error, storage_error
+
+        if not is_storage_error(exc):
+            raise
+        error = storage_error(exc.filename or "a file", exc)
+        say_error(str(error))
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)
@@ -49,9 +59,12 @@ def main() -> None:
 
 
 def say_error(message: str) -> None:
-    # One line, escaped: file names such as "[scan].jpeg" must print as they are, not as markup.
+    # One line, escaped: file names such as "[scan].jpeg" must print as they are, not as markup,
+    # and ":abc:" in "pneumoniamnist:abc:" is text, not an emoji code.
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(line)}", highlight=False, soft_wrap=True)
+    Console(stderr=True, emoji=False).print(
+        f"[bold red]error:[/bold red] {escape(line)}", highlight=False, soft_wrap=True
+    )
 
 
 if __name__ == "__main__":

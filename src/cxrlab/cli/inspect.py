@@ -57,6 +57,12 @@ def data_inspect(
         f"({summary['duplicate_images']} images), {summary['duplicate_groups_across_splits']} across splits; "
         f"patients in several splits: {summary['patients_in_several_splits']}"
     )
+    conflicts = summary["duplicates_with_different_labels"]
+    if conflicts:
+        out.print(
+            f"[red]{len(conflicts)} byte-identical images under different labels[/red] (a run stops on them unless "
+            "--on-duplicate-label keep): " + "; ".join(escape(c) for c in conflicts[:3])
+        )
     if "run_splits" in summary:
         parts = [f"{s} " + "/".join(str(v) for v in counts.values()) for s, counts in summary["run_splits"].items()]
         out.print(f"splits a run uses (split seed {split_seed}; {'/'.join(summary['classes'])}): " + ", ".join(parts))

@@ -51,6 +51,11 @@ def evaluate(
     out_dir: str | None = typer.Option(None, "--out", help="Folder for top-losses.png and confusion.png."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON alone."),
+    allow_overlap: bool = typer.Option(
+        False,
+        "--allow-overlap",
+        help="No warning when images trained or validated the run (the record keeps the count).",
+    ),
 ) -> None:
     """Score a finished run on labelled data at its own threshold; the metrics and the
     per-image probabilities go into the run directory too (eval-<data>.json and .csv)."""
@@ -68,6 +73,8 @@ def evaluate(
 
         written = interpretation(run, data, result["predictions_file"]).write(out_dir, k=top_losses or 9)
         result["figures"] = [str(p) for p in written]
+    if not allow_overlap:
+        _warn_overlap(result)
     if as_json:
         print_json(result)
         return
@@ -105,6 +112,11 @@ def predict(
     on_bad_image: Literal["error", "skip"] = _bad_image_option("error"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    allow_overlap: bool = typer.Option(
+        False,
+        "--allow-overlap",
+        help="No warning when images trained or validated the run (the record keeps the count).",
+    ),
 ) -> None:
     """The predicted class and the probability of each class, per image, at the run's own threshold."""
     import numpy as np
@@ -120,12 +132,41 @@ def predict(
 
         probabilities = np.array([[p.probabilities[c] for c in run.classes] for p in predictions])
         write_cam_figures(run, [p.path for p in predictions], cam, device=device, probabilities=probabilities)
+    seen = [p for p in predictions if p.seen_in]
+    if seen and not allow_overlap:
+        typer.echo(
+            f"warning: {len(seen)} of {len(predictions)} images trained or validated this run, e.g. {seen[0].path} "
+            f"({seen[0].seen_in}) (--allow-overlap silences this)",
+            err=True,
+        )
     if as_json:
         print_json([p.__dict__ for p in predictions])
         return
     for p in predictions:
         probs = "  ".join(f"{k} {v:.4f}" for k, v in p.probabilities.items())
-        typer.echo(f"{p.path}\t{p.predicted}\t{probs}")
+        # The rule beside the numbers: at a threshold chosen on validation, p = 0.45 can be positive.
+        rule = f"\t{p.positive_class} if p >= {p.threshold:.4f}" if p.threshold is not None else ""
+        typer.echo(f"{p.path}\t{p.predicted}\t{probs}{rule}" + (f"\tseen in {p.seen_in}" if p.seen_in else ""))
+
+
+def _warn_overlap(result: dict) -> None:
+    """One line on stderr when images of the evaluation trained or validated the run."""
+    overlap = result["overlap"]
+    if not overlap["images"]:
+        return
+    rest = overlap["without_overlap"]
+    scores = (
+        f"on the other {rest['n']}: accuracy {rest['accuracy']:.4f}"
+        + (f", AUC {rest['roc_auc']:.4f}" if rest.get("roc_auc") is not None else "")
+        if rest
+        else "no other images to score"
+    )
+    typer.echo(
+        f"warning: {overlap['images']} of {result['n_test']} images trained ({overlap['train']}) or validated "
+        f"({overlap['val']}) this run (by {overlap['by']}), so their scores are no test; {scores} "
+        "(--allow-overlap silences this)",
+        err=True,
+    )
 
 
 @app.command(epilog=examples("cxrlab export runs/RUN", "cxrlab export runs/RUN --format torchscript --out handover/"))

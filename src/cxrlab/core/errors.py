@@ -33,6 +33,8 @@ def setting_error(exc: ValidationError, prefix: str = "", known: Iterable[str] =
     (got {value})``. An unknown key is named with the closest of ``known``. A ``prefix``
     ending in ``--`` writes the key as a command-line option (``--weight-decay``)."""
     error = exc.errors()[0]
+    if not error["loc"]:  # a rule across settings: its message names them
+        return error["msg"].removeprefix("Value error, ")
     where = ""
     for part in error["loc"]:
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
@@ -50,3 +52,12 @@ def setting_error(exc: ValidationError, prefix: str = "", known: Iterable[str] =
     message = error["msg"].removeprefix("Value error, ")
     got = repr(error.get("input"))
     return f"{prefix}{where}: {message} (got {got if len(got) <= 80 else got[:77] + '...'})"
+
+
+class StorageError(CxrlabError, OSError):
+    """A folder or disk that cannot take a write: full, read-only or not ours. Bad input (the
+    user chose the folder), and still an ``OSError`` for code that catches those."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno

@@ -2,12 +2,15 @@
 
 Every record cxrlab leaves on disk is written to a temporary name in the same folder and
 renamed into place, so a reader sees either the old file or the complete new one, never
-half of one; a killed process leaves at most a stray ``.tmp`` file.
+half of one; a killed process leaves at most a stray ``.tmp`` file. A write that fails
+because the disk is full or the folder is read-only removes its temporary file and raises a
+``StorageError`` (one line naming the file), not a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno as errno_codes
 import json
 import math
 import os
@@ -19,6 +22,8 @@ from typing import Any
 import yaml
 from filelock import FileLock
 
+from cxrlab.core.errors import CxrlabError, StorageError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -28,25 +33,71 @@ def _current_umask() -> int:
 
 _UMASK = _current_umask()
 
+# Errors that say the place cannot take the write, not that cxrlab is wrong: the disk or the
+# quota is full, the file would pass the size limit, the folder is read-only or not ours.
+FULL = frozenset({errno_codes.ENOSPC, errno_codes.EDQUOT, errno_codes.EFBIG})
+REFUSED = frozenset({errno_codes.EROFS, errno_codes.EACCES, errno_codes.EPERM})
+
+
+def storage_error(path: str | os.PathLike, exc: OSError, doing: str = "write") -> StorageError:
+    """One line for a write the place refused: what, where, and what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in FULL:
+        hint = "free some space or choose another folder"
+    else:
+        hint = "the folder is read-only or not yours: choose another folder (--out, --cache-dir)"
+    return StorageError(f"cannot {doing} {path}: {reason}; {hint}", exc.errno)
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and not isinstance(exc, StorageError) and exc.errno in FULL | REFUSED
+
+
+def make_dir(path: str | os.PathLike) -> Path:
+    """``mkdir -p path``; a read-only or full place is a ``StorageError``."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise CxrlabError(f"cannot make folder {path}: a file of that name is in the way") from exc
+    except OSError as exc:
+        if exc.errno == errno_codes.ENOTDIR:
+            raise CxrlabError(f"cannot make folder {path}: a file in its path is not a folder") from exc
+        if is_storage_error(exc):
+            raise storage_error(path, exc, "make folder") from exc
+        raise
+    return path
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_dir(path.parent)
+    if path.is_dir():
+        raise CxrlabError(f"cannot write {path}: a folder of that name is in the way")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if is_storage_error(exc):
+            raise storage_error(path, exc) from exc
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp makes the file private (0600); records are ordinary files, readable as the
-    # umask allows, like any file the user's tools would write.
-    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
+        # mkstemp makes the file private (0600); records are ordinary files, readable as the
+        # umask allows, like any file the user's tools would write.
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if is_storage_error(exc):
+            raise storage_error(path, exc) from exc
+        raise
     finally:
-        if tmp_path.exists():
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
 
 
@@ -79,6 +130,16 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_record_json(path: str | os.PathLike) -> Any:
+    """A JSON record cxrlab wrote; a truncated, hand-broken or non-UTF-8 file is one line."""
+    try:
+        return read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise CxrlabError(f"{path} is damaged (not JSON: {str(exc).splitlines()[0][:120]}): rerun the run") from exc
+    except OSError as exc:
+        raise CxrlabError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     """The plain data of a YAML file; tags that would build Python objects, text that is not
     UTF-8 and alias bombs are refused (``cxrlab.core.yamlload``)."""
@@ -87,11 +148,22 @@ def read_yaml(path: str | os.PathLike) -> Any:
     return load(read_text(path), str(path))
 
 
-def file_lock(path: str | os.PathLike, timeout: float = -1) -> FileLock:
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, timeout: float = -1) -> Iterator[FileLock]:
     """A lock file beside ``path`` that serialises processes building the same file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path) + ".lock", timeout=timeout)
+    make_dir(path.parent)
+    lock = FileLock(str(path) + ".lock", timeout=timeout)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        if is_storage_error(exc):
+            raise storage_error(str(path) + ".lock", exc) from exc
+        raise
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 def _json_default(value: Any) -> Any:

@@ -3,10 +3,13 @@ beyond the batch itself."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
 import torch
+
+from cxrlab.core.errors import CxrlabError
 
 
 def batch_indices(
@@ -43,3 +46,30 @@ def image_batches(
         if pin:
             pixels, targets = pixels.pin_memory(), targets.pin_memory()
         yield pixels.to(device, non_blocking=pin), targets.to(device, non_blocking=pin), rows
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_batch_memory(batch_size: int, image_size: int) -> None:
+    """Refuse a batch whose input alone cannot fit in memory: the uint8 images, their float
+    copy and the three-channel normalised copy the model makes (activations come on top)."""
+    needed = batch_size * image_size * image_size * (1 + 4 + 12)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise CxrlabError(
+            f"a batch of {batch_size} images at {image_size} px needs at least {needed / 1e9:.1f} GB of memory "
+            f"for its input alone, and {available / 1e9:.1f} GB is available: use a smaller --image-size or --batch-size"
+        )

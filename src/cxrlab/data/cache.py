@@ -6,12 +6,19 @@ checksum, per-image SHA-1 of the file bytes, images that could not be decoded). 
 hashes the file list, sizes, modification times and the target size, so a changed file
 gives a new entry. The manifest is written last: an entry without one, or whose pixels
 do not match the recorded shape and checksum, is rebuilt, never trusted.
+
+The pixels file is allocated in full before a byte is written: a disk that cannot hold it
+fails at once with one line and the figure, and leaves nothing behind, instead of a
+memory-mapped write dying with SIGBUS half way (a sparse file on a full disk).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.core.io import atomic_path, file_lock, read_json, write_json
+from cxrlab.core.errors import StorageError
+from cxrlab.core.io import atomic_path, file_lock, make_dir, read_json, write_json
 from cxrlab.core.paths import cache_root
 from cxrlab.core.progress import progress_bar
 from cxrlab.data.images import decode_file, resize_array
@@ -105,13 +113,45 @@ def _load_entry(entry: Path):
     return pixels, digests, bad
 
 
+def gigabytes(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def check_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse a write of ``needed`` bytes that ``folder``'s disk cannot hold, with the figures."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # the write itself will say
+    if needed > free:
+        raise StorageError(
+            f"{what} needs {gigabytes(needed)} in {folder}, which has {gigabytes(free)} free: "
+            "use a smaller --image-size, free some space, or choose another --cache-dir",
+            errno.ENOSPC,
+        )
+
+
+def _allocate(path: Path, n_bytes: int) -> None:
+    """Reserve the file's blocks now: a full disk fails here, not as SIGBUS in a mapped write."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, n_bytes)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
+
+
 def _build_entry(entry: Path, listing: SourceListing, size: int, show_progress: bool) -> None:
-    entry.mkdir(parents=True, exist_ok=True)
+    make_dir(entry)
     n = len(listing)
     digests = [""] * n
     bad: dict[int, str] = {}
+    check_space(entry, n * size * size, f"the decoded-image cache of {n} images at {size} px")
     with atomic_path(entry / "pixels.npy") as tmp:
         pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size))
+        _allocate(tmp, os.path.getsize(tmp))
         if listing.kind == "npz":
             _fill_from_arrays(pixels, listing, size, show_progress)
         else:
@@ -119,18 +159,22 @@ def _build_entry(entry: Path, listing: SourceListing, size: int, show_progress: 
         pixels.flush()
         checksum = pixels_checksum(pixels)
         del pixels
-    write_json(
-        entry / "manifest.json",
-        {
-            "format": CACHE_FORMAT,
-            "source": listing.location,
-            "size": size,
-            "shape": [n, size, size],
-            "checksum": checksum,
-            "digests": digests,
-            "bad": {str(k): v for k, v in bad.items()},
-        },
-    )
+    manifest = {
+        "format": CACHE_FORMAT,
+        "source": listing.location,
+        "size": size,
+        "shape": [n, size, size],
+        "checksum": checksum,
+        "digests": digests,
+        "bad": {str(k): v for k, v in bad.items()},
+    }
+    try:
+        write_json(entry / "manifest.json", manifest)
+    except BaseException:
+        # Pixels without a manifest would be rebuilt anyway: leave nothing half made.
+        with contextlib.suppress(OSError):
+            (entry / "pixels.npy").unlink()
+        raise
 
 
 def _fill_from_arrays(pixels: np.ndarray, listing: SourceListing, size: int, show_progress: bool) -> None:

@@ -13,13 +13,15 @@ import numpy as np
 
 from cxrlab.core.errors import BadImageError, CxrlabError
 from cxrlab.data.cache import decoded_images
-from cxrlab.data.patients import patient_id
+from cxrlab.data.medmnist import array_digests
+from cxrlab.data.patients import patient_ids
 from cxrlab.data.sources import SPLITS, list_source
 from cxrlab.data.splits import duplicate_groups, grouped_holdout, linked_groups
 
 # The public download's val/ holds 16 images; a split this small cannot select a model.
 MIN_VAL_FRACTION = 0.05
 BAD_IMAGE_POLICIES = ("error", "skip")
+DUPLICATE_LABEL_POLICIES = ("error", "keep")
 
 
 @dataclass
@@ -52,9 +54,35 @@ class Dataset:
 
     @property
     def split_fingerprint(self) -> str:
+        """What the run's splits are: every image's path, content and split, in order."""
         digest = hashlib.sha256(self.fingerprint.encode())
-        digest.update("".join(s[0] for s in self.splits).encode())
+        for path, sha1, split in zip(self.paths, self.digests, self.splits):
+            digest.update(f"{path}|{sha1}|{split}\n".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()[:16]
+
+    def split_key(self, split: str) -> str:
+        """The exact images of ``split``, in order: paths and contents (a cache key part)."""
+        digest = hashlib.sha256(self.fingerprint.encode())
+        for i in self.indices(split):
+            digest.update(f"{self.paths[i]}|{self.digests[i]}\n".encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
+
+    def overlap(self, split: str = "test") -> dict:
+        """What ``split`` shares with the images that trained and validated: patients (and
+        their images in ``split``) and byte-identical images. Zero for a split carved by
+        patient; a given ``test/`` folder can share either, and its scores then overstate."""
+        held = self.indices(split)
+        seen = np.flatnonzero(np.isin(self.splits, [s for s in ("train", "val") if s != split]))
+        seen_patients = {self.patients[i] for i in seen}
+        seen_digests = {self.digests[i] for i in seen if self.digests[i]}
+        shared = sorted({self.patients[i] for i in held} & seen_patients)
+        identical = [self.paths[i] for i in held if self.digests[i] and self.digests[i] in seen_digests]
+        return {
+            "patients": len(shared),
+            "images_of_shared_patients": int(sum(self.patients[i] in seen_patients for i in held)),
+            "identical_images": len(identical),
+            "examples": (shared[:3] + identical[:3]),
+        }
 
 
 def load_dataset(
@@ -66,6 +94,7 @@ def load_dataset(
     test_fraction: float = 0.15,
     labels: str = "folders",
     on_bad_image: str = "error",
+    on_duplicate_label: str = "error",
     all_test: bool = False,
     folder_is_test: bool = False,
     cache_dir: str | None = None,
@@ -77,10 +106,14 @@ def load_dataset(
     kept; a missing or tiny validation split, and a missing test split, are carved out of
     train by patient. ``all_test`` puts every image in the test split; ``folder_is_test`` does
     so for a plain folder of class folders only (evaluate scores a root's test split, or all
-    of a plain folder).
+    of a plain folder). Byte-identical images under different labels stop the load unless
+    ``on_duplicate_label`` is "keep".
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise CxrlabError(f"unknown --on-bad-image {on_bad_image!r}: use error or skip")
+    check_split_seed(split_seed)
+    if on_duplicate_label not in DUPLICATE_LABEL_POLICIES:
+        raise CxrlabError(f"unknown --on-duplicate-label {on_duplicate_label!r}: use error or keep")
     if image_size < 16:
         raise CxrlabError(f"--image-size {image_size} is too small: use 16 or more")
     listing = list_source(spec, labels=labels, cache_dir=cache_dir)
@@ -96,12 +129,21 @@ def load_dataset(
 
     images = decoded.pixels if keep.all() else decoded.pixels[keep_idx]
     files = [listing.files[i] for i in keep_idx]
-    digests = [decoded.digests[i] for i in keep_idx]
+    all_digests = array_digests(listing) if listing.kind == "npz" else decoded.digests
+    digests = [all_digests[i] for i in keep_idx]
     label_array = np.asarray(listing.labels, dtype=np.int64)[keep_idx]
     layout_splits = [listing.splits[i] for i in keep_idx]
-    patients = [patient_id(f) for f in files]
+    patients = patient_ids(listing.kind, files)
 
     notes = list(listing.notes)
+    conflicts = label_conflicts(files, digests, label_array, listing.classes)
+    if conflicts and on_duplicate_label == "error":
+        raise CxrlabError(
+            f"{len(conflicts)} byte-identical images carry different labels, e.g. {conflicts[0]}: "
+            "remove or relabel them, or pass --on-duplicate-label keep"
+        )
+    if conflicts:
+        notes.append(f"kept {len(conflicts)} byte-identical images under different labels, e.g. {conflicts[0]}")
     all_test = all_test or (folder_is_test and listing.kind == "folder")
     if all_test:
         splits = np.array(["test"] * len(files), dtype=object)
@@ -139,6 +181,20 @@ def load_dataset(
             names = ", ".join(f"{dataset.paths[i]} ({dataset.splits[i]})" for i in group)
             dataset.split_notes.append(f"byte-identical images in different splits: {names}")
     return dataset
+
+
+def check_split_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:
+        raise CxrlabError(f"--split-seed {seed}: a split seed is a whole number from 0 to {2**32 - 1}")
+
+
+def label_conflicts(files: list[str], digests: list[str], labels: np.ndarray, classes: list[str]) -> list[str]:
+    """Groups of byte-identical images whose labels differ, each as ``a (NORMAL) = b (PNEUMONIA)``."""
+    return [
+        " = ".join(f"{files[i]} ({classes[int(labels[i])]})" for i in group[:3])
+        for group in duplicate_groups(digests)
+        if len({int(labels[i]) for i in group}) > 1
+    ]
 
 
 def carve_splits(labels, patients, digests, splits_from, n, val_fraction, test_fraction, seed, notes) -> np.ndarray:

@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 
 from cxrlab.core.progress import progress_bar
-from cxrlab.data.dataset import carve_splits
+from cxrlab.data.dataset import carve_splits, check_split_seed, label_conflicts
 from cxrlab.data.images import decode_file
-from cxrlab.data.patients import patient_id
+from cxrlab.data.patients import patient_ids
 from cxrlab.data.sources import SPLITS, list_source
 from cxrlab.data.splits import duplicate_groups
 
@@ -42,6 +42,7 @@ def inspect_source(
     show_progress: bool = True,
 ) -> dict:
     """A JSON-ready summary of ``spec``: counts, patients, sizes, duplicates, overlap, balance."""
+    check_split_seed(split_seed)
     listing = list_source(spec, labels=labels, cache_dir=cache_dir)
     n = len(listing)
     if listing.kind == "npz":
@@ -56,7 +57,7 @@ def inspect_source(
         sizes = Counter(f"{r[1]}x{r[2]}" for r in results if not r[4])
         modes = Counter(r[3] for r in results if not r[4])
         errors = {listing.files[i]: r[4] for i, r in enumerate(results) if r[4]}
-    patients = [patient_id(f) for f in listing.files]
+    patients = patient_ids(listing.kind, listing.files)
     labels_array = np.asarray(listing.labels, dtype=np.int64)
     layout = [s or "all" for s in listing.splits]
 
@@ -91,6 +92,8 @@ def inspect_source(
         "duplicate_images": sum(len(g) for g in groups),
         "duplicate_groups_across_splits": len(cross),
         "duplicate_examples": [[listing.files[i] for i in g] for g in groups[:5]],
+        # The same bytes under two labels: a run stops on them unless --on-duplicate-label keep.
+        "duplicates_with_different_labels": label_conflicts(listing.files, digests, labels_array, listing.classes),
         "patients_in_several_splits": len(overlap),
         "patient_overlap_examples": overlap[:5],
         "unreadable": [{"path": p, "reason": r} for p, r in errors.items()],

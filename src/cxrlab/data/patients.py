@@ -29,6 +29,14 @@ def patient_id(path: str) -> str:
     return stem
 
 
+def patient_ids(kind: str, files: list[str]) -> list[str]:
+    """The patient of each image: from Kermany file names, or, for a MedMNIST .npz (no patient
+    ids: ``train#12`` and ``test#12`` are not one patient), each image its own patient."""
+    if kind == "npz":
+        return [f.rpartition("#")[2] for f in files]  # "train/12": unique per image
+    return [patient_id(f) for f in files]
+
+
 def kermany3_class(path: str, folder_class: str) -> str:
     """NORMAL, BACTERIA or VIRUS for the three-class task, from the folder and the file name."""
     if folder_class.upper() == "NORMAL":

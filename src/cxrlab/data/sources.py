@@ -6,46 +6,27 @@ Four kinds of source:
   (the layout of the public Kermany download);
 * a single folder of class folders (every image is scored; used by evaluate and predict);
 * a MedMNIST ``.npz`` file (``train_images``, ``train_labels``, ``val_…``, ``test_…``);
-* ``pneumoniamnist`` or ``pneumoniamnist:SIZE``, fetched with the ``medmnist`` package.
+* ``pneumoniamnist`` or ``pneumoniamnist:SIZE``, fetched with the ``medmnist`` package
+  (only when no file or folder of that name exists: a path always wins).
+
+Every file is listed once, with one label: a file reached twice (a link from one class
+folder into another, a class folder that links to another) is an error naming both places.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from cxrlab.core.errors import CxrlabError
-from cxrlab.core.paths import cache_root
-from cxrlab.core.text import first_line
 from cxrlab.data.images import IGNORED_NAMES, IMAGE_EXTENSIONS
+from cxrlab.data.listing import SPLITS, SourceListing, printable
+from cxrlab.data.medmnist import DOWNLOAD_SPEC, fetch_pneumoniamnist, list_npz
 from cxrlab.data.patients import kermany3_class
 
-SPLITS = ("train", "val", "test")
+__all__ = ["LABEL_SCHEMES", "SPLITS", "SourceListing", "list_source", "printable"]
+
 LABEL_SCHEMES = ("folders", "kermany3")
-MEDMNIST_SIZES = (28, 64, 128, 224)
-# MedMNIST's PneumoniaMNIST label ids, in order.
-PNEUMONIAMNIST_CLASSES = ["NORMAL", "PNEUMONIA"]
-
-
-@dataclass
-class SourceListing:
-    """What a source holds before decoding: one entry per image."""
-
-    kind: str  # "root", "folder" or "npz"
-    location: str
-    classes: list[str]
-    files: list[str]  # file paths; for npz, "<file>#<split>/<index>"
-    labels: list[int]
-    splits: list[str | None]  # the split the layout puts an image in; None for a plain folder
-    ignored: list[str] = field(default_factory=list)  # .DS_Store and the like
-    notes: list[str] = field(default_factory=list)  # skipped symlink loops, unmatched classes
-    arrays: dict[str, np.ndarray] | None = None  # npz: images per split
-
-    def __len__(self) -> int:
-        return len(self.files)
 
 
 def list_source(spec: str, labels: str = "folders", cache_dir: str | None = None) -> SourceListing:
@@ -53,9 +34,9 @@ def list_source(spec: str, labels: str = "folders", cache_dir: str | None = None
     if labels not in LABEL_SCHEMES:
         raise CxrlabError(f"unknown --labels {labels!r}: use one of {', '.join(LABEL_SCHEMES)}")
     spec = str(spec)
-    if spec.lower().startswith("pneumoniamnist"):
-        return _list_npz(str(_fetch_pneumoniamnist(spec, cache_dir)))
     path = Path(spec).expanduser()
+    if not path.exists() and DOWNLOAD_SPEC.fullmatch(spec):
+        return list_npz(str(fetch_pneumoniamnist(spec, cache_dir)))
     if not path.exists():
         raise CxrlabError(
             f"data path {spec} does not exist: pass a dataset root, a folder of class folders or a .npz file"
@@ -67,18 +48,52 @@ def list_source(spec: str, labels: str = "folders", cache_dir: str | None = None
             )
         if labels != "folders":
             raise CxrlabError("--labels kermany3 needs the Kermany folder layout, not a .npz file")
-        return _list_npz(str(path))
+        return list_npz(str(path))
     children = {c.name.lower(): c for c in _subdirs(path)}
-    if "train" in children:
-        return _list_root(path, children, labels)
-    return _list_folder(path, labels)
+    listing = _list_root(path, children, labels) if "train" in children else _list_folder(path, labels)
+    _refuse_files_reached_twice(listing)
+    return listing
+
+
+def _refuse_files_reached_twice(listing: SourceListing) -> None:
+    """One file, one place, one label: links that reach a file a second time are an error."""
+    first: dict[str, int] = {}
+    for i, file in enumerate(listing.files):
+        real = os.path.realpath(file)
+        if real not in first:
+            first[real] = i
+            continue
+        j = first[real]
+        places = [
+            f"{printable(listing.files[k])} ({listing.splits[k] + ', ' if listing.splits[k] else ''}"
+            f"{listing.classes[listing.labels[k]]})"
+            for k in (j, i)
+        ]
+        raise CxrlabError(
+            f"one file is reached twice: {places[0]} and {places[1]} are both {printable(real)}; "
+            "a symbolic link gives a file a second place (and maybe a second label): remove the link"
+        )
 
 
 def _subdirs(path: Path) -> list[Path]:
     try:
-        return sorted(p for p in path.iterdir() if p.is_dir() and not _ignored_folder(p.name))
+        found = sorted(p for p in path.iterdir() if p.is_dir() and not _ignored_folder(p.name))
     except OSError as exc:
-        raise CxrlabError(f"cannot list folder {path}: {exc.strerror}") from exc
+        raise CxrlabError(f"cannot list folder {printable(path)}: {exc.strerror}") from exc
+    for folder in found:
+        _require_utf8(folder)
+    return found
+
+
+def _require_utf8(path: Path | str) -> None:
+    """Names are written to split.csv, config.yaml and reports as UTF-8: a name in another
+    encoding is refused here, with its bytes shown, rather than failing half way through a run."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CxrlabError(
+            f"the name {printable(path)} is not UTF-8 (\\xNN are its raw bytes): rename it, e.g. convmv -f latin1 -t utf8"
+        ) from None
 
 
 def _list_root(root: Path, children: dict[str, Path], labels: str) -> SourceListing:
@@ -176,7 +191,7 @@ def _image_files(class_dir: Path, listing: SourceListing) -> list[str]:
     files: list[str] = []
     visited: set[str] = set()
     class_real = os.path.realpath(class_dir)
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True, onerror=_unlistable):
         real = os.path.realpath(dirpath)
         # A link back to this folder or above it would list it again, or list the other
         # classes' images under this class: a loop, never followed.
@@ -189,6 +204,7 @@ def _image_files(class_dir: Path, listing: SourceListing) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not _ignored_folder(d))
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
+            _require_utf8(full)
             if name.lower() in IGNORED_NAMES or name.startswith("._") or name.startswith("."):
                 listing.ignored.append(full)
             elif Path(name).suffix.lower() in IMAGE_EXTENSIONS:
@@ -198,84 +214,7 @@ def _image_files(class_dir: Path, listing: SourceListing) -> list[str]:
     return files
 
 
-def _list_npz(path: str) -> SourceListing:
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise CxrlabError(f"cannot read {path} as a .npz file ({first_line(exc)})") from exc
-    if not hasattr(npz, "files"):  # a plain .npy array saved under a .npz name
-        raise CxrlabError(
-            f"{path} holds a single array, not a .npz archive: a MedMNIST .npz holds <split>_images and <split>_labels"
-        )
-    listing = SourceListing(kind="npz", location=path, classes=[], files=[], labels=[], splits=[], arrays={})
-    with npz:
-        keys = set(npz.files)
-        if "train_images" not in keys or "train_labels" not in keys:
-            raise CxrlabError(
-                f"{path} lacks train_images or train_labels: a MedMNIST .npz holds <split>_images and <split>_labels"
-            )
-        max_label = 0
-        for split in SPLITS:
-            image_key, label_key = f"{split}_images", f"{split}_labels"
-            if image_key not in keys and label_key not in keys:
-                continue
-            if image_key not in keys or label_key not in keys:
-                raise CxrlabError(f"{path} has {image_key if image_key in keys else label_key} without its partner key")
-            try:
-                images, split_labels = npz[image_key], np.asarray(npz[label_key]).reshape(-1)
-            except Exception as exc:
-                raise CxrlabError(
-                    f"cannot read {image_key}/{label_key} of {path} ({first_line(exc)}): "
-                    "a MedMNIST .npz holds plain numeric arrays"
-                ) from exc
-            if images.dtype.kind not in "uif" or split_labels.dtype.kind not in "ui":
-                raise CxrlabError(
-                    f"{path}: {image_key} must hold numbers and {label_key} integers "
-                    f"(got {images.dtype} and {split_labels.dtype})"
-                )
-            if split_labels.size and split_labels.min() < 0:
-                raise CxrlabError(
-                    f"{path}: {label_key} holds a negative label ({split_labels.min()}): labels are class indices 0, 1, ..."
-                )
-            if len(images) != len(split_labels):
-                raise CxrlabError(
-                    f"{path}: {image_key} holds {len(images)} images but {label_key} holds {len(split_labels)} labels"
-                )
-            if images.ndim not in (3, 4):
-                raise CxrlabError(f"{path}: {image_key} has shape {images.shape}, expected (N, H, W) or (N, H, W, C)")
-            listing.arrays[split] = images
-            listing.files += [f"{path}#{split}/{i}" for i in range(len(images))]
-            listing.labels += [int(v) for v in split_labels]
-            listing.splits += [split] * len(images)
-            max_label = max(max_label, int(split_labels.max(initial=0)))
-    n_classes = max(max_label + 1, 2)
-    is_pneumonia = "pneumoniamnist" in Path(path).name.lower() and n_classes == 2
-    listing.classes = PNEUMONIAMNIST_CLASSES if is_pneumonia else [f"class_{i}" for i in range(n_classes)]
-    return listing
-
-
-def _fetch_pneumoniamnist(spec: str, cache_dir: str | None) -> Path:
-    _, _, size_text = spec.partition(":")
-    size = int(size_text) if size_text.isdigit() else 28 if not size_text else -1
-    if size not in MEDMNIST_SIZES:
-        raise CxrlabError(
-            f"unknown {spec}: use pneumoniamnist or pneumoniamnist:SIZE with SIZE one of 28, 64, 128, 224"
-        )
-    root = cache_root(cache_dir) / "medmnist"
-    file_name = "pneumoniamnist.npz" if size == 28 else f"pneumoniamnist_{size}.npz"
-    target = root / file_name
-    if target.exists():
-        return target
-    hint = f"download {file_name} from MedMNIST (zenodo.org/records/10519652) and pass --data /path/to/{file_name}"
-    try:
-        import medmnist
-    except ImportError as exc:
-        raise CxrlabError(f"{spec} needs the medmnist package (pip install 'cxrlab[medmnist]'), or {hint}") from exc
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        medmnist.PneumoniaMNIST(split="train", download=True, size=size, root=str(root))
-    except Exception as exc:
-        raise CxrlabError(f"cannot download {spec} (offline?): {hint}") from exc
-    if not target.exists():
-        raise CxrlabError(f"medmnist did not leave {target}: {hint}")
-    return target
+def _unlistable(exc: OSError) -> None:
+    # os.walk skips a folder it cannot list unless told; silently skipped, a class would
+    # look empty ("has no images") when it is unreadable.
+    raise CxrlabError(f"cannot list folder {printable(exc.filename)}: {exc.strerror}") from exc

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cxrlab.core.io import make_dir
 from cxrlab.core.text import slug
 from cxrlab.data.images import decode_file, resize_array
 from cxrlab.evaluate.runs import decode_images, expand_images
@@ -153,8 +154,7 @@ def write_cam_overlays(
     files = expand_images([str(p) for p in image_paths])
     pixels = decode_images(files, run.config.image_size)
     overlays, _, predicted = run_cam_overlays(run, pixels, device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out_dir)
     written: list[Path] = []
     taken: set[str] = set()
     for file, picture, label in zip(files, overlays, predicted):

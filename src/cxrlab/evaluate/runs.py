@@ -1,11 +1,18 @@
 """Scoring a finished run on other data, and predicting single images, through the one
-run loader."""
+run loader.
+
+Both look for the run's own training and validation images among what they are given (by
+real path, and by content hash against the run's split.csv): a score on images the run
+learned from, or chose its epoch and threshold on, is no test. The result says how many,
+and the metrics on the rest.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +24,7 @@ from cxrlab.core.text import slug
 from cxrlab.data.dataset import load_dataset
 from cxrlab.data.images import decode_file, is_image_name
 from cxrlab.training.predict import predict_logits, softmax
-from cxrlab.training.records import RunRecord, load_run
+from cxrlab.training.records import RunRecord, load_run, read_csv
 from cxrlab.training.rundir import RunWriter
 from cxrlab.training.runtime import resolve_device
 
@@ -35,6 +42,51 @@ def evaluation_name(data: str) -> str:
     stem = Path(str(data).rstrip("/")).name or "data"
     digest = hashlib.sha1(str(Path(str(data)).expanduser().resolve()).encode()).hexdigest()[:8]
     return f"eval-{slug(stem, 40)}-{digest}"
+
+
+@dataclass
+class SeenImages:
+    """The images that trained or validated a run, by real path and by content (SHA-1)."""
+
+    by_path: dict[str, str] = field(default_factory=dict)  # real path -> "train" | "val"
+    by_digest: dict[str, str] = field(default_factory=dict)
+    known: bool = True  # False: the run has no split.csv to compare with
+
+    def split_of(self, path: str, digest: str) -> str | None:
+        """``train``/``val`` when the image is one the run learned from or chose on, else None."""
+        found = self.by_path.get(os.path.realpath(path)) if not _is_array_item(path) else self.by_path.get(path)
+        return found or (self.by_digest.get(digest) if digest else None)
+
+
+def _is_array_item(path: str) -> bool:
+    return "#" in Path(path).name and ".npz#" in path
+
+
+def seen_images(run: RunRecord) -> SeenImages:
+    """What trained and validated ``run``, from its split.csv (content hashes where recorded)."""
+    split_csv = run.path / "split.csv"
+    if not split_csv.exists():
+        return SeenImages(known=False)
+    seen = SeenImages()
+    for row in read_csv(split_csv):
+        if row.get("split") not in ("train", "val"):
+            continue
+        path = row.get("path") or ""
+        seen.by_path[path if _is_array_item(path) else os.path.realpath(path)] = row["split"]
+        if row.get("sha1"):
+            seen.by_digest[row["sha1"]] = row["split"]
+    return seen
+
+
+def overlap_summary(seen_in: list[str | None], seen: SeenImages) -> dict:
+    """How many of the images trained or validated the run (JSON-ready)."""
+    return {
+        "checked": seen.known,
+        "images": sum(s is not None for s in seen_in),
+        "train": sum(s == "train" for s in seen_in),
+        "val": sum(s == "val" for s in seen_in),
+        "by": "real path and content hash" if seen.by_digest else "real path",
+    }
 
 
 def evaluate_run(
@@ -62,6 +114,7 @@ def evaluate_run(
         test_fraction=config.test_fraction,
         labels=config.labels,
         on_bad_image=on_bad_image or config.on_bad_image,
+        on_duplicate_label="keep",
         folder_is_test=True,
         cache_dir=cache_dir or config.cache_dir,
         show_progress=show_progress,
@@ -110,6 +163,20 @@ def evaluate_run(
         "skipped_images": len(dataset.skipped),
         "predictions_file": f"{evaluation_name(data)}.csv",
     }
+    seen = seen_images(run)
+    seen_in = [seen.split_of(dataset.paths[i], dataset.digests[i]) for i in indices]
+    result["overlap"] = overlap_summary(seen_in, seen)
+    if result["overlap"]["images"]:
+        rest = np.array([s is None for s in seen_in])
+        result["overlap"]["without_overlap"] = (
+            {
+                key: value
+                for key, value in classification_report(labels[rest], probs[rest], classes, threshold, positive).items()
+                if key in ("n", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc", "loss")
+            }
+            if rest.any()
+            else None
+        )
     name = evaluation_name(data)
     writer = RunWriter(run.path)
     writer.metrics(result, name=f"{name}.json")
@@ -124,6 +191,11 @@ class Prediction:
     path: str
     predicted: str
     probabilities: dict[str, float]
+    # Two classes: the positive class is predicted when its probability reaches the threshold
+    # the run chose on validation (not 0.5); None for more classes (the most probable wins).
+    threshold: float | None = None
+    positive_class: str | None = None
+    seen_in: str | None = None  # "train" or "val" when the image trained or validated the run
 
 
 def expand_images(paths: list[str]) -> list[str]:
@@ -150,6 +222,14 @@ def decode_images(files: list[str], size: int) -> np.ndarray:
             raise BadImageError(path, reason)
         pixels[i] = image
     return pixels
+
+
+def file_digest(path: str) -> str:
+    """SHA-1 of a file's bytes, as split.csv records them ("" when it cannot be read)."""
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def readable_images(files: list[str], size: int, on_bad_image: str = "error") -> tuple[list[str], np.ndarray]:
@@ -195,7 +275,16 @@ def predict_images(
         )
     )
     classes = run.classes
+    binary = len(classes) == 2
+    seen = seen_images(run)
     return [
-        Prediction(path, classes[int(k)], {c: float(p) for c, p in zip(classes, row)})
+        Prediction(
+            path,
+            classes[int(k)],
+            {c: float(p) for c, p in zip(classes, row)},
+            threshold=run.threshold if binary else None,
+            positive_class=classes[run.positive] if binary else None,
+            seen_in=seen.split_of(path, file_digest(path)),
+        )
         for path, row, k in zip(files, probs, run.decide(probs))
     ]

@@ -22,7 +22,7 @@ from cxrlab.core.errors import CxrlabError
 from cxrlab.training.context import Context
 from cxrlab.training.phases import Phase, Selection, plan_phases
 from cxrlab.training.records import EpochRecord, read_csv
-from cxrlab.training.rundir import load_tensors, save_tensors
+from cxrlab.training.rundir import check_state_fits, load_state_checked, load_tensors, save_tensors
 
 LAST = "last.pt"
 BEST = "model.pt"
@@ -102,7 +102,19 @@ def save_checkpoint(
 def restore_checkpoint(ctx: Context, run_dir: Path) -> tuple[int, int, Selection]:
     """Load ``last.pt`` into ``ctx``; returns ``(phase, epochs done in it, selection)`` to go on from."""
     state = load_tensors(run_dir / LAST)
+    try:
+        return _restore(ctx, run_dir, state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        # A hand-edited last.pt, or one from another run: what it lacks is named, not a traceback.
+        detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc).strip().splitlines()[0][:160]
+        raise CxrlabError(
+            f"{run_dir / LAST} does not resume this run ({detail}): remove it to restart the run from epoch 1"
+        ) from exc
+
+
+def _restore(ctx: Context, run_dir: Path, state: dict) -> tuple[int, int, Selection]:
     selection = Selection(ctx.config.select, score=float(state["best_score"]), epoch=int(state["best_epoch"]))
+    what = f"the run's model ({ctx.config.model})"
     if state.get("kind") == "head":
         if backbone_digest(ctx.model.backbone) != state["backbone_digest"]:
             raise CxrlabError(
@@ -112,9 +124,10 @@ def restore_checkpoint(ctx: Context, run_dir: Path) -> tuple[int, int, Selection
         if state["best_head"]:
             selection.state = {**_copied(ctx.model.state_dict()), **state["best_head"]}
     else:
-        ctx.model.load_state_dict(state["model"])
+        load_state_checked(ctx.model, state["model"], run_dir / LAST, what)
         if (run_dir / BEST).exists():
-            selection.state = load_tensors(run_dir / BEST)["state_dict"]
+            selection.state = load_tensors(run_dir / BEST).get("state_dict")
+            check_state_fits(ctx.model, selection.state, run_dir / BEST, what)
     torch.set_rng_state(state["rng"])
     phases = plan_phases(ctx.config)
     phase, done = int(state["phase"]), int(state["epochs_done"])
@@ -132,5 +145,11 @@ def restore_checkpoint(ctx: Context, run_dir: Path) -> tuple[int, int, Selection
 
 def restore_optimizer(run_dir: Path, optimizer, scheduler) -> None:
     state = load_tensors(run_dir / LAST)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc).strip().splitlines()[0][:160]
+        raise CxrlabError(
+            f"{run_dir / LAST} does not resume this run ({detail}): remove it to restart the run from epoch 1"
+        ) from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cxrlab.core.modes import MODES, ModeName
 
@@ -115,6 +115,10 @@ class TrainConfig(BaseModel):
     on_bad_image: Literal["error", "skip"] = Field(
         "error", description="An undecodable image stops the run, or is skipped and counted."
     )
+    on_duplicate_label: Literal["error", "keep"] = Field(
+        "error",
+        description="Byte-identical images under different labels stop the run, or are kept (each with its label) and noted.",
+    )
     cache_dir: str | None = Field(None, description="Cache folder (default $CXRLAB_CACHE, else ~/.cache/cxrlab).")
 
     # Execution
@@ -148,6 +152,22 @@ class TrainConfig(BaseModel):
         if value not in {"auto", "cpu", "cuda"} and not value.startswith("cuda:"):
             raise ValueError("device is auto, cpu, cuda or cuda:N")
         return value
+
+    @model_validator(mode="after")
+    def _augment_does_something(self) -> TrainConfig:
+        # A frozen head on cached features of the plain images never sees an augmented one:
+        # the setting would be recorded without having had any effect.
+        if (
+            self.mode == "frozen"
+            and self.feature_cache
+            and self.augment not in (None, "none")
+            and self.feature_views < 2
+        ):
+            raise ValueError(
+                f"augment {self.augment} in frozen mode with one feature view does nothing (the head trains on "
+                "features of the plain images): set feature_views to 2 or more for augmented views, or augment none"
+            )
+        return self
 
     def resolved(self) -> TrainConfig:
         """A copy with every mode-dependent default filled in."""

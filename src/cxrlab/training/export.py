@@ -22,7 +22,7 @@ from torch import nn
 
 from cxrlab.core.decision import positive_index
 from cxrlab.core.errors import CxrlabError
-from cxrlab.core.io import atomic_path, write_json
+from cxrlab.core.io import atomic_path, make_dir, write_json
 from cxrlab.training.records import RunRecord, load_run
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -46,8 +46,7 @@ def export_run(run_dir: str | os.PathLike, format: str, out_dir: str | os.PathLi
     if format not in FORMATS:
         raise CxrlabError(f"--format {format}: unknown export format, choose one of {', '.join(FORMATS)}")
     run = load_run(run_dir)
-    out = Path(out_dir) if out_dir is not None else run.path
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out_dir) if out_dir is not None else run.path
     classifier = run.load_model()
     model = ProbabilityModel(classifier).eval()
     size = int(run.config.image_size)

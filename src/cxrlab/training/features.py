@@ -3,8 +3,11 @@
 A frozen backbone in eval mode is a fixed function, so running it again every epoch (as the
 study's fixed feature extractor did) only burns time. Features are computed once per split,
 kept in memory for the process (a sweep's runs share them) and on disk under
-``<cache>/features/``, keyed by model, weights, data, image size, the images chosen and the
-augmented views asked for.
+``<cache>/features/``, keyed by everything they depend on: the exact images of the split
+(paths and content hashes, in order), the backbone's actual tensors (whatever version of
+the weights was resolved), its preprocessing, the image size, the views and their
+augmentation, the device's arithmetic and the versions of the packages that compute them.
+The manifest keeps the whole key and an entry is served only when it matches.
 """
 
 from __future__ import annotations
@@ -33,7 +36,25 @@ _MEMORY_LIMIT = 8
 
 
 def feature_key(*parts) -> str:
-    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
+    """The full key (64 hex digits) of what features depend on; files are named by its first 32."""
+    return hashlib.sha256("|".join(str(p) for p in parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def backbone_digest(model) -> str:
+    """A hash of the backbone's tensors: the weights actually loaded, whatever their source
+    or version, and for random weights the initialisation itself."""
+    digest = hashlib.sha256()
+    for name, tensor in model.backbone.state_dict().items():
+        value = tensor.detach().to("cpu").contiguous().reshape(-1)  # 1-D: 0-d tensors cannot be viewed as bytes
+        digest.update(f"{name}|{value.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def _code_versions() -> str:
+    from cxrlab.training.runtime import package_version
+
+    return ",".join(f"{name}={package_version(name)}" for name in ("torch", "torchvision", "timm"))
 
 
 def cached_features(
@@ -58,11 +79,11 @@ def cached_features(
     if key in _MEMORY:
         return _MEMORY[key]
     folder = cache_root(cache_dir) / "features"
-    array_path, manifest_path = folder / f"{key}.npy", folder / f"{key}.json"
-    features = _load(array_path, manifest_path)
+    array_path, manifest_path = folder / f"{key[:32]}.npy", folder / f"{key[:32]}.json"
+    features = _load(array_path, manifest_path, key, len(indices))
     if features is None:
         with file_lock(array_path):
-            features = _load(array_path, manifest_path)
+            features = _load(array_path, manifest_path, key, len(indices))
             if features is None:
                 started, started_cpu = time.perf_counter(), time.process_time()
                 features = compute_features(
@@ -82,6 +103,7 @@ def cached_features(
                 write_json(
                     manifest_path,
                     {
+                        "key": key,
                         "shape": list(features.shape),
                         "dtype": str(features.dtype),
                         "checksum": pixels_checksum(features.view(np.uint8)),
@@ -100,7 +122,7 @@ def recorded_seconds(key: str, cache_dir: str | None = None, clock: str = "secon
     """How long computing the features of ``key`` took when they were computed (by this run
     or an earlier one that shared them), from the cache manifest: wall ``seconds`` or
     process ``cpu_seconds``."""
-    manifest_path = cache_root(cache_dir) / "features" / f"{key}.json"
+    manifest_path = cache_root(cache_dir) / "features" / f"{key[:32]}.json"
     try:
         return float(read_json(manifest_path)[clock])
     except (OSError, ValueError, KeyError, TypeError):
@@ -111,7 +133,7 @@ def clear_memory_cache() -> None:
     _MEMORY.clear()
 
 
-def _load(array_path: Path, manifest_path: Path) -> np.ndarray | None:
+def _load(array_path: Path, manifest_path: Path, key: str, n_images: int) -> np.ndarray | None:
     if not array_path.exists() or not manifest_path.exists():
         return None
     try:
@@ -121,7 +143,11 @@ def _load(array_path: Path, manifest_path: Path) -> np.ndarray | None:
     except (OSError, ValueError, KeyError, TypeError):
         # Unreadable, truncated or a manifest of another shape: recomputed, never trusted.
         return None
-    if features.dtype != np.float32 or list(features.shape) != shape:
+    if not isinstance(manifest, dict) or manifest.get("key") != key:
+        return None  # another key under the same file name (or a manifest from before keys were kept)
+    if features.dtype != np.float32 or list(features.shape) != shape or features.ndim != 3:
+        return None
+    if features.shape[1] != n_images:
         return None
     if pixels_checksum(features.view(np.uint8)) != checksum:
         return None
@@ -173,25 +199,24 @@ def prepare_features(ctx: Context) -> None:
     augment = config.augment != "none"
     views = config.feature_views if augment else 1
     level = {split: config.augment if split == "train" else "none" for split in ("train", "val", "test")}
-    weights_part = ctx.weights_id if ctx.weights_id != "none" else f"random-seed-{config.seed}"
+    # What every split's features share: the backbone's tensors and preprocessing, the image
+    # size, the arithmetic of the device (bf16 autocast on CUDA) and the code computing them.
+    common = (
+        "features-v2",
+        config.model,
+        backbone_digest(ctx.model),
+        [round(float(v), 6) for v in ctx.model.mean.flatten()] + [round(float(v), 6) for v in ctx.model.std.flatten()],
+        data.image_size,
+        f"{ctx.device.type}-{'bf16' if ctx.device.type == 'cuda' and torch.cuda.is_bf16_supported() else 'fp32'}",
+        _code_versions(),
+    )
     for split in ("train", "val", "test"):
         indices = data.indices(split)
         split_views = views if split == "train" else 1
         # The seed only draws the augmented views: plain features of pretrained weights are
         # the same for every seed, so the repeats of a frozen run share them.
         view_seed = config.seed if augment and split == "train" else 0
-        key = feature_key(
-            "features-v1",
-            config.model,
-            weights_part,
-            data.fingerprint,
-            data.image_size,
-            data.split_fingerprint,
-            split,
-            split_views,
-            level[split],
-            view_seed,
-        )
+        key = feature_key(*common, data.split_key(split), split, split_views, level[split], view_seed)
         ctx.features[split] = cached_features(
             ctx.model,
             data.images,

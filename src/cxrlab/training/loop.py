@@ -9,6 +9,7 @@ run. The pieces live beside it: ``phases`` (what a mode trains), ``epochs`` (one
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from cxrlab.core.errors import CxrlabError
+from cxrlab.data.batches import check_batch_memory
 from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
@@ -31,6 +33,7 @@ from cxrlab.training.checkpoint import (
     save_checkpoint,
     write_best,
 )
+from cxrlab.training.claim import claim_run_dir
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
 from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, sync_buffers, weights_agree
@@ -47,6 +50,7 @@ from cxrlab.training.records import (
     DistributedInfo,
     EpochRecord,
     MachineLoad,
+    SplitOverlap,
     read_config,
     read_status,
 )
@@ -64,7 +68,26 @@ def fit(
     show_progress: bool = True,
     log: Log | None = None,
 ) -> Path:
-    """Train one run and return its run directory (``config`` is None when resuming)."""
+    """Train one run and return its run directory (``config`` is None when resuming).
+
+    The run directory has one writer: it is claimed before anything is written into it (a
+    resumed one before anything is read) and released when the run ends (``claim``)."""
+    with contextlib.ExitStack() as claims:
+        # torchrun's other ranks write nothing, so only rank 0 claims (RANK is set before any group).
+        if resume is not None and os.environ.get("RANK", "0") == "0":
+            if not (Path(resume) / "config.yaml").is_file():
+                raise CxrlabError(f"--resume {resume}: not a run directory (no config.yaml)")
+            claims.enter_context(claim_run_dir(resume))
+        return _fit(config, resume, claims, show_progress, log)
+
+
+def _fit(
+    config: TrainConfig | None,
+    resume: str | os.PathLike | None,
+    claims: contextlib.ExitStack,
+    show_progress: bool,
+    log: Log | None,
+) -> Path:
     log = log or logger.info
     recorded_split = None
     if resume is not None:
@@ -81,12 +104,20 @@ def fit(
     deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
     seed_everything(config.seed, deterministic, compiling=config.compile)
 
+    check_batch_memory(config.batch_size, config.image_size)
     data = _load_data(config, show_progress)
+    overlap = SplitOverlap(**data.overlap("test"))
+    if overlap.any:
+        log(
+            f"warning: the test split shares {overlap.patients} patients "
+            f"({overlap.images_of_shared_patients} images) and {overlap.identical_images} byte-identical images "
+            "with train/val: its scores overstate performance on new patients (recorded in metrics.json)"
+        )
     if recorded_split not in (None, data.split_fingerprint):
         # Resuming on other images would mix two data sets in one run's weights and records.
         raise CxrlabError(
             f"--resume {resume}: the data at {config.data} changed since the run started "
-            "(files, their sizes or times, or the splits): start a new run"
+            "(files, their contents, or the splits): start a new run"
         )
     model = build_model(config.model, num_classes=len(data.classes))
     weights_id = load_weights(model, config.model, config.weights)
@@ -94,12 +125,12 @@ def fit(
     if use_channels_last(config.channels_last):
         model.to(memory_format=torch.channels_last)
 
-    run_dir = Path(resume) if resume is not None else _new_run_dir(config, ranks)
+    run_dir = Path(resume) if resume is not None else _new_run_dir(config, ranks, claims)
     writer = RunWriter(run_dir, enabled=ranks.is_main)
     writer.status(RUNNING)
     record = config_record(config, data, weights_id, device, deterministic)
     writer.config(record)
-    writer.split(data.paths, data.splits, data.labels, data.patients, data.classes)
+    writer.split(data.paths, data.splits, data.labels, data.patients, data.classes, data.digests)
     ctx = Context(
         config=config,
         data=data,
@@ -146,6 +177,7 @@ def _load_data(config: TrainConfig, show_progress: bool) -> Dataset:
         test_fraction=config.test_fraction,
         labels=config.labels,
         on_bad_image=config.on_bad_image,
+        on_duplicate_label=config.on_duplicate_label,
         cache_dir=config.cache_dir,
         show_progress=show_progress,
     )
@@ -153,11 +185,15 @@ def _load_data(config: TrainConfig, show_progress: bool) -> Dataset:
     return data
 
 
-def _new_run_dir(config: TrainConfig, ranks) -> Path:
+def _new_run_dir(config: TrainConfig, ranks, claims: contextlib.ExitStack) -> Path:
+    """The run directory of a new run, claimed by the main rank: two processes started at
+    once with one --name get one run, the other a one-line refusal."""
     run_id = safe_run_id(config.name) if config.name else new_run_id(config.model, config.mode)
     run_dir = Path(config.out) / same_text_everywhere(run_id, ranks)
-    if ranks.is_main and (run_dir / "status.json").exists():
-        raise CxrlabError(f"run directory {run_dir} exists: choose another --name or --resume it")
+    if ranks.is_main:
+        claims.enter_context(claim_run_dir(run_dir))
+        if (run_dir / "status.json").exists() or (run_dir / "config.yaml").exists():
+            raise CxrlabError(f"run directory {run_dir} exists: choose another --name or --resume it")
     return run_dir
 
 
@@ -186,7 +222,7 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
         )
         log(
             f"run diverged: loss became {exc.loss} at epoch {exc.epoch}, step {exc.step}; {kept} in {writer.path}; "
-            f"try a lower --lr (now {config.lr:g})"
+            f"{_divergence_hint(config)}"
         )
         return None
     except BaseException:
@@ -194,6 +230,16 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
         writer.status(FAILED)
         raise
     return selection
+
+
+def _divergence_hint(config: TrainConfig) -> str:
+    """What to lower: a weight decay of 1 or more (usual values are 1e-5 to 1e-2) shrinks every
+    weight by at least the learning rate each step and is the cause by itself; otherwise the
+    learning rate."""
+    assert config.lr is not None
+    if (config.weight_decay or 0.0) >= 1:
+        return f"try a lower --weight-decay (now {config.weight_decay:g}; usual values are 1e-5 to 1e-2)"
+    return f"try a lower --lr (now {config.lr:g})"
 
 
 def _finish(ctx: Context, selection: Selection, log: Log) -> None:
@@ -226,6 +272,7 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
         shutdown(ctx.ranks)
     if ctx.tensorboard is not None:
         ctx.tensorboard.finish(metrics)
+    metrics.test_overlap = SplitOverlap(**ctx.data.overlap("test"))
     ctx.writer.metrics(metrics)
     ctx.writer.status(FINISHED)
     (ctx.writer.path / LAST).unlink(missing_ok=True)

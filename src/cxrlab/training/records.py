@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cxrlab.core.decision import decide, positive_index
 from cxrlab.core.errors import CxrlabError
-from cxrlab.core.io import read_json, read_yaml
+from cxrlab.core.io import read_record_json, read_yaml
 from cxrlab.training.config import TrainConfig
 
 FINISHED, RUNNING, DIVERGED, FAILED, UNKNOWN = "finished", "running", "diverged", "failed", "unknown"
@@ -28,6 +28,20 @@ HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SplitOverlap(_Record):
+    """What a held-out split shares with the images that trained and validated the run: a
+    given ``test/`` folder can hold a training patient's other images, or copies."""
+
+    patients: int = 0  # patients of the split who also have train or val images
+    images_of_shared_patients: int = 0  # the split's images of those patients
+    identical_images: int = 0  # the split's images byte-identical to a train or val image
+    examples: list[str] = Field(default_factory=list)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.patients or self.identical_images)
 
 
 class DataInfo(_Record):
@@ -42,6 +56,7 @@ class DataInfo(_Record):
     split_notes: list[str] = Field(default_factory=list)
     skipped_images: list[dict[str, str]] = Field(default_factory=list)
     ignored_files: int = 0
+    test_overlap: SplitOverlap | None = None  # None: recorded before overlap was checked
 
 
 class RunConfig(TrainConfig):
@@ -179,6 +194,9 @@ class RunMetrics(_Record):
     # External sets by name; their per-image probabilities are in predictions.csv under the
     # split "external:<name>".
     external: dict[str, ExternalScores] = Field(default_factory=dict)
+    # What the test split shares with train and val (patients, copies): nonzero means the
+    # test scores overstate performance on new patients.
+    test_overlap: SplitOverlap | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as written to metrics.json (the keys that were set, by their file names)."""
@@ -263,17 +281,21 @@ class RunRecord:
     def load_model(self, name: str = "model.pt"):
         """The selected checkpoint as a ready ``Classifier`` in eval mode."""
         from cxrlab.models.registry import build_model
-        from cxrlab.training.rundir import load_tensors
+        from cxrlab.training.rundir import load_state_checked, load_tensors
 
-        payload = load_tensors(self.path / name)
+        path = self.path / name
+        payload = load_tensors(path)
         model = build_model(self.config.model, num_classes=len(self.classes))
-        model.load_state_dict(payload["state_dict"])
+        load_state_checked(model, payload.get("state_dict"), path, f"the run's model ({self.config.model})")
         return model.eval()
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise CxrlabError(f"{path} is damaged (not a UTF-8 CSV file: {str(exc)[:120]}): rerun the run") from exc
 
 
 def read_status(path: str | os.PathLike) -> RunStatus:
@@ -281,7 +303,7 @@ def read_status(path: str | os.PathLike) -> RunStatus:
     status_path = Path(path) / "status.json"
     if not status_path.exists():
         return RunStatus()
-    return _parsed(RunStatus, read_json(status_path), status_path)
+    return _parsed(RunStatus, read_record_json(status_path), status_path)
 
 
 def run_status(path: str | os.PathLike) -> str:
@@ -306,7 +328,7 @@ def load_run(path: str | os.PathLike, require_finished: bool = True) -> RunRecor
     if require_finished and status.status != FINISHED:
         raise CxrlabError(f"run {path} did not finish (status: {status.status}): rerun it or use --resume")
     metrics_path = path / "metrics.json"
-    metrics = _parsed(RunMetrics, read_json(metrics_path), metrics_path) if metrics_path.exists() else None
+    metrics = _parsed(RunMetrics, read_record_json(metrics_path), metrics_path) if metrics_path.exists() else None
     history_path = path / "history.csv"
     epochs = (
         [_parsed(EpochRecord, row, history_path) for row in read_csv(history_path)] if history_path.exists() else []

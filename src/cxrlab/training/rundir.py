@@ -2,7 +2,7 @@
 
     <out>/<run_id>/config.yaml      every resolved setting, data fingerprint, versions
                    status.json      running | finished | diverged | failed (+ pid, host)
-                   split.csv        which image went to train / val / test
+                   split.csv        which image went to train / val / test (+ SHA-1)
                    history.csv      one row per epoch
                    metrics.json     test metrics of the selected checkpoint
                    predictions.csv  path, split, label, p_<class>... for val and test
@@ -10,7 +10,8 @@
                    last.pt          resumable state after the last finished epoch
 
 Every file is written atomically. A run is finished only when ``status.json`` says so,
-and that is written last: a run killed half way is never mistaken for a finished one.
+and that is written last: a run killed half way is never mistaken for a finished one. While
+a run writes, ``owner.json`` names the one process that may (``claim``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import secrets
 import socket
 import time
+import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from cxrlab.core.errors import CxrlabError
-from cxrlab.core.io import atomic_path, write_json, write_text, write_yaml
+from cxrlab.core.io import atomic_path, make_dir, write_json, write_text, write_yaml
 from cxrlab.models.weights import load_plain_tensors
 from cxrlab.training.records import HISTORY_COLUMNS, EpochRecord, RunMetrics
 
@@ -56,7 +58,7 @@ class RunWriter:
         self.path = Path(path)
         self.enabled = enabled
         if enabled:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_dir(self.path)
 
     def status(self, status: str, **extra: Any) -> None:
         self._json(
@@ -69,13 +71,22 @@ class RunWriter:
             write_yaml(self.path / "config.yaml", config)
 
     def split(
-        self, paths: list[str], splits: np.ndarray, labels: np.ndarray, patients: list[str], classes: list[str]
+        self,
+        paths: list[str],
+        splits: np.ndarray,
+        labels: np.ndarray,
+        patients: list[str],
+        classes: list[str],
+        digests: list[str] | None = None,
     ) -> None:
+        """split.csv; ``digests`` (SHA-1 of each file's bytes) let evaluate and predict find a
+        training image under another name."""
+        digests = digests if digests is not None else [""] * len(paths)
         self._text(
             "split.csv",
             lambda: _csv(
-                ["path", "split", "label", "patient"],
-                ([p, s, classes[int(y)], pt] for p, s, y, pt in zip(paths, splits, labels, patients)),
+                ["path", "split", "label", "patient", "sha1"],
+                ([p, s, classes[int(y)], pt, d] for p, s, y, pt, d in zip(paths, splits, labels, patients, digests)),
             ),
         )
 
@@ -146,10 +157,41 @@ def save_tensors(path: Path, payload: dict) -> None:
 
 def load_tensors(path: Path) -> dict:
     """A checkpoint written by cxrlab, read with ``weights_only=True`` (it holds no code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CxrlabError(f"cannot read {path}: no such file (the run never saved it, or it was removed)")
+    if not zipfile.is_zipfile(path):
+        # torch.save writes a zip archive; a file that is not one was cut short or overwritten.
+        raise CxrlabError(f"{path} is damaged (not a complete torch checkpoint: truncated?): rerun the run")
     payload = load_plain_tensors(path)
     if not isinstance(payload, dict):
         raise CxrlabError(f"{path} is not a cxrlab checkpoint (it holds a {type(payload).__name__}): rerun the run")
     return payload
+
+
+def load_state_checked(model: torch.nn.Module, state: Any, path: Path, what: str) -> None:
+    """Load ``state`` into ``model``; a state of another architecture (or none) is one line."""
+    check_state_fits(model, state, path, what)
+    model.load_state_dict(state)
+
+
+def check_state_fits(model: torch.nn.Module, state: Any, path: Path, what: str) -> None:
+    """Whether ``state`` (read from ``path``) holds exactly ``model``'s tensors; else one line."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CxrlabError(f"{path} holds no state dict of tensors: it is not a cxrlab checkpoint; rerun the run")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        if mismatched:
+            k = mismatched[0]
+            detail = f"{k} has shape {tuple(state[k].shape)}, {what} needs {tuple(expected[k].shape)}"
+        elif missing:
+            detail = f"{len(missing)} tensors of {what} missing, e.g. {missing[0]}"
+        else:
+            detail = f"{len(unexpected)} tensors {what} does not have, e.g. {unexpected[0]}"
+        raise CxrlabError(f"{path} does not fit {what}: {detail}; the file comes from another run or model")
 
 
 def _history_cells(row: EpochRecord) -> list:

@@ -99,6 +99,7 @@ def config_record(config, data, weights_id: str, device: torch.device, determini
         "split_notes": data.split_notes,
         "skipped_images": data.skipped,
         "ignored_files": len(data.ignored),
+        "test_overlap": data.overlap("test"),
     }
     record["weights_id"] = weights_id
     record["environment"] = environment(device, deterministic)
