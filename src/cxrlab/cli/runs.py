@@ -124,19 +124,27 @@ def evaluate(
     run_dir: str = typer.Argument(..., help="A finished run directory."),
     data: str = typer.Option(..., help="A dataset root (its test split) or a folder of class folders."),
     tta: int | None = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
+    adapt: str | None = typer.Option(
+        None, help="Adapt first, without labels, on the scored images themselves: bn, prior or bn+prior."
+    ),
+    adapted: str | None = typer.Option(None, help="Apply an adaptation recorded by cxrlab adapt (its name)."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON alone."),
 ) -> None:
     """Score a finished run on labelled data; the metrics go into the run directory too."""
     from cxrlab.evaluate.runs import evaluate_run
 
-    result = evaluate_run(run_dir, data, tta=tta, device=device, show_progress=not as_json)
+    result = evaluate_run(
+        run_dir, data, tta=tta, device=device, show_progress=not as_json, adapt=adapt, adapted=adapted
+    )
     if as_json:
         print_json(result)
         return
     out.print(
         f"run {result['run']} on {result['data']}: {result['n_test']} test images", highlight=False, soft_wrap=True
     )
+    if result["adaptation"]:
+        out.print(f"ADAPTED: {adaptation_text(result['adaptation'])}", highlight=False, soft_wrap=True)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -167,13 +175,17 @@ def predict(
     images: list[str] = typer.Argument(..., help="Image files or folders of images."),
     cam: str | None = typer.Option(None, help="Write Grad-CAM overlays into this folder."),
     tta: int | None = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
+    adapt: str | None = typer.Option(
+        None, help="Adapt first, without labels, on the images given: bn, prior or bn+prior."
+    ),
+    adapted: str | None = typer.Option(None, help="Apply an adaptation recorded by cxrlab adapt (its name)."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     """The predicted class and the probability of each class, per image."""
     from cxrlab.evaluate.runs import predict_images
 
-    predictions = predict_images(run_dir, images, tta=tta, device=device)
+    predictions = predict_images(run_dir, images, tta=tta, device=device, adapt=adapt, adapted=adapted)
     if cam:
         from cxrlab.evaluate.cam import write_cam_overlays
 
@@ -191,9 +203,40 @@ def export(
     run_dir: str = typer.Argument(..., help="A finished run directory."),
     format: str = typer.Option("onnx", help="onnx or torchscript."),
     out_dir: str | None = typer.Option(None, "--out", help="Folder to write to (default: the run directory)."),
+    adapted: str | None = typer.Option(None, help="Apply an adaptation recorded by cxrlab adapt (its name)."),
 ) -> None:
     """Export a run's model with a sidecar JSON that documents its preprocessing."""
     from cxrlab.training.export import export_run
 
-    for path in export_run(run_dir, format, out_dir=out_dir):
+    for path in export_run(run_dir, format, out_dir=out_dir, adapted=adapted):
         typer.echo(str(path))
+
+
+@app.command()
+def adapt(
+    run_dir: str = typer.Argument(..., help="A finished run directory."),
+    target: str = typer.Option(..., help="A folder of the target site's images (labels, if any, are not used)."),
+    method: str = typer.Option("bn+prior", help="bn (AdaBN), prior (EM class prior) or bn+prior."),
+    name: str | None = typer.Option(None, help="Name of the variant (default: METHOD-FOLDER)."),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+) -> None:
+    """Adapt a run to a target site without labels and record the variant in the run directory;
+    evaluate, predict and export apply it with --adapted NAME."""
+    from cxrlab.evaluate.adapt import adapt_run
+
+    record = adapt_run(run_dir, target, method, name=name, device=device)
+    if as_json:
+        print_json(record.model_dump(mode="json"))
+        return
+    typer.echo(f"adaptation {record.name}: {adaptation_text(record.model_dump(mode='json'))}")
+
+
+def adaptation_text(record: dict) -> str:
+    """One line saying what an adapted number rests on."""
+    parts = [f"{record['method']} on {record['n_images']} images of {record['target']}"]
+    if record.get("transductive"):
+        parts.append("the scored images themselves, without their labels")
+    if record.get("target_prior"):
+        parts.append("class prior " + " / ".join(f"{p:.3f}" for p in record["target_prior"]))
+    return "; ".join(parts)

@@ -1,5 +1,5 @@
 """Scoring a finished run on other data, and predicting single images, through the one
-run loader."""
+run loader; plain, or adapted to a target site (``cxrlab.evaluate.adapt``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cxrlab.core.decision import positive_index
 from cxrlab.core.errors import BadImageError, CxrlabError
 from cxrlab.core.summary import classification_report
-from cxrlab.data.dataset import load_dataset
 from cxrlab.data.images import decode_file, is_image_name
-from cxrlab.training.predict import predict_logits, softmax
+from cxrlab.evaluate.adapt import adapt_model
+from cxrlab.training.adaptation import AdaptationRecord, adapted_probabilities, apply_bn_buffers, load_adaptation
+from cxrlab.training.external import load_scoring_set
+from cxrlab.training.predict import predict_logits
 from cxrlab.training.records import RunRecord, load_run
 from cxrlab.training.rundir import RunWriter
 from cxrlab.training.runtime import resolve_device
@@ -36,50 +39,32 @@ def evaluate_run(
     device: str = "auto",
     cache_dir: str | None = None,
     show_progress: bool = True,
+    adapt: str | None = None,
+    adapted: str | None = None,
 ) -> dict:
     """Score ``run``'s selected checkpoint on ``data``'s test split (or on every image of a plain
     folder of class folders) at the run's own threshold; writes ``eval-<data>.json`` and
-    ``eval-<data>.csv`` into the run directory and returns the metrics."""
+    ``eval-<data>.csv`` into the run directory and returns the metrics.
+
+    ``adapt`` (bn, prior or bn+prior) first adapts the model to the very images it scores,
+    without their labels (transductive); ``adapted`` applies a variant recorded by ``cxrlab
+    adapt``. Either way the result carries an ``adaptation`` record and goes to its own files
+    (``eval-<data>-adapt-<method>``, ``eval-<data>-adapted-<name>``), apart from the plain
+    model's."""
     run = run if isinstance(run, RunRecord) else load_run(run)
     config = run.config
-    dataset = load_dataset(
-        data,
-        config.image_size,
-        split_seed=config.split_seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        labels=config.labels,
-        on_bad_image=config.on_bad_image,
-        folder_is_test=True,
-        cache_dir=cache_dir or config.cache_dir,
-        show_progress=show_progress,
-    )
-    classes = run.classes
-    if [c.upper() for c in dataset.classes] != [c.upper() for c in classes]:
-        missing = [c for c in dataset.classes if c.upper() not in {k.upper() for k in classes}]
-        if missing:
-            raise CxrlabError(
-                f"{data} has class {missing[0]}, which run {run.run_id} never learned ({', '.join(classes)})"
-            )
-    remap = np.array([[c.upper() for c in classes].index(c.upper()) for c in dataset.classes], dtype=np.int64)
-    indices = dataset.indices("test")
-    if len(indices) == 0:
-        raise CxrlabError(f"{data} has no test images to score")
+    if adapt and adapted:
+        raise CxrlabError("--adapt adapts on the data at hand, --adapted applies a recorded variant: use one")
+    labelled = load_scoring_set(data, config, run.classes, cache_dir=cache_dir, show_progress=show_progress)
+    images, indices, labels = labelled.dataset.images, labelled.indices, labelled.labels
     torch_device = resolve_device(device)
-    model = run.load_model().to(torch_device)
+    model, record = _model_for(run, torch_device, adapted, adapt, images, indices, target=str(data))
     tta = config.tta if tta is None else tta
-    probs = softmax(
-        predict_logits(
-            model,
-            dataset.images,
-            indices,
-            torch_device,
-            batch_size=config.eval_batch_size,
-            tta=tta,
-            seed=config.seed,
-        ).astype(np.float64)
+    logits = predict_logits(
+        model, images, indices, torch_device, batch_size=config.eval_batch_size, tta=tta, seed=config.seed
     )
-    labels = remap[dataset.labels[indices]]
+    probs = adapted_probabilities(logits, run.temperature, record)
+    classes = run.classes
     positive = positive_index(classes)
     threshold = run.threshold if len(classes) == 2 else None
     report = classification_report(labels, probs, classes, threshold, positive)
@@ -88,6 +73,7 @@ def evaluate_run(
         "data": str(data),
         "run": run.run_id,
         "tta": tta,
+        "adaptation": record.model_dump(mode="json") if record is not None else None,
         "test_loss": report.pop("loss"),
         "test_accuracy": report.pop("accuracy"),
         **report,
@@ -97,12 +83,42 @@ def evaluate_run(
         "n_test": len(indices),
     }
     name = evaluation_name(data)
+    if adapt:
+        name += f"-adapt-{adapt.replace('+', '-')}"
+    elif adapted:
+        name += f"-adapted-{adapted}"
     writer = RunWriter(run.path)
     writer.metrics(result, name=f"{name}.json")
     writer.predictions(
-        [dataset.paths[i] for i in indices], ["test"] * len(indices), labels, probs, classes, name=f"{name}.csv"
+        [labelled.dataset.paths[i] for i in indices],
+        ["test"] * len(indices),
+        labels,
+        probs,
+        classes,
+        name=f"{name}.csv",
     )
     return result
+
+
+def _model_for(
+    run: RunRecord,
+    device: torch.device,
+    adapted: str | None,
+    adapt: str | None,
+    images: np.ndarray,
+    indices: np.ndarray,
+    target: str,
+) -> tuple[torch.nn.Module, AdaptationRecord | None]:
+    """The run's model on ``device``: plain, with a recorded adaptation applied, or adapted now
+    to ``images[indices]`` (the images it is about to score)."""
+    model = run.load_model().to(device)
+    if adapted:
+        record, bn_state = load_adaptation(run, adapted)
+        return apply_bn_buffers(model, bn_state), record
+    if adapt:
+        record, _ = adapt_model(run, model, images, indices, adapt, device, target=target, transductive=True)
+        return model, record
+    return model, None
 
 
 @dataclass
@@ -110,6 +126,7 @@ class Prediction:
     path: str
     predicted: str
     probabilities: dict[str, float]
+    adaptation: str | None = None  # the adaptation behind these numbers (None: the plain model)
 
 
 def expand_images(paths: list[str]) -> list[str]:
@@ -139,22 +156,30 @@ def decode_images(files: list[str], size: int) -> np.ndarray:
 
 
 def predict_images(
-    run: RunRecord | str | Path, images: list[str], *, tta: int | None = None, device: str = "auto"
+    run: RunRecord | str | Path,
+    images: list[str],
+    *,
+    tta: int | None = None,
+    device: str = "auto",
+    adapt: str | None = None,
+    adapted: str | None = None,
 ) -> list[Prediction]:
-    """The predicted class and class probabilities of each image (folders expanded)."""
+    """The predicted class and class probabilities of each image (folders expanded); ``adapt``
+    adapts to the images given first, ``adapted`` applies a recorded variant."""
     run = run if isinstance(run, RunRecord) else load_run(run)
+    if adapt and adapted:
+        raise CxrlabError("--adapt adapts on the images given, --adapted applies a recorded variant: use one")
     files = expand_images(images)
     pixels = decode_images(files, run.config.image_size)
     torch_device = resolve_device(device)
-    model = run.load_model().to(torch_device)
+    indices = np.arange(len(files))
+    model, record = _model_for(run, torch_device, adapted, adapt, pixels, indices, target=", ".join(images))
     tta = run.config.tta if tta is None else tta
-    probs = softmax(
-        predict_logits(model, pixels, np.arange(len(files)), torch_device, tta=tta, seed=run.config.seed).astype(
-            np.float64
-        )
-    )
+    logits = predict_logits(model, pixels, indices, torch_device, tta=tta, seed=run.config.seed)
+    probs = adapted_probabilities(logits, run.temperature, record)
     classes = run.classes
+    label = None if record is None else (f"{record.method} on the {len(files)} images given" if adapt else adapted)
     return [
-        Prediction(path, classes[int(k)], {c: float(p) for c, p in zip(classes, row)})
+        Prediction(path, classes[int(k)], {c: float(p) for c, p in zip(classes, row)}, label)
         for path, row, k in zip(files, probs, run.decide(probs))
     ]

@@ -1,8 +1,8 @@
 """The resumable state of a run: written after every epoch as ``last.pt``, read by ``--resume``.
 
 It holds what the next epoch needs to continue exactly as an uninterrupted run would: the
-weights, the optimiser and schedule, the random state, the best epoch so far and the time
-the frozen features cost.
+weights, the optimiser and schedule, the moving average of the weights when one is kept, the
+random state, the best epoch so far and the time the frozen features cost.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def save_checkpoint(
             "best_epoch": selection.epoch,
             "best_score": selection.score,
             "feature_seconds": ctx.feature_seconds,
+            "average": ctx.average.state_dict() if ctx.average is not None else None,
         },
     )
 
@@ -61,7 +62,10 @@ def restore_checkpoint(ctx: Context, run_dir: Path) -> tuple[int, int, Selection
     return phase, done, selection
 
 
-def restore_optimizer(run_dir: Path, optimizer, scheduler) -> None:
+def restore_optimizer(run_dir: Path, optimizer, scheduler, average=None) -> None:
+    """The optimiser, schedule and weight average (when the phase keeps one) of ``last.pt``."""
     state = load_tensors(run_dir / LAST)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if average is not None and state.get("average") is not None:
+        average.load_state_dict(state["average"])

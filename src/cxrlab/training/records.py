@@ -24,6 +24,8 @@ from cxrlab.training.config import TrainConfig
 
 FINISHED, RUNNING, DIVERGED, FAILED, UNKNOWN = "finished", "running", "diverged", "failed", "unknown"
 HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+# Written only by runs that choose on a labelled target sample (--target-val).
+TARGET_VAL_COLUMNS = ["target_val_loss", "target_val_acc"]
 
 
 class _Record(BaseModel):
@@ -117,6 +119,19 @@ class ExternalScores(_Record):
     threshold: float | None = None
 
 
+class WiseCurve(_Record):
+    """WiSE-FT: the weights (1 - a) probe + a fine-tuned for each coefficient a tried, scored on
+    the set that chooses; ``alpha`` is the one kept (0: the probe, 1: the fine-tuned epoch)."""
+
+    alphas: list[float]
+    losses: list[float]
+    accuracies: list[float]
+    alpha: float
+    chosen_on: str  # "val", or "external:<name>" for a labelled target sample
+    finetuned_epoch: int
+    seconds: float
+
+
 class RunMetrics(_Record):
     """``metrics.json``: the selected checkpoint scored once on the test split."""
 
@@ -155,6 +170,11 @@ class RunMetrics(_Record):
     # External sets by name; their per-image probabilities are in predictions.csv under the
     # split "external:<name>".
     external: dict[str, ExternalScores] = Field(default_factory=dict)
+    # The set the epoch, threshold, temperature and WiSE coefficient were chosen on: "val" (the
+    # internal validation split) or "external:<name>" (a labelled target sample, role validation).
+    selection_set: str = "val"
+    temperature: float | None = None  # softmax temperature fitted on the selection set; every probability uses it
+    wise: WiseCurve | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as written to metrics.json (the keys that were set, by their file names)."""
@@ -172,6 +192,8 @@ class EpochRecord(_Record):
     val_acc: float
     lr: float
     seconds: float
+    target_val_loss: float | None = None
+    target_val_acc: float | None = None
 
 
 @dataclass
@@ -235,8 +257,14 @@ class RunRecord:
         )
         return [r["path"] for r in rows], labels, probs
 
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature the run's probabilities use (1 when none was fitted)."""
+        return (self.metrics.temperature if self.metrics is not None else None) or 1.0
+
     def load_model(self, name: str = "model.pt"):
-        """The selected checkpoint as a ready ``Classifier`` in eval mode."""
+        """The selected checkpoint as a ready ``Classifier`` in eval mode (it returns logits;
+        the run's probabilities are ``softmax(logits / temperature)``)."""
         from cxrlab.models.registry import build_model
         from cxrlab.training.rundir import load_tensors
 
