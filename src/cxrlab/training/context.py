@@ -16,7 +16,7 @@ from cxrlab.training.distributed import SINGLE, Ranks, shard
 from cxrlab.training.external import LabelledSet
 from cxrlab.training.phases import Phase
 from cxrlab.training.records import EpochRecord
-from cxrlab.training.rundir import RunWriter
+from cxrlab.training.rundir import BackgroundWrites, RunWriter
 
 
 @dataclass
@@ -32,6 +32,10 @@ class Context:
     history: list[EpochRecord] = field(default_factory=list)
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<split>" and "<split>_labels"
     feature_seconds: float = 0.0
+    feature_cpu_seconds: float = 0.0
+    load_at_start: float | None = None  # the machine's 1-minute load average when training began
+    background: BackgroundWrites = field(default_factory=BackgroundWrites)  # checkpoint writes off the loop
+    backbone_digest: str | None = None  # of the frozen backbone a head phase trains on
     tensorboard: object | None = None  # a cxrlab.training.tensorboard.TensorBoardLogger when asked for
     ranks: Ranks = SINGLE
     # External sets and the labelled target sample, by name; "val" or "external:<name>" chooses.
@@ -39,15 +43,6 @@ class Context:
     selection_set: str = "val"
     average: AveragedModel | None = None  # the moving average of a network phase's weights (--ema)
     probe_state: dict | None = None  # the end of the head phase, for WiSE-FT (--wise)
-
-    def model_meta(self, epoch: int) -> dict:
-        """What a saved checkpoint says about itself beside its tensors."""
-        return {
-            "model": self.config.model,
-            "classes": self.data.classes,
-            "image_size": self.config.image_size,
-            "epoch": epoch,
-        }
 
     @property
     def target(self) -> LabelledSet | None:

@@ -24,7 +24,15 @@ from cxrlab.core.progress import console
 from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
-from cxrlab.training.checkpoint import LAST, restore_checkpoint, restore_optimizer, save_checkpoint
+from cxrlab.training.checkpoint import (
+    BEST,
+    LAST,
+    on_improvement,
+    restore_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+    write_best,
+)
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
 from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, sync_buffers, weights_agree
@@ -46,12 +54,13 @@ from cxrlab.training.records import (
     RUNNING,
     DistributedInfo,
     EpochRecord,
+    MachineLoad,
     read_config,
     read_status,
 )
 from cxrlab.training.robust import keep_probe, validation_model, weight_average, wise_mixture
 from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
-from cxrlab.training.runtime import config_record, resolve_device, seed_everything, use_channels_last
+from cxrlab.training.runtime import config_record, load_average, resolve_device, seed_everything, use_channels_last
 
 Log = Callable[[str], None]
 
@@ -74,8 +83,7 @@ def fit(
     ranks = SINGLE
     if config.distributed:
         ranks = init_ranks(device)
-        if device.type == "cuda":
-            device = torch.device("cuda", ranks.local_rank)
+        device = ranks.device
         if not ranks.is_main:
             log = lambda line: None  # noqa: E731 - one voice per run
     deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
@@ -121,6 +129,7 @@ def fit(
         ctx.tensorboard = TensorBoardLogger(run_dir / "tensorboard", record)
         ctx.tensorboard.examples(data)
 
+    ctx.load_at_start = load_average()
     selection = _train(ctx, resume is not None, log)
     if selection is None:
         return run_dir  # diverged: recorded and said
@@ -171,6 +180,8 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
     start_phase, start_epoch = 0, 0
     if resuming and (writer.path / LAST).exists():
         start_phase, start_epoch, selection = restore_checkpoint(ctx, writer.path)
+        if not (writer.path / BEST).exists():
+            write_best(ctx, selection)  # a head phase's best, when the kill came before it was written
         log(f"resuming {writer.path} at phase {start_phase + 1}, epoch {start_epoch + 1}")
     try:
         for index, phase in enumerate(plan_phases(config)):
@@ -178,6 +189,7 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
                 first = start_epoch if index == start_phase else 0
                 run_phase(ctx, index, phase, selection, first_epoch=first, log=log)
     except Diverged as exc:
+        write_best(ctx, selection)  # the kept checkpoint is on disk before the status says so
         writer.status(DIVERGED, epoch=exc.epoch, step=exc.step, loss=str(exc.loss), best_epoch=selection.epoch or None)
         kept = (
             f"kept the checkpoint of epoch {selection.epoch}"
@@ -190,6 +202,7 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
         )
         return None
     except BaseException:
+        ctx.background.drain()
         writer.status(FAILED)
         raise
     return selection
@@ -203,13 +216,22 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
     # (as recorded when they were computed); summed from the records so that a resumed run
     # counts the epochs done before the kill.
     train_seconds = sum(row.seconds for row in ctx.history) + ctx.feature_seconds
+    train_cpu_seconds = sum(row.cpu_seconds or 0.0 for row in ctx.history) + ctx.feature_cpu_seconds
     if selection.state is None:
         raise CxrlabError("no epoch was trained: use --epochs 1 or more")
     ctx.model.load_state_dict(selection.state)
+    write_best(ctx, selection)
     wise = wise_mixture(ctx, selection, log) if ctx.config.wise else None
     metrics = score_run(ctx, selection, train_seconds)
     if wise is not None:
         metrics.wise = wise
+    metrics.train_cpu_seconds = round(train_cpu_seconds, 3)
+    metrics.machine = MachineLoad(
+        threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+        load_average_start=ctx.load_at_start,
+        load_average_end=load_average(),
+    )
     if ctx.ranks.enabled:
         metrics.distributed = DistributedInfo(
             world_size=ctx.ranks.world,
@@ -250,7 +272,7 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
     for epoch in range(first_epoch, phase.epochs):
         number = epoch_offset + epoch + 1
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
-        tick = time.perf_counter()
+        tick, tick_cpu = time.perf_counter(), time.process_time()
         validated: torch.nn.Module = model
         if on_features:
             train_loss, train_acc = train_head_epoch(ctx, optimizer, scheduler, generator, number)
@@ -275,20 +297,25 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
             val_acc=round(val_acc, 6),
             lr=float(f"{optimizer.param_groups[-1]['lr']:.3g}"),
             seconds=round(time.perf_counter() - tick, 3),
+            cpu_seconds=round(time.process_time() - tick_cpu, 3),
             target_val_loss=round(target[0], 6) if target else None,
             target_val_acc=round(target[1], 6) if target else None,
         )
         # With WiSE-FT the head phase is the probe, the a = 0 end of the mixtures, not a candidate.
         candidate = not (config.wise and phase.head_only)
         improved = _record_epoch(ctx, row, selection, target or (val_loss, val_acc), validated, candidate)
+        if improved:
+            on_improvement(ctx, phase, selection)
         if config.wise and phase.head_only and epoch + 1 == phase.epochs:
             keep_probe(ctx)  # before the checkpoint that moves a resumed run past the head phase
-        save_checkpoint(ctx, index, epoch + 1, optimizer, scheduler, selection)
+        save_checkpoint(ctx, phase, index, epoch + 1, optimizer, scheduler, selection)
         target_text = f" | target loss {target[0]:.4f} acc {target[1]:.4f}" if target else ""
         log(
             f"epoch {number:3d} {phase.name:7s} train loss {train_loss:.4f} acc {train_acc:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}{target_text}{' *' if improved else '  '} | {row.seconds:6.1f} s"
         )
+    if phase.head_only:
+        write_best(ctx, selection)  # the head phase's best, assembled once
 
 
 def _prepare_features(ctx: Context) -> None:
@@ -319,12 +346,10 @@ def _record_epoch(
     model: torch.nn.Module,
     candidate: bool = True,
 ) -> bool:
-    """Append the epoch to the history, keep ``model``'s weights if their ``scores`` (loss,
-    accuracy on the set that chooses) are the best so far; whether they were."""
+    """Append the epoch to the history and keep ``model``'s weights in memory if their ``scores``
+    (loss, accuracy on the set that chooses) are the best so far; whether they were."""
     ctx.history.append(row)
     improved = candidate and selection.offer(row.epoch, scores[0], scores[1], model)
-    if improved:
-        ctx.writer.model(selection.state, ctx.model_meta(row.epoch))
     ctx.writer.history(ctx.history)
     if ctx.tensorboard is not None:
         ctx.tensorboard.epoch(row)

@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.training.batchnorm import reestimate_bn_stats, sample_indices
+from cxrlab.training.checkpoint import model_meta
 from cxrlab.training.context import Context
 from cxrlab.training.epochs import evaluate_selection_set
 from cxrlab.training.phases import Selection
@@ -138,8 +139,8 @@ def wise_mixture(ctx: Context, selection: Selection, log) -> WiseCurve:
         ctx, selection.state, selection.epoch, lambda model: evaluate_selection_set(ctx, model), ctx.selection_set
     )
     ctx.model.load_state_dict(mixed)
-    ctx.writer.model(selection.state, ctx.model_meta(selection.epoch), name=FINETUNED)
-    ctx.writer.model(mixed, {**ctx.model_meta(selection.epoch), "wise_alpha": curve.alpha})
+    ctx.writer.model(selection.state, model_meta(ctx, selection.epoch), name=FINETUNED)
+    ctx.writer.model(mixed, {**model_meta(ctx, selection.epoch), "wise_alpha": curve.alpha})
     log(
         f"WiSE-FT: a = {curve.alpha:g} chosen on {ctx.selection_set} (loss {min(curve.losses):.4f}; "
         f"probe {curve.losses[0]:.4f}, fine-tuned {curve.losses[-1]:.4f}) in {curve.seconds:.1f} s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import socket
@@ -38,6 +39,14 @@ def use_channels_last(setting: bool | None) -> bool:
     """channels_last unless switched off: measured on a 2-core CPU (bench/fast_paths.py) 1.5x
     faster training and 1.9x faster inference for EfficientNet-Lite0; GPUs' tensor cores want it too."""
     return setting if setting is not None else True
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the system does not tell)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def package_version(name: str) -> str:
