@@ -109,8 +109,8 @@ class TrainConfig(BaseModel):
     )
     intensity: Literal["none", "light", "strong"] = Field(
         "none",
-        description="Intensity augmentation of training images: gamma, contrast curve, histogram "
-        "equalisation, blur or sharpening, noise.",
+        description="Intensity augmentation of the images network phases train on: gamma, contrast "
+        "curve, histogram equalisation, blur or sharpening, noise.",
     )
 
     # Decision and evaluation

@@ -135,11 +135,15 @@ def wise_mixture(ctx: Context, selection: Selection, log) -> WiseCurve:
     coefficient chosen on the set that chooses; the mixture becomes the run's model.pt and
     the fine-tuned weights are kept beside it."""
     assert selection.state is not None
+    finetuned = selection.state
+    if (ctx.writer.path / FINETUNED).exists():
+        # A run resumed after an earlier attempt mixed: model.pt may hold that mixture already.
+        finetuned = load_tensors(ctx.writer.path / FINETUNED)["state_dict"]
     mixed, curve = choose_mixture(
-        ctx, selection.state, selection.epoch, lambda model: evaluate_selection_set(ctx, model), ctx.selection_set
+        ctx, finetuned, selection.epoch, lambda model: evaluate_selection_set(ctx, model), ctx.selection_set
     )
     ctx.model.load_state_dict(mixed)
-    ctx.writer.model(selection.state, model_meta(ctx, selection.epoch), name=FINETUNED)
+    ctx.writer.model(finetuned, model_meta(ctx, selection.epoch), name=FINETUNED)
     ctx.writer.model(mixed, {**model_meta(ctx, selection.epoch), "wise_alpha": curve.alpha})
     log(
         f"WiSE-FT: a = {curve.alpha:g} chosen on {ctx.selection_set} (loss {min(curve.losses):.4f}; "
