@@ -193,6 +193,8 @@ def predict(
     if as_json:
         print_json([p.__dict__ for p in predictions])
         return
+    if predictions[0].adaptation:
+        typer.echo(f"ADAPTED: {predictions[0].adaptation}", err=True)
     for p in predictions:
         probs = "  ".join(f"{k} {v:.4f}" for k, v in p.probabilities.items())
         typer.echo(f"{p.path}\t{p.predicted}\t{probs}")
