@@ -45,6 +45,7 @@ def measure(args) -> dict:
     benchlib.warm_up(args.image_size, args.weights)
     with tempfile.TemporaryDirectory(prefix="cxrlab-bench-runs-") as out:
         options = {**OPTIONS, "target_val": {"target_val": str(_val_folder(data, Path(out) / "target"))}}
+        options = {name: settings for name, settings in options.items() if name == "plain" or name in args.options}
 
         def run(settings: dict):
             return lambda: cxrlab_run(
@@ -128,6 +129,12 @@ def _augmentation_ratio(image_size: int, batch_size: int, repeats: int = 20) -> 
 def main(argv: list[str] | None = None) -> dict:
     p = benchlib.parser(__doc__.splitlines()[0], subset=320, image_size=64, epochs=2, repeats=1)
     p.add_argument("--head-epochs", type=int, default=2)
+    p.add_argument(
+        "--options",
+        type=lambda text: text.split(","),
+        default=[*list(OPTIONS)[1:], "target_val"],
+        help="comma-separated options to measure (default: all)",
+    )
     args = p.parse_args(argv)
     record = measure(args)
     return benchlib.finish("robust_options", record.pop("line"), record, args)
