@@ -112,12 +112,11 @@ def adapt_run(
 ) -> AdaptationRecord:
     """``cxrlab adapt``: adapt ``run`` to the images under ``target`` (labels, if any, unused)
     and record the variant in the run directory as ``adaptations/<name>``."""
-    from cxrlab.evaluate.runs import decode_images, expand_images
+    from cxrlab.evaluate.runs import expand_images, readable_images
 
     run = run if isinstance(run, RunRecord) else load_run(run)
     check_method(method)
-    files = expand_images([target])
-    pixels = decode_images(files, run.config.image_size)
+    files, pixels = readable_images(expand_images([target]), run.config.image_size)
     torch_device = resolve_device(device)
     model = run.load_model().to(torch_device)
     label = adaptation_name(name or f"{method}-{Path(str(target).rstrip('/')).name}")

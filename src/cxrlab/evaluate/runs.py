@@ -4,6 +4,7 @@ run loader; plain, or adapted to a target site (``cxrlab.evaluate.adapt``)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,14 @@ from cxrlab.training.records import RunRecord, load_run
 from cxrlab.training.rundir import RunWriter
 from cxrlab.training.runtime import resolve_device
 
+logger = logging.getLogger(__name__)
+TTA_RANGE = (0, 64)  # as TrainConfig.tta: a negative count would average nothing into NaN
+
+
+def check_tta(tta: int | None) -> None:
+    if tta is not None and not TTA_RANGE[0] <= tta <= TTA_RANGE[1]:
+        raise CxrlabError(f"--tta {tta}: give {TTA_RANGE[0]} to {TTA_RANGE[1]} augmented views (0: none)")
+
 
 def evaluation_name(data: str) -> str:
     """The file a run's scores on ``data`` are written to: readable, and unique per data."""
@@ -38,25 +47,31 @@ def evaluate_run(
     tta: int | None = None,
     device: str = "auto",
     cache_dir: str | None = None,
+    on_bad_image: str | None = None,
     show_progress: bool = True,
     adapt: str | None = None,
     adapted: str | None = None,
 ) -> dict:
     """Score ``run``'s selected checkpoint on ``data``'s test split (or on every image of a plain
     folder of class folders) at the run's own threshold; writes ``eval-<data>.json`` and
-    ``eval-<data>.csv`` into the run directory and returns the metrics.
+    ``eval-<data>.csv`` into the run directory and returns the metrics. ``on_bad_image``
+    ("error" or "skip"; default: the run's) decides what an undecodable image does.
 
     ``adapt`` (bn, prior or bn+prior) first adapts the model to the very images it scores,
     without their labels (transductive); ``adapted`` applies a variant recorded by ``cxrlab
     adapt``. Either way the result carries an ``adaptation`` record and goes to its own files
     (``eval-<data>-adapt-<method>``, ``eval-<data>-adapted-<name>``), apart from the plain
     model's."""
+    check_tta(tta)
     run = run if isinstance(run, RunRecord) else load_run(run)
     config = run.config
     if adapt and adapted:
         raise CxrlabError("--adapt adapts on the data at hand, --adapted applies a recorded variant: use one")
-    labelled = load_scoring_set(data, config, run.classes, cache_dir=cache_dir, show_progress=show_progress)
-    images, indices, labels = labelled.dataset.images, labelled.indices, labelled.labels
+    labelled = load_scoring_set(
+        data, config, run.classes, cache_dir=cache_dir, on_bad_image=on_bad_image, show_progress=show_progress
+    )
+    dataset, indices, labels = labelled.dataset, labelled.indices, labelled.labels
+    images = dataset.images
     torch_device = resolve_device(device)
     model, record = _model_for(run, torch_device, adapted, adapt, images, indices, target=str(data))
     tta = config.tta if tta is None else tta
@@ -81,12 +96,14 @@ def evaluate_run(
         if at_half
         else None,
         "n_test": len(indices),
+        "skipped_images": len(dataset.skipped),
     }
     name = evaluation_name(data)
     if adapt:
         name += f"-adapt-{adapt.replace('+', '-')}"
     elif adapted:
         name += f"-adapted-{adapted}"
+    result["predictions_file"] = f"{name}.csv"
     writer = RunWriter(run.path)
     writer.metrics(result, name=f"{name}.json")
     writer.predictions(
@@ -155,6 +172,27 @@ def decode_images(files: list[str], size: int) -> np.ndarray:
     return pixels
 
 
+def readable_images(files: list[str], size: int, on_bad_image: str = "error") -> tuple[list[str], np.ndarray]:
+    """The files that decode and their pixels; an undecodable one stops (``"error"``) or is
+    left out with a warning (``"skip"``)."""
+    if on_bad_image not in ("error", "skip"):
+        raise CxrlabError(f"unknown --on-bad-image {on_bad_image!r}: use error or skip")
+    pixels = np.zeros((len(files), size, size), dtype=np.uint8)
+    kept = []
+    for path in files:
+        image, _, reason = decode_file(path, size)
+        if image is None:
+            if on_bad_image == "error":
+                raise BadImageError(path, reason)
+            logger.warning(f"skipped {path}: {reason}")
+            continue
+        pixels[len(kept)] = image
+        kept.append(path)
+    if not kept:
+        raise CxrlabError("none of the images could be read")
+    return kept, pixels[: len(kept)]
+
+
 def predict_images(
     run: RunRecord | str | Path,
     images: list[str],
@@ -163,14 +201,16 @@ def predict_images(
     device: str = "auto",
     adapt: str | None = None,
     adapted: str | None = None,
+    on_bad_image: str = "error",
 ) -> list[Prediction]:
-    """The predicted class and class probabilities of each image (folders expanded); ``adapt``
-    adapts to the images given first, ``adapted`` applies a recorded variant."""
+    """The predicted class and class probabilities of each image (folders expanded); with
+    ``on_bad_image="skip"`` an undecodable image is left out with a warning. ``adapt`` adapts
+    to the images given first, ``adapted`` applies a recorded variant."""
+    check_tta(tta)
     run = run if isinstance(run, RunRecord) else load_run(run)
     if adapt and adapted:
         raise CxrlabError("--adapt adapts on the images given, --adapted applies a recorded variant: use one")
-    files = expand_images(images)
-    pixels = decode_images(files, run.config.image_size)
+    files, pixels = readable_images(expand_images(images), run.config.image_size, on_bad_image)
     torch_device = resolve_device(device)
     indices = np.arange(len(files))
     model, record = _model_for(run, torch_device, adapted, adapt, pixels, indices, target=", ".join(images))

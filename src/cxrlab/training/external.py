@@ -65,10 +65,12 @@ def load_scoring_set(
     name: str = "",
     role: str = TEST,
     cache_dir: str | None = None,
+    on_bad_image: str | None = None,
     show_progress: bool = True,
 ) -> LabelledSet:
     """A dataset root's test split, or every image of a folder of class folders, decoded at the
-    run's image size with its labels in the run's class order."""
+    run's image size with its labels in the run's class order (an undecodable image: as
+    ``on_bad_image`` says, by default as the run's setting)."""
     dataset = load_dataset(
         path,
         config.image_size,
@@ -76,7 +78,7 @@ def load_scoring_set(
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         labels=config.labels,
-        on_bad_image=config.on_bad_image,
+        on_bad_image=on_bad_image or config.on_bad_image,
         folder_is_test=True,
         cache_dir=cache_dir or config.cache_dir,
         show_progress=show_progress,

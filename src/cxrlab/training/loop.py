@@ -11,6 +11,7 @@ WiSE-FT), ``external`` (sets from elsewhere), ``scoring`` (the test, once).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -20,7 +21,6 @@ from pathlib import Path
 import torch
 
 from cxrlab.core.errors import CxrlabError
-from cxrlab.core.progress import console
 from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
@@ -36,6 +36,7 @@ from cxrlab.training.checkpoint import (
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
 from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, sync_buffers, weights_agree
+from cxrlab.training.early_stop import stalled_epochs
 from cxrlab.training.epochs import (
     evaluate_head,
     evaluate_network,
@@ -63,6 +64,7 @@ from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
 from cxrlab.training.runtime import config_record, load_average, resolve_device, seed_everything, use_channels_last
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def fit(
@@ -73,7 +75,7 @@ def fit(
     log: Log | None = None,
 ) -> Path:
     """Train one run and return its run directory (``config`` is None when resuming)."""
-    log = log or (lambda line: console.print(line, highlight=False, soft_wrap=True))
+    log = log or logger.info
     recorded_split = None
     if resume is not None:
         config, recorded_split = _resumed_config(resume)
@@ -87,7 +89,7 @@ def fit(
         if not ranks.is_main:
             log = lambda line: None  # noqa: E731 - one voice per run
     deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
-    seed_everything(config.seed, deterministic)
+    seed_everything(config.seed, deterministic, compiling=config.compile)
 
     data = _load_data(config, show_progress)
     if recorded_split not in (None, data.split_fingerprint):
@@ -245,7 +247,7 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
     ctx.writer.status(FINISHED)
     (ctx.writer.path / LAST).unlink(missing_ok=True)
     log(
-        f"[bold]{ctx.writer.path.name}[/bold]: test accuracy {metrics.test_accuracy:.4f}, test loss "
+        f"{ctx.writer.path.name}: test accuracy {metrics.test_accuracy:.4f}, test loss "
         f"{metrics.test_loss:.4f}, AUC {metrics.roc_auc:.4f}, best epoch {metrics.best_epoch}, "
         f"trained in {train_seconds:.1f} s"
     )
@@ -264,12 +266,21 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
     steps_per_epoch = ctx.steps_per_epoch(phase)
     scheduler = make_scheduler(config, optimizer, steps_per_epoch, phase.epochs)
     ctx.average = weight_average(model, config.ema) if config.ema and not phase.head_only else None
+    if config.wise and not phase.head_only and first_epoch == 0:
+        keep_probe(ctx)  # what the network phase starts from: the head phase's end, WiSE's a = 0
     if first_epoch:
         restore_optimizer(ctx.writer.path, optimizer, scheduler, ctx.average)
     network = _network_for(ctx, phase)
     epoch_offset = sum(p.epochs for p in plan_phases(config)[:index])
 
     for epoch in range(first_epoch, phase.epochs):
+        stalled = stalled_epochs([row.selection_loss for row in ctx.history if row.phase == phase.name])
+        if config.patience and stalled >= config.patience:
+            # Checked before an epoch, not after, so that a resumed run stops where an unbroken one does.
+            log(
+                f"early stop: no lower validation loss for {stalled} epoch{'s' if stalled > 1 else ''} of the {phase.name} phase (--patience)"
+            )
+            break
         number = epoch_offset + epoch + 1
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
         tick, tick_cpu = time.perf_counter(), time.process_time()
@@ -306,8 +317,6 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         improved = _record_epoch(ctx, row, selection, target or (val_loss, val_acc), validated, candidate)
         if improved:
             on_improvement(ctx, phase, selection)
-        if config.wise and phase.head_only and epoch + 1 == phase.epochs:
-            keep_probe(ctx)  # before the checkpoint that moves a resumed run past the head phase
         save_checkpoint(ctx, phase, index, epoch + 1, optimizer, scheduler, selection)
         target_text = f" | target loss {target[0]:.4f} acc {target[1]:.4f}" if target else ""
         log(

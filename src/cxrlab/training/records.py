@@ -215,6 +215,11 @@ class EpochRecord(_Record):
     target_val_loss: float | None = None
     target_val_acc: float | None = None
 
+    @property
+    def selection_loss(self) -> float:
+        """The loss on the set that chooses: the labelled target sample's when there is one."""
+        return self.target_val_loss if self.target_val_loss is not None else self.val_loss
+
 
 @dataclass
 class RunRecord:
