@@ -51,23 +51,47 @@ class Run(RunRecord):
         return pd.DataFrame([row.model_dump() for row in self.epochs], columns=HISTORY_COLUMNS)
 
     def evaluate(
-        self, data: str | os.PathLike, *, tta: int | None = None, device: str = "auto", show_progress: bool = False
+        self,
+        data: str | os.PathLike,
+        *,
+        tta: int | None = None,
+        device: str = "auto",
+        show_progress: bool = False,
+        adapt: str | None = None,
+        adapted: str | None = None,
     ) -> dict:
         """Metrics of this run's checkpoint on ``data`` (a dataset root's test split, or every
         image of a folder of class folders), at the run's own threshold; also written into
-        the run directory as ``eval-<data>.json``."""
+        the run directory as ``eval-<data>.json``. ``adapt`` (bn, prior, bn+prior) adapts to
+        ``data``'s images first, ``adapted`` applies a variant made by ``Run.adapt``; the result
+        then carries its ``adaptation`` record."""
         from cxrlab.evaluate.runs import evaluate_run
 
-        return evaluate_run(self, str(data), tta=tta, device=device, show_progress=show_progress)
+        return evaluate_run(
+            self, str(data), tta=tta, device=device, show_progress=show_progress, adapt=adapt, adapted=adapted
+        )
 
     def predict(
-        self, images: str | os.PathLike | Sequence[str | os.PathLike], *, tta: int | None = None, device: str = "auto"
+        self,
+        images: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        tta: int | None = None,
+        device: str = "auto",
+        adapt: str | None = None,
+        adapted: str | None = None,
     ) -> list[Prediction]:
         """The predicted class and class probabilities of each image (folders are expanded)."""
         from cxrlab.evaluate.runs import predict_images
 
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-        return predict_images(self, [str(p) for p in paths], tta=tta, device=device)
+        return predict_images(self, [str(p) for p in paths], tta=tta, device=device, adapt=adapt, adapted=adapted)
+
+    def adapt(self, target: str | os.PathLike, method: str = "bn+prior", name: str | None = None, device: str = "auto"):
+        """Adapt to a target site's images without labels (``cxrlab adapt``) and record the
+        variant in the run directory; returns its ``AdaptationRecord``."""
+        from cxrlab.evaluate.adapt import adapt_run
+
+        return adapt_run(self, str(target), method, name=name, device=device)
 
     def interpret(
         self, data: str | os.PathLike, *, tta: int | None = None, device: str = "auto", show_progress: bool = False

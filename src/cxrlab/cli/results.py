@@ -23,6 +23,7 @@ METRICS = (
 )
 TTA_HELP = "Test-time augmentation: augmented views averaged with the plain image (default: the run's)."
 BAD_IMAGE_HELP = "An undecodable image stops the command (error) or is left out with a warning (skip)."
+ADAPTED_HELP = "Apply an adaptation recorded by cxrlab adapt (its name)."
 
 
 def _tta_option():
@@ -49,6 +50,10 @@ def evaluate(
         0, min=0, max=100, help="Draw the K most confident mistakes (and the confusion matrix) into --out."
     ),
     out_dir: str | None = typer.Option(None, "--out", help="Folder for top-losses.png and confusion.png."),
+    adapt: str | None = typer.Option(
+        None, help="Adapt first, without labels, on the scored images themselves: bn, prior or bn+prior."
+    ),
+    adapted: str | None = typer.Option(None, help=ADAPTED_HELP),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON alone."),
     allow_overlap: bool = typer.Option(
@@ -67,7 +72,16 @@ def evaluate(
         raise CxrlabError("--top-losses draws figures: give --out FOLDER for them")
     new_folder("--out", out_dir)
     run = load_run(run_dir)
-    result = evaluate_run(run, data, tta=tta, device=device, on_bad_image=on_bad_image, show_progress=not as_json)
+    result = evaluate_run(
+        run,
+        data,
+        tta=tta,
+        device=device,
+        on_bad_image=on_bad_image,
+        show_progress=not as_json,
+        adapt=adapt,
+        adapted=adapted,
+    )
     if out_dir is not None:
         from cxrlab.report.grids import interpretation
 
@@ -81,6 +95,8 @@ def evaluate(
     out.print(
         f"run {result['run']} on {result['data']}: {result['n_test']} test images", highlight=False, soft_wrap=True
     )
+    if result["adaptation"]:
+        out.print(f"ADAPTED: {adaptation_text(result['adaptation'])}", highlight=False, soft_wrap=True)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -110,6 +126,10 @@ def predict(
     ),
     tta: int | None = _tta_option(),
     on_bad_image: Literal["error", "skip"] = _bad_image_option("error"),
+    adapt: str | None = typer.Option(
+        None, help="Adapt first, without labels, on the images given: bn, prior or bn+prior."
+    ),
+    adapted: str | None = typer.Option(None, help=ADAPTED_HELP),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     allow_overlap: bool = typer.Option(
@@ -126,7 +146,9 @@ def predict(
 
     new_folder("--cam", cam)
     run = load_run(run_dir)
-    predictions = predict_images(run, images, tta=tta, device=device, on_bad_image=on_bad_image)
+    predictions = predict_images(
+        run, images, tta=tta, device=device, on_bad_image=on_bad_image, adapt=adapt, adapted=adapted
+    )
     if cam:
         from cxrlab.report.grids import write_cam_figures
 
@@ -142,6 +164,8 @@ def predict(
     if as_json:
         print_json([p.__dict__ for p in predictions])
         return
+    if predictions[0].adaptation:
+        typer.echo(f"ADAPTED: {predictions[0].adaptation}", err=True)
     for p in predictions:
         probs = "  ".join(f"{k} {v:.4f}" for k, v in p.probabilities.items())
         # The rule beside the numbers: at a threshold chosen on validation, p = 0.45 can be positive.
@@ -174,10 +198,46 @@ def export(
     run_dir: str = typer.Argument(..., help="A finished run directory."),
     format: str = typer.Option("onnx", help="onnx or torchscript."),
     out_dir: str | None = typer.Option(None, "--out", help="Folder to write to (default: the run directory)."),
+    adapted: str | None = typer.Option(None, help=ADAPTED_HELP),
 ) -> None:
     """Export a run's model with a sidecar JSON that documents its preprocessing and threshold."""
     from cxrlab.training.export import export_run
 
     new_folder("--out", out_dir)
-    for path in export_run(run_dir, format, out_dir=out_dir):
+    for path in export_run(run_dir, format, out_dir=out_dir, adapted=adapted):
         typer.echo(str(path))
+
+
+@app.command(
+    epilog=examples(
+        "cxrlab adapt runs/RUN --target new_site/ --method bn+prior --name site",
+        "cxrlab evaluate runs/RUN --data new_site_labelled/ --adapted site",
+    )
+)
+def adapt(
+    run_dir: str = typer.Argument(..., help="A finished run directory."),
+    target: str = typer.Option(..., help="A folder of the target site's images (labels, if any, are not used)."),
+    method: str = typer.Option("bn+prior", help="bn (AdaBN), prior (EM class prior) or bn+prior."),
+    name: str | None = typer.Option(None, help="Name of the variant (default: METHOD-FOLDER)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+) -> None:
+    """Adapt a run to a target site without labels and record the variant in the run directory;
+    evaluate, predict and export apply it with --adapted NAME."""
+    from cxrlab.evaluate.adapt import adapt_run
+
+    record = adapt_run(run_dir, target, method, name=name, device=device)
+    if as_json:
+        print_json(record.model_dump(mode="json"))
+        return
+    typer.echo(f"adaptation {record.name}: {adaptation_text(record.model_dump(mode='json'))}")
+
+
+def adaptation_text(record: dict) -> str:
+    """One line saying what an adapted number rests on."""
+    parts = [f"{record['method']} on {record['n_images']} images of {record['target']}"]
+    if record.get("transductive"):
+        parts.append("the scored images themselves, without their labels")
+    if record.get("target_prior"):
+        parts.append("class prior " + " / ".join(f"{p:.3f}" for p in record["target_prior"]))
+    return "; ".join(parts)

@@ -1,5 +1,5 @@
 """Scoring a finished run on other data, and predicting single images, through the one
-run loader.
+run loader; plain, or adapted to a target site (``cxrlab.evaluate.adapt``).
 
 Both look for the run's own training and validation images among what they are given (by
 real path, and by content hash against the run's split.csv): a score on images the run
@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cxrlab.core.decision import positive_index
 from cxrlab.core.errors import BadImageError, CxrlabError
 from cxrlab.core.summary import classification_report
 from cxrlab.core.text import slug
-from cxrlab.data.dataset import load_dataset
 from cxrlab.data.images import decode_file, is_image_name
-from cxrlab.training.predict import predict_logits, softmax
+from cxrlab.evaluate.adapt import adapt_model
+from cxrlab.training.adaptation import AdaptationRecord, adapted_probabilities, apply_bn_buffers, load_adaptation
+from cxrlab.training.external import load_scoring_set
+from cxrlab.training.predict import predict_logits
 from cxrlab.training.records import RunRecord, load_run, read_csv
 from cxrlab.training.rundir import RunWriter
 from cxrlab.training.runtime import resolve_device
@@ -98,53 +101,37 @@ def evaluate_run(
     cache_dir: str | None = None,
     on_bad_image: str | None = None,
     show_progress: bool = True,
+    adapt: str | None = None,
+    adapted: str | None = None,
 ) -> dict:
     """Score ``run``'s selected checkpoint on ``data``'s test split (or on every image of a plain
     folder of class folders) at the run's own threshold; writes ``eval-<data>.json`` and
     ``eval-<data>.csv`` into the run directory and returns the metrics. ``on_bad_image``
-    ("error" or "skip"; default: the run's) decides what an undecodable image does."""
+    ("error" or "skip"; default: the run's) decides what an undecodable image does.
+
+    ``adapt`` (bn, prior or bn+prior) first adapts the model to the very images it scores,
+    without their labels (transductive); ``adapted`` applies a variant recorded by ``cxrlab
+    adapt``. Either way the result carries an ``adaptation`` record and goes to its own files
+    (``eval-<data>-adapt-<method>``, ``eval-<data>-adapted-<name>``), apart from the plain
+    model's."""
     check_tta(tta)
     run = run if isinstance(run, RunRecord) else load_run(run)
     config = run.config
-    dataset = load_dataset(
-        data,
-        config.image_size,
-        split_seed=config.split_seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        labels=config.labels,
-        on_bad_image=on_bad_image or config.on_bad_image,
-        on_duplicate_label="keep",
-        folder_is_test=True,
-        cache_dir=cache_dir or config.cache_dir,
-        show_progress=show_progress,
+    if adapt and adapted:
+        raise CxrlabError("--adapt adapts on the data at hand, --adapted applies a recorded variant: use one")
+    labelled = load_scoring_set(
+        data, config, run.classes, cache_dir=cache_dir, on_bad_image=on_bad_image, show_progress=show_progress
     )
-    classes = run.classes
-    if [c.upper() for c in dataset.classes] != [c.upper() for c in classes]:
-        missing = [c for c in dataset.classes if c.upper() not in {k.upper() for k in classes}]
-        if missing:
-            raise CxrlabError(
-                f"{data} has class {missing[0]}, which run {run.run_id} never learned ({', '.join(classes)})"
-            )
-    remap = np.array([[c.upper() for c in classes].index(c.upper()) for c in dataset.classes], dtype=np.int64)
-    indices = dataset.indices("test")
-    if len(indices) == 0:
-        raise CxrlabError(f"{data} has no test images to score")
+    dataset, indices, labels = labelled.dataset, labelled.indices, labelled.labels
+    images = dataset.images
     torch_device = resolve_device(device)
-    model = run.load_model().to(torch_device)
+    model, record = _model_for(run, torch_device, adapted, adapt, images, indices, target=str(data))
     tta = config.tta if tta is None else tta
-    probs = softmax(
-        predict_logits(
-            model,
-            dataset.images,
-            indices,
-            torch_device,
-            batch_size=config.eval_batch_size,
-            tta=tta,
-            seed=config.seed,
-        ).astype(np.float64)
+    logits = predict_logits(
+        model, images, indices, torch_device, batch_size=config.eval_batch_size, tta=tta, seed=config.seed
     )
-    labels = remap[dataset.labels[indices]]
+    probs = adapted_probabilities(logits, run.temperature, record)
+    classes = run.classes
     positive = positive_index(classes)
     threshold = run.threshold if len(classes) == 2 else None
     report = classification_report(labels, probs, classes, threshold, positive)
@@ -153,6 +140,7 @@ def evaluate_run(
         "data": str(data),
         "run": run.run_id,
         "tta": tta,
+        "adaptation": record.model_dump(mode="json") if record is not None else None,
         "test_loss": report.pop("loss"),
         "test_accuracy": report.pop("accuracy"),
         **report,
@@ -161,7 +149,6 @@ def evaluate_run(
         else None,
         "n_test": len(indices),
         "skipped_images": len(dataset.skipped),
-        "predictions_file": f"{evaluation_name(data)}.csv",
     }
     seen = seen_images(run)
     seen_in = [seen.split_of(dataset.paths[i], dataset.digests[i]) for i in indices]
@@ -178,12 +165,43 @@ def evaluate_run(
             else None
         )
     name = evaluation_name(data)
+    if adapt:
+        name += f"-adapt-{adapt.replace('+', '-')}"
+    elif adapted:
+        name += f"-adapted-{adapted}"
+    result["predictions_file"] = f"{name}.csv"
     writer = RunWriter(run.path)
     writer.metrics(result, name=f"{name}.json")
     writer.predictions(
-        [dataset.paths[i] for i in indices], ["test"] * len(indices), labels, probs, classes, name=f"{name}.csv"
+        [labelled.dataset.paths[i] for i in indices],
+        ["test"] * len(indices),
+        labels,
+        probs,
+        classes,
+        name=f"{name}.csv",
     )
     return result
+
+
+def _model_for(
+    run: RunRecord,
+    device: torch.device,
+    adapted: str | None,
+    adapt: str | None,
+    images: np.ndarray,
+    indices: np.ndarray,
+    target: str,
+) -> tuple[torch.nn.Module, AdaptationRecord | None]:
+    """The run's model on ``device``: plain, with a recorded adaptation applied, or adapted now
+    to ``images[indices]`` (the images it is about to score)."""
+    model = run.load_model().to(device)
+    if adapted:
+        record, bn_state = load_adaptation(run, adapted)
+        return apply_bn_buffers(model, bn_state), record
+    if adapt:
+        record, _ = adapt_model(run, model, images, indices, adapt, device, target=target, transductive=True)
+        return model, record
+    return model, None
 
 
 @dataclass
@@ -196,6 +214,7 @@ class Prediction:
     threshold: float | None = None
     positive_class: str | None = None
     seen_in: str | None = None  # "train" or "val" when the image trained or validated the run
+    adaptation: str | None = None  # the adaptation behind these numbers (None: the plain model)
 
 
 def expand_images(paths: list[str]) -> list[str]:
@@ -259,24 +278,28 @@ def predict_images(
     *,
     tta: int | None = None,
     device: str = "auto",
+    adapt: str | None = None,
+    adapted: str | None = None,
     on_bad_image: str = "error",
 ) -> list[Prediction]:
     """The predicted class and class probabilities of each image (folders expanded); with
-    ``on_bad_image="skip"`` an undecodable image is left out with a warning."""
+    ``on_bad_image="skip"`` an undecodable image is left out with a warning. ``adapt`` adapts
+    to the images given first, ``adapted`` applies a recorded variant."""
     check_tta(tta)
     run = run if isinstance(run, RunRecord) else load_run(run)
+    if adapt and adapted:
+        raise CxrlabError("--adapt adapts on the images given, --adapted applies a recorded variant: use one")
     files, pixels = readable_images(expand_images(images), run.config.image_size, on_bad_image)
     torch_device = resolve_device(device)
-    model = run.load_model().to(torch_device)
+    indices = np.arange(len(files))
+    model, record = _model_for(run, torch_device, adapted, adapt, pixels, indices, target=", ".join(images))
     tta = run.config.tta if tta is None else tta
-    probs = softmax(
-        predict_logits(model, pixels, np.arange(len(files)), torch_device, tta=tta, seed=run.config.seed).astype(
-            np.float64
-        )
-    )
+    logits = predict_logits(model, pixels, indices, torch_device, tta=tta, seed=run.config.seed)
+    probs = adapted_probabilities(logits, run.temperature, record)
     classes = run.classes
     binary = len(classes) == 2
     seen = seen_images(run)
+    label = None if record is None else (f"{record.method} on the {len(files)} images given" if adapt else adapted)
     return [
         Prediction(
             path,
@@ -285,6 +308,7 @@ def predict_images(
             threshold=run.threshold if binary else None,
             positive_class=classes[run.positive] if binary else None,
             seen_in=seen.split_of(path, file_digest(path)),
+            adaptation=label,
         )
         for path, row, k in zip(files, probs, run.decide(probs))
     ]

@@ -5,7 +5,8 @@ What is written follows what changed. In a head phase the backbone is frozen, so
 holds only the head, its optimiser and the best head so far (kilobytes, where a whole
 ResNet-18 is 45 MB), and ``model.pt`` is assembled once when the phase ends; on resume the
 backbone is rebuilt from the run's weights, exactly as it started, and checked against the
-digest recorded with it. In a network phase everything changes every step: both files are
+digest recorded with it. In a network phase everything changes every step (the moving
+average of the weights too, when one is kept): both files are
 written from copies on a background thread, in order, so the next epoch does not wait for
 the disk; a kill leaves each file whole (written by rename), and ``history.csv`` may then be
 one epoch ahead of ``last.pt``, which resume handles by redoing that epoch.
@@ -96,6 +97,8 @@ def save_checkpoint(
         save_tensors(ctx.writer.path / LAST, state)  # kilobytes: not worth a thread
     else:
         state.update(kind="network", model=_copied(ctx.model.state_dict()))
+        if ctx.average is not None:
+            state["average"] = _copied(ctx.average.state_dict())
         ctx.background.submit(ctx.writer.path / LAST, state)
 
 
@@ -143,11 +146,14 @@ def _restore(ctx: Context, run_dir: Path, state: dict) -> tuple[int, int, Select
     return phase, done, selection
 
 
-def restore_optimizer(run_dir: Path, optimizer, scheduler) -> None:
+def restore_optimizer(run_dir: Path, optimizer, scheduler, average=None) -> None:
+    """The optimiser, schedule and weight average (when the phase keeps one) of ``last.pt``."""
     state = load_tensors(run_dir / LAST)
     try:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if average is not None and state.get("average") is not None:
+            average.load_state_dict(state["average"])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
         detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc).strip().splitlines()[0][:160]
         raise CxrlabError(

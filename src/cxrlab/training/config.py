@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cxrlab.core.modes import MODES, ModeName
 
@@ -95,6 +95,30 @@ class TrainConfig(BaseModel):
         0.25, gt=0, le=1, description="Gradual mode: the backbone learns at lr times this."
     )
 
+    # Robust fine-tuning
+    freeze_bn_stats: bool = Field(
+        False,
+        description="Network phases: BatchNorm layers stay in eval mode (pretrained statistics kept; "
+        "their scale and shift still train).",
+    )
+    ema: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Network phases: per-step decay of a moving average of the weights (0: off, e.g. 0.999); "
+        "the average is validated, selected and saved.",
+    )
+    wise: bool = Field(
+        False,
+        description="Gradual mode: mix the probe (end of the head phase) and the fine-tuned weights, "
+        "(1-a) probe + a fine-tuned, a in 0, 0.1 .. 1 chosen on the selection set.",
+    )
+    intensity: Literal["none", "light", "strong"] = Field(
+        "none",
+        description="Intensity augmentation of the images network phases train on: gamma, contrast "
+        "curve, histogram equalisation, blur or sharpening, noise.",
+    )
+
     # Decision and evaluation
     threshold: Literal["0.5", "val-youden", "val-balanced"] = Field(
         "val-youden", description="Decision threshold on p(disease), fitted on the validation split."
@@ -103,6 +127,16 @@ class TrainConfig(BaseModel):
     external: dict[str, str] = Field(
         default_factory=dict,
         description="External labelled sets, NAME=PATH: scored once after selection, never used to choose.",
+    )
+    target_val: str | None = Field(
+        None,
+        description="A labelled sample of the target site (folder of class folders): the epoch, threshold, "
+        "temperature and WiSE coefficient are chosen on it, not on the validation split.",
+    )
+    temperature_scaling: bool | None = Field(
+        None,
+        description="Fit a softmax temperature on the set that chooses and apply it to every probability "
+        "(default: on with --target-val).",
     )
 
     # Data
@@ -153,6 +187,34 @@ class TrainConfig(BaseModel):
             raise ValueError("device is auto, cpu, cuda or cuda:N")
         return value
 
+    @field_validator("freeze_bn_stats")
+    @classmethod
+    def _pretrained_statistics(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("mode") == "scratch":
+            raise ValueError("frozen BatchNorm statistics need pretrained ones; scratch mode has none")
+        return value
+
+    @field_validator("ema")
+    @classmethod
+    def _network_phases(cls, value: float, info: ValidationInfo) -> float:
+        if value and info.data.get("mode") == "frozen":
+            raise ValueError("the weight average runs in network phases; frozen mode trains the head on features")
+        return value
+
+    @field_validator("wise")
+    @classmethod
+    def _needs_probe(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and (info.data.get("mode") != "gradual" or info.data.get("head_epochs") == 0):
+            raise ValueError("WiSE mixes a probe with the fine-tuned weights: use mode gradual with head epochs")
+        return value
+
+    @field_validator("intensity")
+    @classmethod
+    def _needs_images(cls, value: str, info: ValidationInfo) -> str:
+        if value != "none" and info.data.get("mode") == "frozen" and info.data.get("feature_cache", True):
+            raise ValueError("frozen mode trains on cached features; intensity augmentation needs --no-feature-cache")
+        return value
+
     @model_validator(mode="after")
     def _augment_does_something(self) -> TrainConfig:
         # A frozen head on cached features of the plain images never sees an augmented one:
@@ -186,4 +248,6 @@ class TrainConfig(BaseModel):
             values["head_epochs"] = 0
         if values["head_lr"] is None:
             values["head_lr"] = values["lr"]
+        if values["temperature_scaling"] is None:
+            values["temperature_scaling"] = values["target_val"] is not None
         return TrainConfig(**values)

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.data.dataset import Dataset
 from cxrlab.models.registry import Classifier
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.distributed import SINGLE, Ranks, shard
+from cxrlab.training.external import LabelledSet
 from cxrlab.training.phases import Phase
 from cxrlab.training.records import EpochRecord
 from cxrlab.training.rundir import BackgroundWrites, RunWriter
@@ -36,6 +38,16 @@ class Context:
     backbone_digest: str | None = None  # of the frozen backbone a head phase trains on
     tensorboard: object | None = None  # a cxrlab.training.tensorboard.TensorBoardLogger when asked for
     ranks: Ranks = SINGLE
+    # External sets and the labelled target sample, by name; "val" or "external:<name>" chooses.
+    external: dict[str, LabelledSet] = field(default_factory=dict)
+    selection_set: str = "val"
+    average: AveragedModel | None = None  # the moving average of a network phase's weights (--ema)
+    probe_state: dict | None = None  # the end of the head phase, for WiSE-FT (--wise)
+
+    @property
+    def target(self) -> LabelledSet | None:
+        """The labelled target sample that chooses, if any."""
+        return next((s for s in self.external.values() if s.split == self.selection_set), None)
 
     def steps_per_epoch(self, phase: Phase) -> int:
         """Optimizer steps in one epoch of ``phase``, as the schedule must count them: full

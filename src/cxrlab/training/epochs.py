@@ -8,10 +8,12 @@ import torch.nn.functional as F
 
 from cxrlab.core.progress import progress_bar
 from cxrlab.data.batches import batch_indices, image_batches
-from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
+from cxrlab.data.transforms import augment_training_batch, to_float
 from cxrlab.models.registry import Classifier
+from cxrlab.training.batchnorm import freeze_bn_stats
 from cxrlab.training.context import Context
 from cxrlab.training.distributed import shard
+from cxrlab.training.external import TARGET_VAL
 from cxrlab.training.phases import Diverged
 from cxrlab.training.predict import autocast_for, predict_logits
 from cxrlab.training.runtime import use_channels_last
@@ -25,10 +27,11 @@ def train_network_epoch(
     model.train()
     if head_only:
         ctx.model.backbone.eval()  # frozen means frozen: BatchNorm statistics must not move
+    elif config.freeze_bn_stats:
+        freeze_bn_stats(ctx.model)
     # Every rank draws the same permutation from the same generator, then keeps its shard.
     order = data.indices("train")[torch.randperm(data.count("train"), generator=generator).numpy()]
     batches = batch_indices(shard(order, ctx.ranks), config.batch_size, shuffle=False, drop_last=True)
-    augment = config.augment != "none"
     channels_last = use_channels_last(config.channels_last)
     total_loss, correct, seen = 0.0, 0, 0
     with progress_bar(
@@ -40,9 +43,7 @@ def train_network_epoch(
         acc=0.0,
     ) as advance:
         for step, (pixels, targets, _) in enumerate(image_batches(data.images, data.labels, batches, ctx.device)):
-            images = to_float(pixels)
-            if augment:
-                images = augment_batch(images, generator, **AUGMENT_LEVELS[config.augment])
+            images = augment_training_batch(to_float(pixels), generator, config.augment, config.intensity)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast_for(ctx.device):
@@ -56,6 +57,8 @@ def train_network_epoch(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ctx.average is not None:
+                ctx.average.update_parameters(ctx.model)
             total_loss += loss.item() * len(targets)
             correct += int((logits.argmax(1) == targets).sum())
             seen += len(targets)
@@ -99,8 +102,29 @@ def evaluate_head(ctx: Context, split: str = "val") -> tuple[float, float]:
 
 def evaluate_network(ctx: Context, model: Classifier, split: str = "val") -> tuple[float, float]:
     indices = ctx.data.indices(split)
-    logits = torch.from_numpy(
-        predict_logits(model, ctx.data.images, indices, ctx.device, batch_size=ctx.config.eval_batch_size)
-    )
-    labels = torch.from_numpy(ctx.data.labels[indices])
-    return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+    return evaluate_images(ctx, model, ctx.data.images, indices, ctx.data.labels[indices])
+
+
+def evaluate_images(
+    ctx: Context, model: Classifier, images: np.ndarray, indices: np.ndarray, labels: np.ndarray
+) -> tuple[float, float]:
+    """Loss and accuracy of ``model`` on ``images[indices]`` with ``labels``."""
+    logits = torch.from_numpy(predict_logits(model, images, indices, ctx.device, batch_size=ctx.config.eval_batch_size))
+    targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    return float(F.cross_entropy(logits, targets)), float((logits.argmax(1) == targets).float().mean())
+
+
+def evaluate_target(ctx: Context, model: Classifier, on_features: bool = False) -> tuple[float, float] | None:
+    """Loss and accuracy on the labelled target sample that chooses (None without one): from
+    its cached features in a head phase, else through the images."""
+    target = ctx.target
+    if target is None:
+        return None
+    if on_features:
+        return evaluate_head(ctx, TARGET_VAL)
+    return evaluate_images(ctx, model, target.dataset.images, target.indices, target.labels)
+
+
+def evaluate_selection_set(ctx: Context, model: Classifier) -> tuple[float, float]:
+    """Loss and accuracy on the set that chooses: the labelled target sample, else validation."""
+    return evaluate_target(ctx, model) or evaluate_network(ctx, model)

@@ -5,10 +5,12 @@ The exported network takes what the run's model takes, ``(B, 1, H, W)`` float32 
 normalisation (grayscale to three channels, mean and std) and the softmax are inside, so
 a deployer only decodes, resizes and divides by 255. A sidecar JSON beside the file says
 exactly that, with the class names, the decision threshold chosen on validation data and
-the run the model came from.
+the run the model came from. A variant adapted to a target site (``cxrlab adapt``) exports
+with its BatchNorm statistics and class-prior shift inside, under a name of its own:
 
     <out>/model.onnx             + model.onnx.json
     <out>/model.torchscript.pt   + model.torchscript.json
+    <out>/model-adapted-<name>.onnx + model-adapted-<name>.onnx.json
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 from cxrlab.core.decision import positive_index
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.io import atomic_path, make_dir, write_json
+from cxrlab.training.adaptation import apply_bn_buffers, load_adaptation
 from cxrlab.training.records import RunRecord, load_run
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -30,35 +33,57 @@ ONNX_OPSET = 18
 
 
 class ProbabilityModel(nn.Module):
-    """The run's classifier followed by a softmax over the classes."""
+    """The run's classifier followed by a softmax over the classes, of the logits divided by the
+    run's temperature and shifted by an adaptation's class-prior bias when there are any."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, temperature: float = 1.0, log_weights=None):
         super().__init__()
         self.model = model
+        self.temperature = float(temperature)
+        bias = torch.as_tensor(log_weights if log_weights is not None else [], dtype=torch.float32)
+        self.register_buffer("bias", bias.view(1, -1) if bias.numel() else None)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images).float().softmax(dim=1)
+        logits = self.model(images).float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if self.bias is not None:
+            logits = logits + self.bias
+        return logits.softmax(dim=1)
 
 
-def export_run(run_dir: str | os.PathLike, format: str, out_dir: str | os.PathLike | None = None) -> list[Path]:
+def export_run(
+    run_dir: str | os.PathLike, format: str, out_dir: str | os.PathLike | None = None, adapted: str | None = None
+) -> list[Path]:
     """Write the run's model in ``format`` (onnx or torchscript) and its sidecar JSON into
-    ``out_dir`` (default: the run directory); returns the two paths written."""
+    ``out_dir`` (default: the run directory); returns the two paths written. ``adapted`` names
+    a variant recorded by ``cxrlab adapt``: its BatchNorm statistics and prior shift go into
+    the exported model, written as ``model-adapted-<name>.<ext>`` with its own sidecar."""
     if format not in FORMATS:
         raise CxrlabError(f"--format {format}: unknown export format, choose one of {', '.join(FORMATS)}")
     run = load_run(run_dir)
     out = make_dir(out_dir) if out_dir is not None else run.path
     classifier = run.load_model()
-    model = ProbabilityModel(classifier).eval()
+    record = None
+    if adapted:
+        record, bn_state = load_adaptation(run, adapted)
+        apply_bn_buffers(classifier, bn_state)
+    log_weights = record.log_weights() if record is not None else None
+    model = ProbabilityModel(classifier, run.temperature, log_weights).eval()
     size = int(run.config.image_size)
     example = torch.rand(2, 1, size, size)
-    target = out / FORMATS[format]
+    stem = "model" if record is None else f"model-adapted-{record.name}"
+    target = out / FORMATS[format].replace("model", stem, 1)
     if format == "onnx":
         _write_onnx(model, example, target)
     else:
         _write_torchscript(model, example, target)
-    sidecar = out / f"model.{format}.json"
+    sidecar = out / f"{stem}.{format}.json"
     mean, std = classifier.mean.flatten().tolist(), classifier.std.flatten().tolist()
-    write_json(sidecar, export_sidecar(run, format, target.name, mean, std))
+    details = export_sidecar(run, format, target.name, mean, std)
+    details["temperature"] = run.temperature
+    details["adaptation"] = record.model_dump(mode="json") if record is not None else None
+    write_json(sidecar, details)
     return [target, sidecar]
 
 
@@ -118,7 +143,8 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
         "output": {
             "name": "probabilities",
             "shape": ["B", len(classes)],
-            "meaning": "softmax class probabilities, columns in the order of classes",
+            "meaning": "softmax class probabilities, columns in the order of classes (after the run's "
+            "temperature, and an adaptation's prior shift when one is applied)",
         },
         "image_size": size,
         "preprocessing": [

@@ -1,10 +1,12 @@
 """The fit loop for finetune, frozen, scratch and gradual runs.
 
-Read ``fit`` top to bottom: it loads the data and the model, opens the run directory, runs
-the epochs of each phase of the mode (train, validate, keep the best checkpoint, write a
-resumable one), then scores the selected checkpoint once on the test split and writes the
+Read ``fit`` top to bottom: it loads the data, the external sets and the model, opens the
+run directory, runs the epochs of each phase of the mode (train, validate, keep the best
+checkpoint, write a resumable one), mixes in the probe when WiSE-FT is asked for, then
+scores the selected weights once on the test split and the external sets and writes the
 run. The pieces live beside it: ``phases`` (what a mode trains), ``epochs`` (one epoch),
-``optim`` (optimisers and schedules), ``checkpoint`` (resume), ``scoring`` (the test, once).
+``optim`` (optimisers and schedules), ``checkpoint`` (resume), ``robust`` (weight average,
+WiSE-FT), ``external`` (sets from elsewhere), ``scoring`` (the test, once).
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
 from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, sync_buffers, weights_agree
 from cxrlab.training.early_stop import stalled_epochs
-from cxrlab.training.epochs import evaluate_head, evaluate_network, train_head_epoch, train_network_epoch
+from cxrlab.training.epochs import (
+    evaluate_head,
+    evaluate_network,
+    evaluate_target,
+    train_head_epoch,
+    train_network_epoch,
+)
+from cxrlab.training.external import TARGET_VAL, labelled_sets, selection_name, target_features
 from cxrlab.training.features import prepare_features
 from cxrlab.training.optim import make_optimizer, make_scheduler
 from cxrlab.training.phases import Diverged, Phase, Selection, plan_phases
@@ -54,6 +63,7 @@ from cxrlab.training.records import (
     read_config,
     read_status,
 )
+from cxrlab.training.robust import keep_probe, validation_model, weight_average, wise_mixture
 from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
 from cxrlab.training.runtime import config_record, load_average, resolve_device, seed_everything, use_channels_last
 
@@ -119,6 +129,8 @@ def _fit(
             f"--resume {resume}: the data at {config.data} changed since the run started "
             "(files, their contents, or the splits): start a new run"
         )
+    # Loaded before anything is written: a wrong path fails now, not after the training.
+    external = labelled_sets(config, data.classes, show_progress)
     model = build_model(config.model, num_classes=len(data.classes))
     weights_id = load_weights(model, config.model, config.weights)
     model.to(device)
@@ -141,6 +153,8 @@ def _fit(
         weights_id=weights_id,
         show_progress=show_progress and ranks.is_main,
         ranks=ranks,
+        external=external,
+        selection_set=selection_name(external),
     )
     if config.tensorboard and ranks.is_main:
         from cxrlab.training.tensorboard import TensorBoardLogger
@@ -255,7 +269,10 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
         raise CxrlabError("no epoch was trained: use --epochs 1 or more")
     ctx.model.load_state_dict(selection.state)
     write_best(ctx, selection)
+    wise = wise_mixture(ctx, selection, log) if ctx.config.wise else None
     metrics = score_run(ctx, selection, train_seconds)
+    if wise is not None:
+        metrics.wise = wise
     metrics.train_cpu_seconds = round(train_cpu_seconds, 3)
     metrics.machine = MachineLoad(
         threads=torch.get_num_threads(),
@@ -281,24 +298,30 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
         f"{metrics.test_loss:.4f}, AUC {metrics.roc_auc:.4f}, best epoch {metrics.best_epoch}, "
         f"trained in {train_seconds:.1f} s"
     )
+    for name, scores in metrics.external.items():
+        log(f"  {name} ({scores.role}, {scores.n} images): accuracy {scores.accuracy:.4f}, AUC {scores.roc_auc:.4f}")
 
 
 def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, first_epoch: int, log: Log) -> None:
     config, model = ctx.config, ctx.model
-    if phase.head_only and phase.on_features:
-        prepare_features(ctx)
+    on_features = phase.head_only and phase.on_features
+    if on_features:
+        _prepare_features(ctx)
     for parameter in model.backbone.parameters():
         parameter.requires_grad_(not phase.head_only)
     optimizer = make_optimizer(config, model, phase)
     steps_per_epoch = ctx.steps_per_epoch(phase)
     scheduler = make_scheduler(config, optimizer, steps_per_epoch, phase.epochs)
+    ctx.average = weight_average(model, config.ema) if config.ema and not phase.head_only else None
+    if config.wise and not phase.head_only and first_epoch == 0:
+        keep_probe(ctx)  # what the network phase starts from: the head phase's end, WiSE's a = 0
     if first_epoch:
-        restore_optimizer(ctx.writer.path, optimizer, scheduler)
+        restore_optimizer(ctx.writer.path, optimizer, scheduler, ctx.average)
     network = _network_for(ctx, phase)
     epoch_offset = sum(p.epochs for p in plan_phases(config)[:index])
 
     for epoch in range(first_epoch, phase.epochs):
-        stalled = stalled_epochs([row.val_loss for row in ctx.history if row.phase == phase.name])
+        stalled = stalled_epochs([row.selection_loss for row in ctx.history if row.phase == phase.name])
         if config.patience and stalled >= config.patience:
             # Checked before an epoch, not after, so that a resumed run stops where an unbroken one does.
             log(
@@ -308,7 +331,8 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         number = epoch_offset + epoch + 1
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
         tick, tick_cpu = time.perf_counter(), time.process_time()
-        if phase.head_only and phase.on_features:
+        validated: torch.nn.Module = model
+        if on_features:
             train_loss, train_acc = train_head_epoch(ctx, optimizer, scheduler, generator, number)
             val_loss, val_acc = evaluate_head(ctx)
         else:
@@ -316,10 +340,12 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
                 ctx, network, optimizer, scheduler, generator, number, head_only=phase.head_only
             )
             sync_buffers(model, ctx.ranks)
-            val_loss, val_acc = evaluate_network(ctx, model)
+            validated = validation_model(ctx)  # the weight average when one is kept
+            val_loss, val_acc = evaluate_network(ctx, validated)
         if not math.isfinite(val_loss):
             # Finite training losses can still leave weights or BatchNorm statistics at inf.
             raise Diverged(number, steps_per_epoch, val_loss)
+        target = evaluate_target(ctx, validated, on_features)
         row = EpochRecord(
             epoch=number,
             phase=phase.name,
@@ -330,17 +356,30 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
             lr=float(f"{optimizer.param_groups[-1]['lr']:.3g}"),
             seconds=round(time.perf_counter() - tick, 3),
             cpu_seconds=round(time.process_time() - tick_cpu, 3),
+            target_val_loss=round(target[0], 6) if target else None,
+            target_val_acc=round(target[1], 6) if target else None,
         )
-        improved = _record_epoch(ctx, row, selection, val_loss, val_acc)
+        # With WiSE-FT the head phase is the probe, the a = 0 end of the mixtures, not a candidate.
+        candidate = not (config.wise and phase.head_only)
+        improved = _record_epoch(ctx, row, selection, target or (val_loss, val_acc), validated, candidate)
         if improved:
             on_improvement(ctx, phase, selection)
         save_checkpoint(ctx, phase, index, epoch + 1, optimizer, scheduler, selection)
+        target_text = f" | target loss {target[0]:.4f} acc {target[1]:.4f}" if target else ""
         log(
             f"epoch {number:3d} {phase.name:7s} train loss {train_loss:.4f} acc {train_acc:.4f} | "
-            f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else '  '} | {row.seconds:6.1f} s"
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}{target_text}{' *' if improved else '  '} | {row.seconds:6.1f} s"
         )
     if phase.head_only:
         write_best(ctx, selection)  # the head phase's best, assembled once
+
+
+def _prepare_features(ctx: Context) -> None:
+    """Cached features of the splits, and of the labelled target sample when it chooses."""
+    prepare_features(ctx)
+    if ctx.target is not None and TARGET_VAL not in ctx.features:
+        features, labels = target_features(ctx.model, ctx.target, ctx.device, ctx.config)
+        ctx.features[TARGET_VAL], ctx.features[f"{TARGET_VAL}_labels"] = features, labels
 
 
 def _network_for(ctx: Context, phase: Phase) -> torch.nn.Module:
@@ -355,11 +394,18 @@ def _network_for(ctx: Context, phase: Phase) -> torch.nn.Module:
     return network
 
 
-def _record_epoch(ctx: Context, row: EpochRecord, selection: Selection, val_loss: float, val_acc: float) -> bool:
-    """Append the epoch to the history and keep its weights in memory if they are the best so
-    far; whether they were."""
+def _record_epoch(
+    ctx: Context,
+    row: EpochRecord,
+    selection: Selection,
+    scores: tuple[float, float],
+    model: torch.nn.Module,
+    candidate: bool = True,
+) -> bool:
+    """Append the epoch to the history and keep ``model``'s weights in memory if their ``scores``
+    (loss, accuracy on the set that chooses) are the best so far; whether they were."""
     ctx.history.append(row)
-    improved = selection.offer(row.epoch, val_loss, val_acc, ctx.model)
+    improved = candidate and selection.offer(row.epoch, scores[0], scores[1], model)
     ctx.writer.history(ctx.history)
     if ctx.tensorboard is not None:
         ctx.tensorboard.epoch(row)

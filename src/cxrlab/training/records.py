@@ -24,6 +24,8 @@ from cxrlab.training.config import TrainConfig
 
 FINISHED, RUNNING, DIVERGED, FAILED, UNKNOWN = "finished", "running", "diverged", "failed", "unknown"
 HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "cpu_seconds"]
+# Written only by runs that choose on a labelled target sample (--target-val).
+TARGET_VAL_COLUMNS = ["target_val_loss", "target_val_acc"]
 
 
 class _Record(BaseModel):
@@ -132,6 +134,19 @@ class ExternalScores(_Record):
     threshold: float | None = None
 
 
+class WiseCurve(_Record):
+    """WiSE-FT: the weights (1 - a) probe + a fine-tuned for each coefficient a tried, scored on
+    the set that chooses; ``alpha`` is the one kept (0: the probe, 1: the fine-tuned epoch)."""
+
+    alphas: list[float]
+    losses: list[float]
+    accuracies: list[float]
+    alpha: float
+    chosen_on: str  # "val", or "external:<name>" for a labelled target sample
+    finetuned_epoch: int
+    seconds: float
+
+
 class MachineLoad(_Record):
     """What the run shared the machine with: wall times on a loaded machine are inflated,
     CPU seconds much less so."""
@@ -197,6 +212,11 @@ class RunMetrics(_Record):
     # What the test split shares with train and val (patients, copies): nonzero means the
     # test scores overstate performance on new patients.
     test_overlap: SplitOverlap | None = None
+    # The set the epoch, threshold, temperature and WiSE coefficient were chosen on: "val" (the
+    # internal validation split) or "external:<name>" (a labelled target sample, role validation).
+    selection_set: str = "val"
+    temperature: float | None = None  # softmax temperature fitted on the selection set; every probability uses it
+    wise: WiseCurve | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as written to metrics.json (the keys that were set, by their file names)."""
@@ -215,6 +235,13 @@ class EpochRecord(_Record):
     lr: float
     seconds: float
     cpu_seconds: float | None = None  # process user + system time of the epoch
+    target_val_loss: float | None = None
+    target_val_acc: float | None = None
+
+    @property
+    def selection_loss(self) -> float:
+        """The loss on the set that chooses: the labelled target sample's when there is one."""
+        return self.target_val_loss if self.target_val_loss is not None else self.val_loss
 
 
 @dataclass
@@ -278,8 +305,14 @@ class RunRecord:
         )
         return [r["path"] for r in rows], labels, probs
 
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature the run's probabilities use (1 when none was fitted)."""
+        return (self.metrics.temperature if self.metrics is not None else None) or 1.0
+
     def load_model(self, name: str = "model.pt"):
-        """The selected checkpoint as a ready ``Classifier`` in eval mode."""
+        """The selected checkpoint as a ready ``Classifier`` in eval mode (it returns logits;
+        the run's probabilities are ``softmax(logits / temperature)``)."""
         from cxrlab.models.registry import build_model
         from cxrlab.training.rundir import load_state_checked, load_tensors
 

@@ -34,7 +34,7 @@ import torch
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.io import atomic_path, make_dir, write_json, write_text, write_yaml
 from cxrlab.models.weights import load_plain_tensors
-from cxrlab.training.records import HISTORY_COLUMNS, EpochRecord, RunMetrics
+from cxrlab.training.records import HISTORY_COLUMNS, TARGET_VAL_COLUMNS, EpochRecord, RunMetrics
 
 
 def safe_run_id(text: str) -> str:
@@ -91,7 +91,8 @@ class RunWriter:
         )
 
     def history(self, rows: list[EpochRecord]) -> None:
-        self._text("history.csv", lambda: _csv(HISTORY_COLUMNS, (_history_cells(r) for r in rows)))
+        columns = HISTORY_COLUMNS + [c for c in TARGET_VAL_COLUMNS if any(getattr(r, c) is not None for r in rows)]
+        self._text("history.csv", lambda: _csv(columns, (_history_cells(r, columns) for r in rows)))
 
     def predictions(
         self,
@@ -194,10 +195,10 @@ def check_state_fits(model: torch.nn.Module, state: Any, path: Path, what: str) 
         raise CxrlabError(f"{path} does not fit {what}: {detail}; the file comes from another run or model")
 
 
-def _history_cells(row: EpochRecord) -> list:
+def _history_cells(row: EpochRecord, columns: list[str]) -> list:
     values = row.model_dump()
     values["lr"] = f"{row.lr:.3g}"  # the rate as the epoch log shows it
-    return [values[c] for c in HISTORY_COLUMNS]
+    return [values[c] for c in columns]
 
 
 def _csv(header: list[str], rows) -> str:

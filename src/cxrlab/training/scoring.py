@@ -1,5 +1,6 @@
-"""Scoring the selected checkpoint once: the threshold is fitted on validation, then the test
-split is predicted and summarised. Nothing here chooses anything on the test split."""
+"""Scoring the selected checkpoint once: the temperature and the threshold are fitted on the set
+that chooses (the validation split, or a labelled target sample), then the test split and the
+external sets are predicted and summarised. Nothing here chooses anything on a test set."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import torch
 from cxrlab.core.decision import choose_threshold, positive_index
 from cxrlab.core.metrics import accuracy
 from cxrlab.core.summary import classification_report
+from cxrlab.training.calibration import fit_temperature, probabilities
 from cxrlab.training.context import Context
+from cxrlab.training.external import external_scores, set_logits
 from cxrlab.training.phases import Selection
-from cxrlab.training.predict import predict_logits, softmax
+from cxrlab.training.predict import predict_logits
 from cxrlab.training.records import RunMetrics, ScoresAtHalf
 
 # Metrics of the test report that metrics.json carries as they are (the ones present).
@@ -31,9 +34,9 @@ _TEST_KEYS = (
 )
 
 
-def split_probabilities(ctx: Context, split: str) -> np.ndarray:
-    """Class probabilities of the current model on ``split``: from the cached features in a
-    frozen run (the backbone is fixed, so they are its output), else through the images."""
+def split_logits(ctx: Context, split: str) -> np.ndarray:
+    """Logits of the current model on ``split``: from the cached features in a frozen run (the
+    backbone is fixed, so they are its output), else through the images."""
     config, data, model = ctx.config, ctx.data, ctx.model
     if config.tta == 0 and "train" in ctx.features and split in ctx.features and config.mode == "frozen":
         with torch.no_grad():
@@ -48,22 +51,33 @@ def split_probabilities(ctx: Context, split: str) -> np.ndarray:
             tta=config.tta,
             seed=config.seed,
         )
-    return softmax(logits.astype(np.float64))
+    return logits.astype(np.float64)
 
 
 def score_run(ctx: Context, selection: Selection, train_seconds: float) -> RunMetrics:
-    """Score the selected checkpoint: threshold chosen on val, then the test split, once."""
+    """Score the selected weights: temperature and threshold chosen on the set that chooses
+    (validation, or a labelled target sample), then the test split and the external sets, once."""
     config, data = ctx.config, ctx.data
     classes = data.classes
     binary = len(classes) == 2
     positive = positive_index(classes)
-    probs = {split: split_probabilities(ctx, split) for split in ("val", "test")}
-    val_labels, test_labels = data.labels[data.indices("val")], data.labels[data.indices("test")]
-    threshold = choose_threshold(config.threshold, val_labels, probs["val"], positive) if binary else None
-    test = classification_report(test_labels, probs["test"], classes, threshold, positive)
-    val = classification_report(val_labels, probs["val"], classes, threshold, positive)
-    at_half = classification_report(test_labels, probs["test"], classes, 0.5, positive) if binary else None
+    logits = {split: split_logits(ctx, split) for split in ("val", "test")}
+    for labelled in ctx.external.values():
+        logits[labelled.split] = set_logits(ctx.model, labelled, ctx.device, config, tta=config.tta)
+    labels = {split: data.labels[data.indices(split)] for split in ("val", "test")}
+    labels.update({s.split: s.labels for s in ctx.external.values()})
+    chooser = ctx.selection_set
+    temperature = fit_temperature(logits[chooser], labels[chooser]) if config.temperature_scaling else None
+    probs = {split: probabilities(values, temperature) for split, values in logits.items()}
+    threshold = choose_threshold(config.threshold, labels[chooser], probs[chooser], positive) if binary else None
+    test = classification_report(labels["test"], probs["test"], classes, threshold, positive)
+    val = classification_report(labels["val"], probs["val"], classes, threshold, positive)
+    at_half = classification_report(labels["test"], probs["test"], classes, 0.5, positive) if binary else None
     best_row = next(r for r in ctx.history if r.epoch == selection.epoch)
+    optional = {
+        "external": {n: external_scores(s, probs[s.split], classes, threshold) for n, s in ctx.external.items()}
+    }
+    optional["temperature"] = temperature
     metrics = RunMetrics(
         test_loss=test["loss"],
         test_accuracy=test["accuracy"],
@@ -73,7 +87,7 @@ def score_run(ctx: Context, selection: Selection, train_seconds: float) -> RunMe
         if at_half
         else None,
         val_loss=val["loss"],
-        val_accuracy_argmax=accuracy(val_labels, probs["val"].argmax(axis=1)),
+        val_accuracy_argmax=accuracy(labels["val"], probs["val"].argmax(axis=1)),
         val_roc_auc=val.get("roc_auc"),
         train_accuracy_at_best=best_row.train_acc,
         train_seconds=round(train_seconds, 3),
@@ -87,13 +101,23 @@ def score_run(ctx: Context, selection: Selection, train_seconds: float) -> RunMe
         model=config.model,
         weights=config.weights,
         tta=config.tta,
+        selection_set=chooser,
+        **{k: v for k, v in optional.items() if v},
     )
-    splits = ("val", "test")
-    ctx.writer.predictions(
-        [data.paths[i] for s in splits for i in data.indices(s)],
-        [s for s in splits for _ in data.indices(s)],
-        np.concatenate([val_labels, test_labels]),
-        np.concatenate([probs["val"], probs["test"]]),
-        classes,
-    )
+    _write_predictions(ctx, labels, probs)
     return metrics
+
+
+def _write_predictions(ctx: Context, labels: dict[str, np.ndarray], probs: dict[str, np.ndarray]) -> None:
+    """predictions.csv: val and test, then each external set as split ``external:<name>``."""
+    data = ctx.data
+    paths = {split: [data.paths[i] for i in data.indices(split)] for split in ("val", "test")}
+    paths.update({s.split: [s.dataset.paths[i] for i in s.indices] for s in ctx.external.values()})
+    splits = list(paths)
+    ctx.writer.predictions(
+        [p for s in splits for p in paths[s]],
+        [s for s in splits for _ in paths[s]],
+        np.concatenate([labels[s] for s in splits]),
+        np.concatenate([probs[s] for s in splits]),
+        data.classes,
+    )
