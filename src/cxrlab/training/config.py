@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cxrlab.core.modes import MODES, ModeName
 
@@ -40,7 +40,9 @@ class TrainConfig(BaseModel):
     model: str = Field(description="A registry name (see cxrlab models) or timm:<name>.")
     mode: ModeName = Field("finetune", description="How the pretrained network is used.")
     weights: str | None = Field(
-        None, description="imagenet, none or a .pt/.pth/.safetensors file (default: imagenet; none for scratch)."
+        None,
+        description="imagenet, none or a .pt/.pth/.safetensors file (default: imagenet; none for scratch); "
+        "imagenet-stats or FILE-stats: each tensor drawn from a normal with the pretrained tensor's mean and std.",
     )
     labels: Literal["folders", "kermany3"] = Field(
         "folders", description="Class labels from the folders, or NORMAL/BACTERIA/VIRUS from Kermany file names."
@@ -87,6 +89,30 @@ class TrainConfig(BaseModel):
     )
     backbone_lr_scale: float = Field(
         0.25, gt=0, le=1, description="Gradual mode: the backbone learns at lr times this."
+    )
+
+    # What transfers (finetune mode)
+    freeze_blocks: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Finetune mode: the stem and the first K stages of the backbone frozen (eval mode, no "
+        "gradients), the rest and the head train; with --augment none the frozen part runs once, cached.",
+    )
+    transfer_blocks: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Finetune mode: the stem and the first K stages from the weights, the rest of the backbone "
+        "freshly initialised; everything trains.",
+    )
+    train_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Train on this share of the training split: a class-stratified, patient-grouped subset, "
+        "nested across fractions; validation and test splits unchanged.",
     )
 
     # Decision and evaluation
@@ -142,6 +168,13 @@ class TrainConfig(BaseModel):
         if value not in {"auto", "cpu", "cuda"} and not value.startswith("cuda:"):
             raise ValueError("device is auto, cpu, cuda or cuda:N")
         return value
+
+    @model_validator(mode="after")
+    def _depths_need_finetune(self) -> TrainConfig:
+        for name in ("freeze_blocks", "transfer_blocks"):
+            if getattr(self, name) is not None and self.mode != "finetune":
+                raise ValueError(f"{name} applies to finetune mode only (mode is {self.mode})")
+        return self
 
     def resolved(self) -> TrainConfig:
         """A copy with every mode-dependent default filled in."""

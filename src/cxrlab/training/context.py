@@ -30,6 +30,7 @@ class Context:
     history: list[EpochRecord] = field(default_factory=list)
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<split>" and "<split>_labels"
     feature_seconds: float = 0.0
+    val_auc: float | None = None  # of the last validation pass, for the epoch's record
     tensorboard: object | None = None  # a cxrlab.training.tensorboard.TensorBoardLogger when asked for
     ranks: Ranks = SINGLE
 

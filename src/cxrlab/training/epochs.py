@@ -11,6 +11,7 @@ from cxrlab.data.batches import batch_indices, image_batches
 from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
 from cxrlab.models.registry import Classifier
 from cxrlab.training.context import Context
+from cxrlab.training.convergence import validation_summary
 from cxrlab.training.distributed import shard
 from cxrlab.training.phases import Diverged
 from cxrlab.training.predict import autocast_for, predict_logits
@@ -93,8 +94,7 @@ def train_head_epoch(ctx: Context, optimizer, scheduler, generator: torch.Genera
 @torch.no_grad()
 def evaluate_head(ctx: Context, split: str = "val") -> tuple[float, float]:
     logits = ctx.model.head.eval()(ctx.features[split][0].to(ctx.device)).float().cpu()
-    labels = ctx.features[f"{split}_labels"]
-    return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+    return summarise(ctx, logits, ctx.features[f"{split}_labels"], split)
 
 
 def evaluate_network(ctx: Context, model: Classifier, split: str = "val") -> tuple[float, float]:
@@ -102,5 +102,12 @@ def evaluate_network(ctx: Context, model: Classifier, split: str = "val") -> tup
     logits = torch.from_numpy(
         predict_logits(model, ctx.data.images, indices, ctx.device, batch_size=ctx.config.eval_batch_size)
     )
-    labels = torch.from_numpy(ctx.data.labels[indices])
-    return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+    return summarise(ctx, logits, torch.from_numpy(ctx.data.labels[indices]), split)
+
+
+def summarise(ctx: Context, logits: torch.Tensor, labels: torch.Tensor, split: str) -> tuple[float, float]:
+    """``(loss, accuracy)``; the validation AUC goes to ``ctx.val_auc`` for the epoch's record."""
+    loss, accuracy, auc = validation_summary(logits, labels, ctx.data.classes)
+    if split == "val":
+        ctx.val_auc = auc
+    return loss, accuracy

@@ -20,14 +20,17 @@ import torch
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.progress import console
 from cxrlab.data.dataset import Dataset, load_dataset
+from cxrlab.data.subsets import keep_train_fraction
+from cxrlab.models.initialise import initialise
 from cxrlab.models.registry import build_model
-from cxrlab.models.weights import load_weights
 from cxrlab.training.checkpoint import LAST, restore_checkpoint, restore_optimizer, save_checkpoint
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
+from cxrlab.training.convergence import convergence
 from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, sync_buffers, weights_agree
 from cxrlab.training.epochs import evaluate_head, evaluate_network, train_head_epoch, train_network_epoch
 from cxrlab.training.features import prepare_features
+from cxrlab.training.freeze import evaluate_top, freeze_bottom, train_top_epoch, transfer_fields
 from cxrlab.training.optim import make_optimizer, make_scheduler
 from cxrlab.training.phases import Diverged, Phase, Selection, plan_phases
 from cxrlab.training.records import (
@@ -79,7 +82,14 @@ def fit(
             "(files, their sizes or times, or the splits): start a new run"
         )
     model = build_model(config.model, num_classes=len(data.classes))
-    weights_id = load_weights(model, config.model, config.weights)
+    weights_id = initialise(
+        model,
+        config.model,
+        config.weights,
+        seed=config.seed,
+        transfer_blocks=config.transfer_blocks,
+        freeze_blocks=config.freeze_blocks,
+    )
     model.to(device)
     if use_channels_last(config.channels_last):
         model.to(memory_format=torch.channels_last)
@@ -138,6 +148,7 @@ def _load_data(config: TrainConfig, show_progress: bool) -> Dataset:
         cache_dir=config.cache_dir,
         show_progress=show_progress,
     )
+    data = keep_train_fraction(data, config.train_fraction, config.split_seed)
     check_splits(data)
     return data
 
@@ -193,6 +204,8 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
         raise CxrlabError("no epoch was trained: use --epochs 1 or more")
     ctx.model.load_state_dict(selection.state)
     metrics = score_run(ctx, selection, train_seconds)
+    for key, value in {**convergence(ctx.history, ctx.feature_seconds), **transfer_fields(ctx)}.items():
+        setattr(metrics, key, value)
     if ctx.ranks.enabled:
         metrics.distributed = DistributedInfo(
             world_size=ctx.ranks.world,
@@ -218,6 +231,7 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         prepare_features(ctx)
     for parameter in model.backbone.parameters():
         parameter.requires_grad_(not phase.head_only)
+    bottom = freeze_bottom(ctx, phase, resuming=first_epoch > 0)
     optimizer = make_optimizer(config, model, phase)
     steps_per_epoch = ctx.steps_per_epoch(phase)
     scheduler = make_scheduler(config, optimizer, steps_per_epoch, phase.epochs)
@@ -230,7 +244,10 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         number = epoch_offset + epoch + 1
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
         tick = time.perf_counter()
-        if phase.head_only and phase.on_features:
+        if bottom is not None and bottom.cached:
+            train_loss, train_acc = train_top_epoch(ctx, bottom, optimizer, scheduler, generator, number)
+            val_loss, val_acc = evaluate_top(ctx, bottom)
+        elif phase.head_only and phase.on_features:
             train_loss, train_acc = train_head_epoch(ctx, optimizer, scheduler, generator, number)
             val_loss, val_acc = evaluate_head(ctx)
         else:
@@ -251,6 +268,7 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
             val_acc=round(val_acc, 6),
             lr=float(f"{optimizer.param_groups[-1]['lr']:.3g}"),
             seconds=round(time.perf_counter() - tick, 3),
+            val_auc=None if ctx.val_auc is None else round(ctx.val_auc, 6),
         )
         improved = _record_epoch(ctx, row, selection, val_loss, val_acc)
         save_checkpoint(ctx, index, epoch + 1, optimizer, scheduler, selection)

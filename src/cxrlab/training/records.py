@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cxrlab.core.decision import decide, positive_index
 from cxrlab.core.errors import CxrlabError
@@ -23,7 +23,7 @@ from cxrlab.core.io import read_json, read_yaml
 from cxrlab.training.config import TrainConfig
 
 FINISHED, RUNNING, DIVERGED, FAILED, UNKNOWN = "finished", "running", "diverged", "failed", "unknown"
-HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "val_auc"]
 
 
 class _Record(BaseModel):
@@ -155,6 +155,18 @@ class RunMetrics(_Record):
     # External sets by name; their per-image probabilities are in predictions.csv under the
     # split "external:<name>".
     external: dict[str, ExternalScores] = Field(default_factory=dict)
+    # Convergence (training/convergence.py): the first epoch at which validation loss came
+    # within 5% of the run's lowest, and validation AUC within 0.005 of its highest, with the
+    # training seconds spent by the end of it.
+    converged_epoch: int | None = None
+    converged_seconds: float | None = None
+    converged_auc_epoch: int | None = None
+    converged_auc_seconds: float | None = None
+    # What transferred: how the backbone started (pretrained, partial, stats, random, file),
+    # how many stages its depth settings count, and the parameters that trained.
+    init: str | None = None
+    stages: int | None = None
+    trainable_params: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as written to metrics.json (the keys that were set, by their file names)."""
@@ -172,6 +184,13 @@ class EpochRecord(_Record):
     val_acc: float
     lr: float
     seconds: float
+    val_auc: float | None = None  # None in histories written before it was recorded
+
+    @field_validator("val_auc", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # history.csv writes a missing AUC as an empty cell; an undefined one (one class) as nan.
+        return None if value in ("", None) else value
 
 
 @dataclass
