@@ -1,8 +1,8 @@
 """The command line: parse, call one function, print. No logic lives here.
 
 One module per group of commands registers on the shared typer app: ``inspect`` (data
-inspect, models), ``runs`` (train, evaluate, predict, export) and ``studies`` (sweep,
-study, compare, report).
+inspect, models), ``runs`` (train, evaluate, predict, export), ``similarity`` (similarity,
+filters) and ``studies`` (sweep, study, compare, report).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from cxrlab.cli import inspect, runs, studies  # noqa: F401 - they register the commands
+from cxrlab.cli import inspect, runs, similarity, studies  # noqa: F401 - they register the commands
 from cxrlab.cli.app import app
 from cxrlab.core.errors import CxrlabError
 
