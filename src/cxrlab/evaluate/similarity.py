@@ -36,8 +36,10 @@ from cxrlab.training.records import load_run
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:
-    """The linear kernel ``x x'`` of rows ``x`` (flattened to ``(n, p)``), in float64."""
+    """The linear kernel ``x x'`` of rows ``x`` (flattened to ``(n, p)``), in float64: the
+    product in float32 for network activations, in float64 when they are given so."""
     x = x.reshape(x.shape[0], -1)
+    x = x if x.dtype == torch.float64 else x.float()
     return (x @ x.T).double()
 
 
@@ -79,7 +81,7 @@ class CkaAccumulator:
         """One mini-batch: the activations of each layer of the two networks, same images."""
         hsic = ESTIMATORS[self.estimator]
         for i, (x, y) in enumerate(zip(a, b)):
-            k, l = gram(x.float()), gram(y.float())  # noqa: E741
+            k, l = gram(x), gram(y)  # noqa: E741
             self.xy[i] += hsic(k, l)
             self.xx[i] += hsic(k, k)
             self.yy[i] += hsic(l, l)
