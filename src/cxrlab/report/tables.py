@@ -29,8 +29,24 @@ METRICS = {
     "roc_auc": "roc_auc",
     "sensitivity": "sensitivity",
     "specificity": "specificity",
+    "converged_epoch": "converged_epoch",
+    "converged_seconds": "converged_seconds",
 }
 SETTINGS = ["model", "mode", "learning_rate", "epochs", "weight_decay", "batch_size", "image_size", "optimizer"]
+# What transferred (freeze depth, partial transfer, weights, data size): shown in results.md
+# when any row sets one away from its default.
+TRANSFER_SETTINGS = {
+    "freeze_blocks": "freeze K",
+    "transfer_blocks": "transfer K",
+    "weights": "weights",
+    "train_fraction": "train fraction",
+}
+_PLAIN = {
+    "freeze_blocks": (None,),
+    "transfer_blocks": (None,),
+    "weights": ("imagenet", "none"),
+    "train_fraction": (1.0,),
+}
 SEED_SUFFIX = re.compile(r"-seed=\d+$")
 
 
@@ -51,6 +67,7 @@ def results_rows(runs: list[RunRecord]) -> list[dict]:
 def results_markdown(rows: list[dict]) -> str:
     """A Markdown table of ``rows``: mean ± std where a setting has more than one run."""
     show_status = any(row["status"] != FINISHED for row in rows)
+    transfer = [k for k in TRANSFER_SETTINGS if any(row[k] not in _PLAIN[k] for row in rows)]
     header = [
         "model",
         "mode",
@@ -67,8 +84,10 @@ def results_markdown(rows: list[dict]) -> str:
         "AUC",
         "sensitivity",
         "specificity",
+        "converged (epoch, s)",
         "n",
     ]
+    header[2:2] = [TRANSFER_SETTINGS[k] for k in transfer]
     header += ["status"] if show_status else []
     lines = [
         "| " + " | ".join(header) + " |",
@@ -91,8 +110,10 @@ def results_markdown(rows: list[dict]) -> str:
             _mean_std(row, "roc_auc", 4),
             _percent(row, "sensitivity"),
             _percent(row, "specificity"),
+            _converged(row),
             str(row["n"]),
         ]
+        cells[2:2] = [_number(row[k]) for k in transfer]
         cells += [row["status"]] if show_status else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -101,7 +122,7 @@ def results_markdown(rows: list[dict]) -> str:
 def write_results(rows: list[dict], folder: str | Path) -> list[Path]:
     """``results.csv`` (every field) and ``results.md`` (the table) in ``folder``, atomically."""
     folder = Path(folder)
-    columns = ["setting"] + SETTINGS + ["n", "status"]
+    columns = ["setting"] + SETTINGS + list(TRANSFER_SETTINGS) + ["n", "status"]
     for name in METRICS:
         columns += [name, f"{name}_std"]
     columns += ["runs"]
@@ -114,7 +135,8 @@ def write_results(rows: list[dict], folder: str | Path) -> list[Path]:
     note = (
         "\nOne row per setting, sorted by validation loss (the test split chooses nothing); "
         "mean ± standard deviation over n seeds where n > 1. Train time is fitting time (epochs, plus "
-        "computing frozen features once).\n"
+        "computing frozen features once). Converged: the first epoch at which validation loss came within "
+        "5% of the run's lowest, and the training seconds by then.\n"
     )
     write_text(folder / "results.md", results_markdown(rows) + note)
     return [folder / "results.csv", folder / "results.md"]
@@ -144,6 +166,7 @@ def _row(runs: list[RunRecord]) -> dict:
         "batch_size": first.batch_size,
         "image_size": first.image_size,
         "optimizer": first.optimizer,
+        **{key: getattr(first, key) for key in TRANSFER_SETTINGS},
         "n": len(runs),
         "status": _status(runs),
         "runs": [r.run_id for r in runs],
@@ -200,6 +223,13 @@ def _mean_std(row: dict, name: str, digits: int, unit: str = "") -> str:
     if row["n"] > 1 and std is not None:
         text += f" ± {std:.{digits}f}"
     return text + unit
+
+
+def _converged(row: dict) -> str:
+    """When validation loss first came within 5% of its best: epoch and training seconds."""
+    if row["converged_epoch"] is None:
+        return "-"
+    return f"{row['converged_epoch']:.3g}, {row['converged_seconds']:.0f} s"
 
 
 def _percent(row: dict, name: str) -> str:
