@@ -226,3 +226,21 @@ def test_runs_record_validation_auc_per_epoch_and_their_convergence(tiny_root, t
     assert metrics.converged_auc_epoch == expected["converged_auc_epoch"]
     assert metrics.converged_seconds == pytest.approx(expected["converged_seconds"], abs=1e-3)
     assert metrics.init == "random" and metrics.stages == 4
+
+
+def test_convergence_figure_draws_every_run_against_its_training_seconds(tiny_root, tmp_path):
+    from cxrlab.evaluate.layer_figures import convergence_figure, save_png
+
+    runs = [
+        load_run(fit(_config(tiny_root, tmp_path, mode=mode, epochs=2), show_progress=False))
+        for mode in ("finetune", "frozen")
+    ]
+    figure = convergence_figure(runs)
+    lines = [line for line in figure.axes[0].get_lines() if len(line.get_xdata()) == 2]
+    assert len(lines) == 2
+    frozen = next(line for line, run in zip(lines, runs) if run.config.mode == "frozen")
+    # The frozen run's curve starts after its features were computed.
+    first_epoch = runs[1].epochs[0].seconds
+    assert frozen.get_xdata()[0] == pytest.approx(runs[1].scores.train_seconds - runs[1].epochs[1].seconds, abs=1e-2)
+    assert frozen.get_xdata()[0] >= first_epoch
+    assert save_png(figure, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

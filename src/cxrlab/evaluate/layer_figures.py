@@ -17,7 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cxrlab.core.io import atomic_path
+from cxrlab.core.modes import mode_colour, mode_title
 from cxrlab.evaluate.similarity import Similarity
+from cxrlab.training.records import RunRecord
 
 # Colour-blind-safe (Okabe-Ito), in the order the comparisons are given.
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
@@ -88,4 +90,32 @@ def filters_figure(named_weights: list[tuple[str, torch.Tensor]]) -> Figure:
         axes.set_title(plain(f"{label}\n({shape})"), fontsize=9)
         axes.set_axis_off()
     figure.suptitle("First convolution's filters (each network scaled to its own range)", fontsize=10)
+    return figure
+
+
+def convergence_figure(runs: list[RunRecord]) -> Figure:
+    """Validation AUC against training seconds, one line per run coloured by its mode, with
+    each run's convergence (AUC within 0.005 of its best) marked."""
+    figure = _figure(7.0, 4.2)
+    axes = figure.add_subplot()
+    labelled: set[str] = set()
+    for run in runs:
+        rows = [r for r in run.epochs if r.val_auc is not None and np.isfinite(r.val_auc)]
+        if not rows:
+            continue
+        start = run.metrics.train_seconds - sum(r.seconds for r in run.epochs) if run.metrics else 0.0
+        seconds = start + np.cumsum([r.seconds for r in run.epochs])[[run.epochs.index(r) for r in rows]]
+        mode = run.config.mode
+        label = None if mode in labelled else mode_title(mode)
+        labelled.add(mode)
+        axes.plot(seconds, [r.val_auc for r in rows], marker=".", color=mode_colour(mode), label=label, alpha=0.8)
+        if run.metrics is not None and run.metrics.converged_auc_seconds is not None:
+            best = max(r.val_auc for r in rows)
+            axes.plot([run.metrics.converged_auc_seconds], [best], marker="o", mfc="none", color=mode_colour(mode))
+    axes.set_xlabel("training seconds (frozen features or activations included)")
+    axes.set_ylabel("validation AUC")
+    axes.set_title("Convergence: validation AUC against training time (circles: within 0.005 of the best)", fontsize=10)
+    axes.grid(alpha=0.3)
+    if labelled:
+        axes.legend(fontsize=8)
     return figure
