@@ -8,8 +8,12 @@ train, plus val and test splits as cxrlab would hold out), or --data. The figure
 run's train_seconds (every epoch's train and val passes); the wall time, which adds loading,
 checkpoints and scoring the test split, is printed beside it.
 
-    python bench/gpu.py [--epochs 20] [--batch-size 256] [--compile]
-    python bench/gpu.py --dry-run    # the same path on the CPU in seconds (64 images, 32 px, 1 epoch)
+    python bench/gpu.py [--epochs 20] [--batch-size 256] [--compile] [--ranks N]
+    python bench/gpu.py --dry-run    # the same path on the CPU in seconds (64 images, 32 px, 1 epoch),
+                                     # one process and then two under torchrun (gloo)
+
+``--ranks N`` runs the same fit as one DDP run of N processes under torchrun (one GPU each;
+on the CPU, gloo), through the command line a user types.
 
 Not measured yet: the machines this was written on have no GPU.
 """
@@ -17,6 +21,7 @@ Not measured yet: the machines this was written on have no GPU.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +59,20 @@ def synthetic_npz(n_train: int, size: int, cache_dir: str | None = None, seed: i
     return path
 
 
+def fit_distributed(config: TrainConfig, ranks: int) -> Path:
+    """The run as ``torchrun --nproc_per_node RANKS -m cxrlab train ... --distributed``."""
+    flags = []
+    for key, value in config.model_dump(exclude_defaults=True).items():
+        if isinstance(value, bool):
+            flags.append(f"--{key.replace('_', '-')}" if value else f"--no-{key.replace('_', '-')}")
+        else:
+            flags += [f"--{key.replace('_', '-')}", str(value)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    command += ["-m", "cxrlab", "train", *flags, "--distributed", "--name", "ddp", "--quiet"]
+    subprocess.run(command, check=True)
+    return Path(config.out) / "ddp"
+
+
 def measure(args) -> dict:
     data = args.data or str(synthetic_npz(args.images, args.image_size, args.cache_dir))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,7 +92,8 @@ def measure(args) -> dict:
             out=out,
         )
         tick = time.perf_counter()
-        run_dir = fit(config, show_progress=False)  # epoch lines on stderr
+        # Epoch lines go to stderr.
+        run_dir = fit_distributed(config, args.ranks) if args.ranks > 1 else fit(config, show_progress=False)
         wall = time.perf_counter() - tick
         run = load_run(run_dir)
     train_seconds = run.scores.train_seconds
@@ -82,7 +102,8 @@ def measure(args) -> dict:
         f"{'dry run: ' if args.dry_run else ''}{args.model} fine-tune, {args.epochs} epochs x "
         f"{run.scores.n_train} images at {args.image_size} px, batch {args.batch_size}, "
         f"{'bf16 autocast + channels_last' if device.startswith('cuda') else 'fp32'}"
-        f"{' + compile' if args.compile else ''} on {name}, wall {wall:.1f} s "
+        f"{' + compile' if args.compile else ''} on {name}"
+        f"{f' x {args.ranks} ranks (DDP)' if args.ranks > 1 else ''}, wall {wall:.1f} s "
         f"(goal <= {GOAL:g} s, study 1096 s): {train_seconds:.1f} s"
     )
     return {
@@ -95,6 +116,8 @@ def measure(args) -> dict:
         "epoch_seconds": [row.seconds for row in run.epochs],
         "n_train": run.scores.n_train,
         "environment": environment,
+        "ranks": args.ranks,
+        "distributed": run.scores.distributed.model_dump() if run.scores.distributed else None,
     }
 
 
@@ -109,13 +132,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when present)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (cxrlab --compile)")
     p.add_argument("--dry-run", action="store_true", help="64 images at 32 px, 1 epoch, batch 16, on one CPU thread")
+    p.add_argument("--ranks", type=int, default=1, help="processes of one DDP run under torchrun (default: 1)")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--results", default=str(benchlib.RESULTS_DIR))
     args = p.parse_args(argv)
     if args.dry_run:
         args.images, args.image_size, args.epochs, args.batch_size, args.device = 64, 32, 1, 16, "cpu"
         torch.set_num_threads(1)
-    record = measure(args)
+        single = measure(args)
+        args.ranks = 2  # the distributed path too: process group, shards, buffer sync, weight check
+        record = measure(args)
+        record["single_process"] = {k: single[k] for k in ("value", "wall_seconds")}
+        if not (record["distributed"] or {}).get("ranks_identical"):
+            raise SystemExit("dry run: the two ranks ended with different weights")
+    else:
+        record = measure(args)
     return benchlib.finish("gpu_dry_run" if args.dry_run else "gpu", record.pop("line"), record, args)
 
 

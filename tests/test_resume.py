@@ -34,6 +34,7 @@ import yaml
 
 from conftest import make_dataset_root
 from cxrlab.training.records import read_csv
+from cxrlab.training.rundir import load_tensors
 
 SEED = int(os.environ.get("CXRLAB_KILL_SEED") or random.SystemRandom().randrange(1_000_000))
 HEAD_EPOCHS = 16
@@ -211,10 +212,12 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
 
     def untimed(path: Path) -> str:
         metrics = json.loads(path.read_text())
-        return json.dumps({k: v for k, v in metrics.items() if not k.endswith("_seconds")}, sort_keys=True)
+        return json.dumps(
+            {k: v for k, v in metrics.items() if not k.endswith("_seconds") and k != "machine"}, sort_keys=True
+        )
 
     assert untimed(resumed / "metrics.json") == untimed(reference / "metrics.json")
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in rows]  # noqa: E731
     assert strip(read_csv(resumed / "history.csv")) == strip(read_csv(reference / "history.csv"))
     assert (resumed / "predictions.csv").read_text() == (reference / "predictions.csv").read_text()
     assert not (resumed / "last.pt").exists()
@@ -357,11 +360,21 @@ def test_a_kill_between_history_and_checkpoint_redoes_that_epoch(data_root, tmp_
 
     reference = fit(config("reference"), show_progress=False, log=lambda line: None)
 
+    def checkpoint_of_epoch(epochs_done: int) -> Path:
+        # Network phases write last.pt on a background thread: wait until it holds the epoch.
+        path = tmp_path / "cut" / "last.pt"
+        for _ in range(600):
+            if path.exists() and int(load_tensors(path)["epochs_done"]) == epochs_done:
+                return path
+            time.sleep(0.05)
+        raise AssertionError(f"last.pt never held epoch {epochs_done}")
+
     def stop_after_epoch_2(line: str) -> None:
-        # Called just after each epoch's checkpoint: keep epoch 1's, stop once epoch 2's is written.
+        # Called just after each epoch: keep epoch 1's checkpoint, stop once epoch 2's is written.
         if line.startswith("epoch   1"):
-            shutil.copy(tmp_path / "cut" / "last.pt", tmp_path / "last-epoch-1.pt")
+            shutil.copy(checkpoint_of_epoch(1), tmp_path / "last-epoch-1.pt")
         if line.startswith("epoch   2"):
+            checkpoint_of_epoch(2)
             raise _Stop
 
     with pytest.raises(_Stop):

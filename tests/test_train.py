@@ -128,6 +128,7 @@ def test_run_directory_records(tiny_root, tmp_path):
             "val_acc",
             "lr",
             "seconds",
+            "cpu_seconds",
             "val_auc",
         ]
     for key in (

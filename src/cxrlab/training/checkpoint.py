@@ -1,49 +1,120 @@
-"""The resumable state of a run: written after every epoch as ``last.pt``, read by ``--resume``.
+"""The run's weights on disk: the best checkpoint (``model.pt``) and the resumable state after
+every epoch (``last.pt``), read back by ``--resume``.
 
-It holds what the next epoch needs to continue exactly as an uninterrupted run would: the
-weights, the optimiser and schedule, the random state, the best epoch so far and the time
-the frozen features cost.
+What is written follows what changed. In a head phase the backbone is frozen, so ``last.pt``
+holds only the head, its optimiser and the best head so far (kilobytes, where a whole
+ResNet-18 is 45 MB), and ``model.pt`` is assembled once when the phase ends; on resume the
+backbone is rebuilt from the run's weights, exactly as it started, and checked against the
+digest recorded with it. In a network phase everything changes every step: both files are
+written from copies on a background thread, in order, so the next epoch does not wait for
+the disk; a kill leaves each file whole (written by rename), and ``history.csv`` may then be
+one epoch ahead of ``last.pt``, which resume handles by redoing that epoch.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 
+from cxrlab.core.errors import CxrlabError
 from cxrlab.training.context import Context
-from cxrlab.training.phases import Selection, plan_phases
+from cxrlab.training.phases import Phase, Selection, plan_phases
 from cxrlab.training.records import EpochRecord, read_csv
 from cxrlab.training.rundir import load_tensors, save_tensors
 
 LAST = "last.pt"
+BEST = "model.pt"
+
+
+def _copied(state: dict) -> dict:
+    """A snapshot of a (nested) state dict that later optimiser steps cannot change."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: _copied(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_copied(v) for v in state]
+    return state
+
+
+def backbone_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_meta(ctx: Context, epoch: int) -> dict:
+    return {"model": ctx.config.model, "classes": ctx.data.classes, "image_size": ctx.config.image_size, "epoch": epoch}
+
+
+def on_improvement(ctx: Context, phase: Phase, selection: Selection) -> None:
+    """The epoch just kept is the best so far: a network phase writes it now (in the
+    background); a head phase writes it when the phase ends."""
+    if ctx.writer.enabled and not phase.head_only:
+        ctx.background.submit(
+            ctx.writer.path / BEST, {"state_dict": selection.state, "meta": model_meta(ctx, selection.epoch)}
+        )
+
+
+def write_best(ctx: Context, selection: Selection) -> None:
+    """``model.pt`` from the selection, now (the end of a head phase, a divergence, the end)."""
+    ctx.background.drain()
+    if ctx.writer.enabled and selection.state is not None:
+        ctx.writer.model(selection.state, model_meta(ctx, selection.epoch))
 
 
 def save_checkpoint(
-    ctx: Context, phase_index: int, epochs_done: int, optimizer, scheduler, selection: Selection
+    ctx: Context, phase: Phase, phase_index: int, epochs_done: int, optimizer, scheduler, selection: Selection
 ) -> None:
     if not ctx.writer.enabled:
         return
-    save_tensors(
-        ctx.writer.path / LAST,
-        {
-            "phase": phase_index,
-            "epochs_done": epochs_done,
-            "model": ctx.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "best_epoch": selection.epoch,
-            "best_score": selection.score,
-            "feature_seconds": ctx.feature_seconds,
-        },
-    )
+    state = {
+        "phase": phase_index,
+        "epochs_done": epochs_done,
+        "optimizer": _copied(optimizer.state_dict()),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "best_epoch": selection.epoch,
+        "best_score": selection.score,
+        "feature_seconds": ctx.feature_seconds,
+        "feature_cpu_seconds": ctx.feature_cpu_seconds,
+    }
+    if phase.head_only:
+        if ctx.backbone_digest is None:
+            ctx.backbone_digest = backbone_digest(ctx.model.backbone)
+        best = selection.state or {}
+        state.update(
+            kind="head",
+            head=_copied(ctx.model.head.state_dict()),
+            best_head={k: v for k, v in best.items() if k.startswith("head.")},
+            backbone_digest=ctx.backbone_digest,
+        )
+        save_tensors(ctx.writer.path / LAST, state)  # kilobytes: not worth a thread
+    else:
+        state.update(kind="network", model=_copied(ctx.model.state_dict()))
+        ctx.background.submit(ctx.writer.path / LAST, state)
 
 
 def restore_checkpoint(ctx: Context, run_dir: Path) -> tuple[int, int, Selection]:
     """Load ``last.pt`` into ``ctx``; returns ``(phase, epochs done in it, selection)`` to go on from."""
     state = load_tensors(run_dir / LAST)
-    ctx.model.load_state_dict(state["model"])
+    selection = Selection(ctx.config.select, score=float(state["best_score"]), epoch=int(state["best_epoch"]))
+    if state.get("kind") == "head":
+        if backbone_digest(ctx.model.backbone) != state["backbone_digest"]:
+            raise CxrlabError(
+                f"--resume {run_dir}: the backbone rebuilt from the run's weights differs from the one it trained on"
+            )
+        ctx.model.head.load_state_dict(state["head"])
+        if state["best_head"]:
+            selection.state = {**_copied(ctx.model.state_dict()), **state["best_head"]}
+    else:
+        ctx.model.load_state_dict(state["model"])
+        if (run_dir / BEST).exists():
+            selection.state = load_tensors(run_dir / BEST)["state_dict"]
     torch.set_rng_state(state["rng"])
     phases = plan_phases(ctx.config)
     phase, done = int(state["phase"]), int(state["epochs_done"])
@@ -53,9 +124,7 @@ def restore_checkpoint(ctx: Context, run_dir: Path) -> tuple[int, int, Selection
         EpochRecord.model_validate(row) for row in read_csv(run_dir / "history.csv") if int(row["epoch"]) <= epochs_done
     ]
     ctx.feature_seconds = float(state["feature_seconds"])
-    selection = Selection(ctx.config.select, score=float(state["best_score"]), epoch=int(state["best_epoch"]))
-    if (run_dir / "model.pt").exists():
-        selection.state = load_tensors(run_dir / "model.pt")["state_dict"]
+    ctx.feature_cpu_seconds = float(state.get("feature_cpu_seconds", 0.0))
     if done >= phases[phase].epochs and phase + 1 < len(phases):
         phase, done = phase + 1, 0
     return phase, done, selection

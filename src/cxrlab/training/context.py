@@ -14,7 +14,7 @@ from cxrlab.training.config import TrainConfig
 from cxrlab.training.distributed import SINGLE, Ranks, shard
 from cxrlab.training.phases import Phase
 from cxrlab.training.records import EpochRecord
-from cxrlab.training.rundir import RunWriter
+from cxrlab.training.rundir import BackgroundWrites, RunWriter
 
 
 @dataclass
@@ -30,6 +30,10 @@ class Context:
     history: list[EpochRecord] = field(default_factory=list)
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # "<split>" and "<split>_labels"
     feature_seconds: float = 0.0
+    feature_cpu_seconds: float = 0.0
+    load_at_start: float | None = None  # the machine's 1-minute load average when training began
+    background: BackgroundWrites = field(default_factory=BackgroundWrites)  # checkpoint writes off the loop
+    backbone_digest: str | None = None  # of the frozen backbone a head phase trains on
     val_auc: float | None = None  # of the last validation pass, for the epoch's record
     tensorboard: object | None = None  # a cxrlab.training.tensorboard.TensorBoardLogger when asked for
     ranks: Ranks = SINGLE

@@ -64,7 +64,7 @@ def cached_features(
         with file_lock(array_path):
             features = _load(array_path, manifest_path)
             if features is None:
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.process_time()
                 features = compute_features(
                     model,
                     images,
@@ -86,6 +86,7 @@ def cached_features(
                         "dtype": str(features.dtype),
                         "checksum": pixels_checksum(features.view(np.uint8)),
                         "seconds": round(time.perf_counter() - started, 3),
+                        "cpu_seconds": round(time.process_time() - started_cpu, 3),
                     },
                 )
     tensor = torch.from_numpy(np.ascontiguousarray(features))
@@ -95,12 +96,13 @@ def cached_features(
     return tensor
 
 
-def recorded_seconds(key: str, cache_dir: str | None = None) -> float | None:
+def recorded_seconds(key: str, cache_dir: str | None = None, clock: str = "seconds") -> float | None:
     """How long computing the features of ``key`` took when they were computed (by this run
-    or an earlier one that shared them), from the cache manifest."""
+    or an earlier one that shared them), from the cache manifest: wall ``seconds`` or
+    process ``cpu_seconds``."""
     manifest_path = cache_root(cache_dir) / "features" / f"{key}.json"
     try:
-        return float(read_json(manifest_path)["seconds"])
+        return float(read_json(manifest_path)[clock])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -208,3 +210,4 @@ def prepare_features(ctx: Context) -> None:
         # What computing these features cost, even when an earlier run computed them: a
         # run's training time must not depend on what happens to be in the cache.
         ctx.feature_seconds += recorded_seconds(key, config.cache_dir) or 0.0
+        ctx.feature_cpu_seconds += recorded_seconds(key, config.cache_dir, "cpu_seconds") or 0.0

@@ -73,9 +73,10 @@ def freeze_bottom(ctx: Context, phase: Phase, resuming: bool = False) -> FrozenB
     cache = config.augment == "none" and config.feature_cache and stages.sequential and not ctx.ranks.enabled
     if cache:
         for split in SPLITS:
-            bottom.activations[split], seconds = cached_activations(ctx, bottom, split)
+            bottom.activations[split], seconds, cpu_seconds = cached_activations(ctx, bottom, split)
             if not resuming:  # a resumed run's checkpoint already counts them
                 ctx.feature_seconds += seconds
+                ctx.feature_cpu_seconds += cpu_seconds
     return bottom
 
 
@@ -170,9 +171,9 @@ def activation_key(ctx: Context, k: int, split: str) -> str:
     )
 
 
-def cached_activations(ctx: Context, bottom: FrozenBottom, split: str) -> tuple[np.ndarray, float]:
-    """The bottom's output on ``split`` (memory-mapped) and the seconds computing it took when
-    it was computed: a run's training time does not depend on what the cache held."""
+def cached_activations(ctx: Context, bottom: FrozenBottom, split: str) -> tuple[np.ndarray, float, float]:
+    """The bottom's output on ``split`` (memory-mapped) and the wall and CPU seconds computing
+    it took when it was computed: a run's training time does not depend on what the cache held."""
     key = activation_key(ctx, bottom.k, split)
     folder = cache_root(ctx.config.cache_dir) / "activations"
     array_path, manifest_path = folder / f"{key}.npy", folder / f"{key}.json"
@@ -181,35 +182,41 @@ def cached_activations(ctx: Context, bottom: FrozenBottom, split: str) -> tuple[
         with file_lock(array_path):
             found = _load(array_path, manifest_path)
             if found is None:
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.process_time()
                 with atomic_path(array_path) as tmp:
                     array = _compute(ctx, bottom, split, tmp)
                     checksum = pixels_checksum(np.asarray(array).view(np.uint8))
                     array.flush()
                     shape = list(array.shape)
                     del array
-                seconds = round(time.perf_counter() - started, 3)
-                write_json(manifest_path, {"shape": shape, "checksum": checksum, "seconds": seconds})
+                manifest = {
+                    "shape": shape,
+                    "checksum": checksum,
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "cpu_seconds": round(time.process_time() - started_cpu, 3),
+                }
+                write_json(manifest_path, manifest)
                 found = _load(array_path, manifest_path)
     if found is None:
         raise RuntimeError(f"the activation cache {array_path} could not be read back after writing it")
     return found
 
 
-def _load(array_path: Path, manifest_path: Path) -> tuple[np.ndarray, float] | None:
+def _load(array_path: Path, manifest_path: Path) -> tuple[np.ndarray, float, float] | None:
     if not array_path.exists() or not manifest_path.exists():
         return None
     try:
         manifest = read_json(manifest_path)
         array = np.load(array_path, mmap_mode="r", allow_pickle=False)
-        shape, checksum, seconds = manifest["shape"], manifest["checksum"], float(manifest["seconds"])
+        shape, checksum = manifest["shape"], manifest["checksum"]
+        seconds, cpu_seconds = float(manifest["seconds"]), float(manifest["cpu_seconds"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable or truncated: recomputed, never trusted
     if array.dtype != np.float32 or list(array.shape) != shape:
         return None
     if pixels_checksum(np.asarray(array).view(np.uint8)) != checksum:
         return None
-    return array, seconds
+    return array, seconds, cpu_seconds
 
 
 @torch.inference_mode()

@@ -23,7 +23,15 @@ from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.data.subsets import keep_train_fraction
 from cxrlab.models.initialise import initialise
 from cxrlab.models.registry import build_model
-from cxrlab.training.checkpoint import LAST, restore_checkpoint, restore_optimizer, save_checkpoint
+from cxrlab.training.checkpoint import (
+    BEST,
+    LAST,
+    on_improvement,
+    restore_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+    write_best,
+)
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
 from cxrlab.training.convergence import convergence
@@ -40,11 +48,12 @@ from cxrlab.training.records import (
     RUNNING,
     DistributedInfo,
     EpochRecord,
+    MachineLoad,
     read_config,
     read_status,
 )
 from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
-from cxrlab.training.runtime import config_record, resolve_device, seed_everything, use_channels_last
+from cxrlab.training.runtime import config_record, load_average, resolve_device, seed_everything, use_channels_last
 
 Log = Callable[[str], None]
 
@@ -67,12 +76,11 @@ def fit(
     ranks = SINGLE
     if config.distributed:
         ranks = init_ranks(device)
-        if device.type == "cuda":
-            device = torch.device("cuda", ranks.local_rank)
+        device = ranks.device
         if not ranks.is_main:
             log = lambda line: None  # noqa: E731 - one voice per run
     deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
-    seed_everything(config.seed, deterministic)
+    seed_everything(config.seed, deterministic, compiling=config.compile)
 
     data = _load_data(config, show_progress)
     if recorded_split not in (None, data.split_fingerprint):
@@ -117,6 +125,7 @@ def fit(
         ctx.tensorboard = TensorBoardLogger(run_dir / "tensorboard", record)
         ctx.tensorboard.examples(data)
 
+    ctx.load_at_start = load_average()
     selection = _train(ctx, resume is not None, log)
     if selection is None:
         return run_dir  # diverged: recorded and said
@@ -168,6 +177,8 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
     start_phase, start_epoch = 0, 0
     if resuming and (writer.path / LAST).exists():
         start_phase, start_epoch, selection = restore_checkpoint(ctx, writer.path)
+        if not (writer.path / BEST).exists():
+            write_best(ctx, selection)  # a head phase's best, when the kill came before it was written
         log(f"resuming {writer.path} at phase {start_phase + 1}, epoch {start_epoch + 1}")
     try:
         for index, phase in enumerate(plan_phases(config)):
@@ -175,6 +186,7 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
                 first = start_epoch if index == start_phase else 0
                 run_phase(ctx, index, phase, selection, first_epoch=first, log=log)
     except Diverged as exc:
+        write_best(ctx, selection)  # the kept checkpoint is on disk before the status says so
         writer.status(DIVERGED, epoch=exc.epoch, step=exc.step, loss=str(exc.loss), best_epoch=selection.epoch or None)
         kept = (
             f"kept the checkpoint of epoch {selection.epoch}"
@@ -187,6 +199,7 @@ def _train(ctx: Context, resuming: bool, log: Log) -> Selection | None:
         )
         return None
     except BaseException:
+        ctx.background.drain()
         writer.status(FAILED)
         raise
     return selection
@@ -200,10 +213,19 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
     # (as recorded when they were computed); summed from the records so that a resumed run
     # counts the epochs done before the kill.
     train_seconds = sum(row.seconds for row in ctx.history) + ctx.feature_seconds
+    train_cpu_seconds = sum(row.cpu_seconds or 0.0 for row in ctx.history) + ctx.feature_cpu_seconds
     if selection.state is None:
         raise CxrlabError("no epoch was trained: use --epochs 1 or more")
     ctx.model.load_state_dict(selection.state)
+    write_best(ctx, selection)
     metrics = score_run(ctx, selection, train_seconds)
+    metrics.train_cpu_seconds = round(train_cpu_seconds, 3)
+    metrics.machine = MachineLoad(
+        threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+        load_average_start=ctx.load_at_start,
+        load_average_end=load_average(),
+    )
     for key, value in {**convergence(ctx.history, ctx.feature_seconds), **transfer_fields(ctx)}.items():
         setattr(metrics, key, value)
     if ctx.ranks.enabled:
@@ -243,7 +265,7 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
     for epoch in range(first_epoch, phase.epochs):
         number = epoch_offset + epoch + 1
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
-        tick = time.perf_counter()
+        tick, tick_cpu = time.perf_counter(), time.process_time()
         if bottom is not None and bottom.cached:
             train_loss, train_acc = train_top_epoch(ctx, bottom, optimizer, scheduler, generator, number)
             val_loss, val_acc = evaluate_top(ctx, bottom)
@@ -268,14 +290,19 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
             val_acc=round(val_acc, 6),
             lr=float(f"{optimizer.param_groups[-1]['lr']:.3g}"),
             seconds=round(time.perf_counter() - tick, 3),
+            cpu_seconds=round(time.process_time() - tick_cpu, 3),
             val_auc=None if ctx.val_auc is None else round(ctx.val_auc, 6),
         )
         improved = _record_epoch(ctx, row, selection, val_loss, val_acc)
-        save_checkpoint(ctx, index, epoch + 1, optimizer, scheduler, selection)
+        if improved:
+            on_improvement(ctx, phase, selection)
+        save_checkpoint(ctx, phase, index, epoch + 1, optimizer, scheduler, selection)
         log(
             f"epoch {number:3d} {phase.name:7s} train loss {train_loss:.4f} acc {train_acc:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else '  '} | {row.seconds:6.1f} s"
         )
+    if phase.head_only:
+        write_best(ctx, selection)  # the head phase's best, assembled once
 
 
 def _network_for(ctx: Context, phase: Phase) -> torch.nn.Module:
@@ -291,17 +318,10 @@ def _network_for(ctx: Context, phase: Phase) -> torch.nn.Module:
 
 
 def _record_epoch(ctx: Context, row: EpochRecord, selection: Selection, val_loss: float, val_acc: float) -> bool:
-    """Append the epoch to the history, keep its weights if they are the best so far; whether they were."""
+    """Append the epoch to the history and keep its weights in memory if they are the best so
+    far; whether they were."""
     ctx.history.append(row)
     improved = selection.offer(row.epoch, val_loss, val_acc, ctx.model)
-    if improved:
-        meta = {
-            "model": ctx.config.model,
-            "classes": ctx.data.classes,
-            "image_size": ctx.config.image_size,
-            "epoch": row.epoch,
-        }
-        ctx.writer.model(selection.state, meta)
     ctx.writer.history(ctx.history)
     if ctx.tensorboard is not None:
         ctx.tensorboard.epoch(row)

@@ -23,7 +23,18 @@ from cxrlab.core.io import read_json, read_yaml
 from cxrlab.training.config import TrainConfig
 
 FINISHED, RUNNING, DIVERGED, FAILED, UNKNOWN = "finished", "running", "diverged", "failed", "unknown"
-HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "val_auc"]
+HISTORY_COLUMNS = [
+    "epoch",
+    "phase",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "cpu_seconds",
+    "val_auc",
+]
 
 
 class _Record(BaseModel):
@@ -117,6 +128,23 @@ class ExternalScores(_Record):
     threshold: float | None = None
 
 
+class MachineLoad(_Record):
+    """What the run shared the machine with: wall times on a loaded machine are inflated,
+    CPU seconds much less so."""
+
+    threads: int  # torch's intra-op threads
+    cpu_count: int | None
+    load_average_start: float | None  # 1-minute load average when training began
+    load_average_end: float | None
+
+    @property
+    def loaded(self) -> bool:
+        """More runnable processes than the run's threads on the machine's cores, beside it."""
+        loads = [v for v in (self.load_average_start, self.load_average_end) if v is not None]
+        cores = self.cpu_count or self.threads
+        return bool(loads) and max(loads) > cores + 0.5
+
+
 class RunMetrics(_Record):
     """``metrics.json``: the selected checkpoint scored once on the test split."""
 
@@ -141,6 +169,8 @@ class RunMetrics(_Record):
     val_roc_auc: float | None = None
     train_accuracy_at_best: float
     train_seconds: float
+    train_cpu_seconds: float | None = None  # process user + system time of the same work
+    machine: MachineLoad | None = None
     best_epoch: int
     epochs_run: int
     n_train: int
@@ -184,6 +214,7 @@ class EpochRecord(_Record):
     val_acc: float
     lr: float
     seconds: float
+    cpu_seconds: float | None = None  # process user + system time of the epoch
     val_auc: float | None = None  # None in histories written before it was recorded
 
     @field_validator("val_auc", mode="before")

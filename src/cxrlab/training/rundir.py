@@ -22,6 +22,7 @@ import re
 import secrets
 import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,26 @@ class RunWriter:
     def _text(self, name: str, render) -> None:
         if self.enabled:  # render lazily: other ranks skip the work too
             write_text(self.path / name, render())
+
+
+class BackgroundWrites:
+    """One writer thread: files are written in the order they were handed over."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def submit(self, path: Path, payload: dict) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxrlab-checkpoint")
+        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+        self._pending.append(self._pool.submit(save_tensors, path, payload))
+
+    def drain(self) -> None:
+        """Wait until every file handed over is on disk; re-raise a failed write."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
 
 def save_tensors(path: Path, payload: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import socket
@@ -25,11 +26,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int, deterministic: bool, compiling: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if compiling:
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    else:
+        # torch.use_deterministic_algorithms also sets the flag in inductor's config, and
+        # importing that config loads the whole compiler stack: 2.4 s of CPU time on this
+        # 2-core machine, more than a frozen run's training. Runs that do not compile set
+        # the flag the eager kernels read, and only that.
+        torch._C._set_deterministic_algorithms(deterministic, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = not deterministic
 
@@ -38,6 +46,14 @@ def use_channels_last(setting: bool | None) -> bool:
     """channels_last unless switched off: measured on a 2-core CPU (bench/fast_paths.py) 1.5x
     faster training and 1.9x faster inference for EfficientNet-Lite0; GPUs' tensor cores want it too."""
     return setting if setting is not None else True
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the system does not tell)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def package_version(name: str) -> str:
