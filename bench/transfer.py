@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -95,12 +96,14 @@ def cka_cost(args, finetuned: str, out: Path) -> dict:
     command = [sys.executable, "-m", "cxrlab", "similarity", f"{MODEL}@{args.weights}", finetuned]
     command += ["--data", args.cka_data, "--probes", str(args.probes), "--split", args.cka_split]
     command += ["--image-size", str(args.image_size), "--out", str(folder), "--json"]
-    load = os.getloadavg()[0]
+    load, cpu = os.getloadavg()[0], _children_cpu()
     child = run_child(command, env)
     record = json.loads((folder / "similarity.json").read_text())["comparisons"][0]
     return {
         "cka_seconds": record["seconds"],
         "wall_seconds": child["seconds"],
+        # CPU seconds of the whole command: what it would take on a core of its own.
+        "cpu_seconds": _children_cpu() - cpu,
         "peak_rss_mb": child["peak_rss_mb"],
         "probes": record["probes"],
         "cka": dict(zip(record["layers"], record["cka"])),
@@ -109,12 +112,26 @@ def cka_cost(args, finetuned: str, out: Path) -> dict:
     }
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(args) -> dict:
     torch.set_num_threads(args.threads)
     root = benchlib.subset_root(args.data, args.subset, args.cache_dir)
     data, _ = benchlib.prepared_dataset(root, args.image_size, args.cache_dir)
     benchlib.prepared_dataset(Path(args.cka_data), args.image_size, args.cache_dir)
     eprint(f"{len(data.paths)} images at {args.image_size} px ({data.count('train')} train)")
+    if args.cka_only:
+        with tempfile.TemporaryDirectory(prefix="cxrlab-bench-cka-") as scratch:
+            cka = cka_cost(args, args.cka_only, Path(scratch))
+        line = (
+            f"CKA on {cka['probes']} probes at {args.image_size} px, {cka['threads']} threads: {cka['cka_seconds']:.1f} s "
+            f"({cka['wall_seconds']:.1f} s wall, {cka['cpu_seconds']:.1f} CPU-s), peak RSS {cka['peak_rss_mb']:.0f} MB"
+        )
+        met = cka["wall_seconds"] < CKA_SECONDS_GOAL and cka["peak_rss_mb"] < CKA_MB_GOAL
+        return {"line": line, "cka": cka, "cka_met": met}
     benchlib.warm_up(args.image_size, args.weights)
     with tempfile.TemporaryDirectory(prefix="cxrlab-bench-runs-") as scratch:
         sweep = sweep_and_finetune(args, root, Path(scratch))
@@ -149,6 +166,12 @@ def main(argv: list[str] | None = None) -> dict:
         type=lambda text: [int(k) for k in text.split(",")],
         default=None,
         help="freeze depths of the sweep, e.g. 0,3,7 (default: every one, 0 to the last stage)",
+    )
+    p.add_argument(
+        "--cka-only",
+        default=None,
+        metavar="NETWORK",
+        help="measure CKA alone, against this run directory or MODEL@WEIGHTS (default: the sweep's fine-tune)",
     )
     p.add_argument("--cka-threads", type=int, default=2, help="torch threads of the CKA child (default: %(default)s)")
     args = p.parse_args(argv)

@@ -22,7 +22,7 @@ def similarity(
     probes: int = typer.Option(500, min=4, help="Probe images (a fixed draw from the split)."),
     split: str = typer.Option("val", help="Split the probes come from: val, test, train or all."),
     image_size: int | None = typer.Option(None, help="Default: the first run's image size, else 224."),
-    batch_size: int = typer.Option(50, min=4, help="Images per mini-batch (memory holds one)."),
+    batch_size: int = typer.Option(32, min=4, help="Images per mini-batch (memory holds one)."),
     estimator: str = typer.Option("unbiased", help="unbiased (mini-batch CKA) or biased (Kornblith's, one batch)."),
     out_dir: str = typer.Option("similarity", "--out", help="Folder for similarity.json and similarity.png."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),

@@ -79,9 +79,12 @@ class CkaAccumulator:
 
     def add(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
         """One mini-batch: the activations of each layer of the two networks, same images."""
+        self.add_grams([gram(x) for x in a], [gram(y) for y in b])
+
+    def add_grams(self, ks: list[torch.Tensor], ls: list[torch.Tensor]) -> None:
+        """One mini-batch given by its Gram matrices, one per layer of each network."""
         hsic = ESTIMATORS[self.estimator]
-        for i, (x, y) in enumerate(zip(a, b)):
-            k, l = gram(x), gram(y)  # noqa: E741
+        for i, (k, l) in enumerate(zip(ks, ls)):  # noqa: E741
             self.xy[i] += hsic(k, l)
             self.xx[i] += hsic(k, k)
             self.yy[i] += hsic(l, l)
@@ -138,10 +141,16 @@ def probe_indices(data: Dataset, split: str, count: int, seed: int = 0) -> np.nd
     return np.sort(indices[chosen])
 
 
-def stage_outputs(model: Classifier, stages: Stages, images: torch.Tensor) -> list[torch.Tensor]:
-    """The stem's, every stage's and the pooled output for a batch of ``(B, 1, H, W)`` images."""
-    outputs = stages.outputs(model.normalize(images))
-    return [*outputs, stages.pool(outputs[-1])]
+def stage_grams(model: Classifier, stages: Stages, images: torch.Tensor) -> list[torch.Tensor]:
+    """The Gram matrices of the stem's, every stage's and the pooled output for a batch of
+    ``(B, 1, H, W)`` images; only one stage's output is held at a time."""
+    x = stages.stem(model.normalize(images))
+    grams = [gram(x)]
+    for block in stages.blocks:
+        x = block(x)
+        grams.append(gram(x))
+    grams.append(gram(stages.pool(x)))
+    return grams
 
 
 def layer_names(stages: Stages) -> list[str]:
@@ -172,13 +181,14 @@ def layer_similarity(
     probes: np.ndarray,
     *,
     split: str = "val",
-    batch_size: int = 50,
+    batch_size: int = 32,
     estimator: str = "unbiased",
 ) -> list[Similarity]:
     """CKA per layer of ``reference`` against each of ``others`` on the ``probes`` images.
 
-    Every network runs once over the probes, one mini-batch at a time; the batches are cut
-    near-equal (none under 4 images, as the unbiased estimator needs)."""
+    Every network runs once over the probes, one mini-batch at a time, and keeps only the
+    batch's ``b x b`` Gram matrices; the batches are cut near-equal (none under 4 images, as
+    the unbiased estimator needs)."""
     started = time.perf_counter()
     networks = [reference, *others]
     stages = [_sequential_stages(n) for n in networks]
@@ -195,9 +205,9 @@ def layer_similarity(
     batches = np.array_split(probes, max(1, len(probes) // max(4, batch_size)))
     for pixels, _, _ in image_batches(data.images, None, batches, torch.device("cpu")):
         images = to_float(pixels)
-        first = stage_outputs(reference.model, stages[0], images)
+        first = stage_grams(reference.model, stages[0], images)
         for accumulator, network, network_stages in zip(accumulators, others, stages[1:]):
-            accumulator.add(first, stage_outputs(network.model, network_stages, images))
+            accumulator.add_grams(first, stage_grams(network.model, network_stages, images))
     seconds = round(time.perf_counter() - started, 3)
     return [
         Similarity(
