@@ -2,8 +2,8 @@
 used how, at what cost.
 
 The Python API (``cxrlab.api``) is reachable from here: ``cxrlab.train``, ``cxrlab.load_run``,
-``cxrlab.list_runs``, ``cxrlab.compare``, ``cxrlab.sweep``, ``cxrlab.model_cards`` and
-``cxrlab.Run``. They load lazily, so ``import cxrlab`` stays fast and pulls in no torch.
+``cxrlab.list_runs``, ``cxrlab.compare``, ``cxrlab.sweep``, ``cxrlab.lr_find``, ``cxrlab.show_data``,
+``cxrlab.model_cards`` and ``cxrlab.Run``. They load lazily, so ``import cxrlab`` stays fast and pulls in no torch.
 The layers live in subpackages: ``cxrlab.core`` (ground), ``data``, ``models``,
 ``training``, ``evaluate``, ``report`` and ``study``.
 """
@@ -13,13 +13,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cxrlab.api import Run, compare, list_runs, load_run, model_cards, sweep
+    from cxrlab.api import Run, compare, list_runs, load_run, lr_find, model_cards, show_data, sweep
 
-_API = ("Run", "compare", "list_runs", "load_run", "model_cards", "sweep")
-__all__ = ["Run", "__version__", "compare", "list_runs", "load_run", "model_cards", "sweep", "train"]
+_API = ("Run", "compare", "list_runs", "load_run", "lr_find", "model_cards", "show_data", "sweep")
+__all__ = [
+    "Run",
+    "__version__",
+    "compare",
+    "list_runs",
+    "load_run",
+    "lr_find",
+    "model_cards",
+    "show_data",
+    "sweep",
+    "train",
+]
 
 
-def train(data: Any = None, model: str | None = None, mode: str = "finetune", **settings: Any) -> Run:
+def train(data: Any = None, model: str | None = None, mode: str | None = None, **settings: Any) -> Run:
     """Train one run and return it: see ``cxrlab.api.train``."""
     from cxrlab.api import train as api_train
 

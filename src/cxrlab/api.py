@@ -17,6 +17,7 @@ row per epoch with the columns of history.csv.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,11 +26,16 @@ from typing import TYPE_CHECKING, Any
 from cxrlab.core.errors import CxrlabError
 from cxrlab.training.records import HISTORY_COLUMNS, RunRecord
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
     from cxrlab.evaluate.runs import Prediction
+    from cxrlab.report.grids import Interpretation
+    from cxrlab.training.config import TrainConfig
+    from cxrlab.training.lr_find import LRFinding
 
 
 class Run(RunRecord):
@@ -62,6 +68,32 @@ class Run(RunRecord):
 
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         return predict_images(self, [str(p) for p in paths], tta=tta, device=device)
+
+    def interpret(
+        self, data: str | os.PathLike, *, tta: int | None = None, device: str = "auto", show_progress: bool = False
+    ) -> Interpretation:
+        """This run scored on ``data`` (as ``evaluate``), for looking at its mistakes:
+        ``.top_losses(k)`` (a list of dicts), ``.plot_top_losses(k)`` (an image grid of the
+        most confident mistakes) and ``.plot_confusion()`` (fastai's interpretation tools)."""
+        from cxrlab.report.grids import interpretation
+
+        result = self.evaluate(data, tta=tta, device=device, show_progress=show_progress)
+        return interpretation(self, str(data), result["predictions_file"])
+
+    def plot_top_losses(self, data: str | os.PathLike, k: int = 9, **options: Any) -> Figure | None:
+        """The ``k`` most confident mistakes on ``data`` as an image grid (None: no mistakes)."""
+        return self.interpret(data, **options).plot_top_losses(k)
+
+    def plot_cam(
+        self, images: str | os.PathLike | Sequence[str | os.PathLike], *, device: str = "auto"
+    ) -> list[Figure]:
+        """Grad-CAM of the predicted class over each image (folders expanded): one figure per
+        image with a colour bar, the probability and threshold, and a note when the map is
+        too coarse to read (``cxrlab predict --cam``)."""
+        from cxrlab.report.grids import cam_figures
+
+        paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+        return [figure for _, _, figure in cam_figures(self, [str(p) for p in paths], device)]
 
     def plot_curves(self, title: str | None = None) -> Figure:
         """Train and validation loss and accuracy per epoch, the kept epoch marked."""
@@ -100,37 +132,157 @@ def list_runs(folder: str | os.PathLike, finished_only: bool = True) -> list[Run
     return [_run(record) for record in list_records(folder, finished_only=finished_only)]
 
 
-def train(
-    data: str | os.PathLike | None = None,
-    model: str | None = None,
-    mode: str = "finetune",
-    *,
-    resume: str | os.PathLike | Run | None = None,
-    show_progress: bool = True,
-    **settings: Any,
-) -> Run:
-    """Train one run and return it (``cxrlab train``). ``settings`` are the fields of
-    ``cxrlab.training.config.TrainConfig`` (``epochs``, ``lr``, ``image_size``, ``weights``,
-    ``labels``, ``out``, ...); left out, they take the defaults of the mode. ``resume``
-    continues a killed run from its directory instead. A run that diverged is returned
-    with ``status == "diverged"``, its history up to the blow-up, and no metrics."""
+def train_config(
+    data: str | os.PathLike | None = None, model: str | None = None, mode: str | None = None, **settings: Any
+) -> TrainConfig:
+    """The validated ``TrainConfig`` of a run (what ``train`` and ``cxrlab train`` start):
+    ``settings`` are its fields; one left out takes the config's default (and the mode's,
+    when the run starts). A wrong value or an unknown model is a one-line ``CxrlabError``."""
     from pydantic import ValidationError
 
     from cxrlab.models.registry import model_entry
     from cxrlab.training.config import TrainConfig
-    from cxrlab.training.loop import fit
 
-    if resume is not None:
-        run_dir = fit(None, resume=resume.path if isinstance(resume, Run) else resume, show_progress=show_progress)
-        return load_run(run_dir, require_finished=False)
     if data is None or model is None:
-        raise CxrlabError("train needs data and model (or resume=RUN_DIR)")
+        raise CxrlabError("train needs data and model (on the command line --data and --model), or resume=RUN_DIR")
+    if mode is not None:
+        settings["mode"] = mode
     try:
-        config = TrainConfig(data=str(data), model=model, mode=mode, **settings)
+        config = TrainConfig(data=str(data), model=model, **settings)
     except ValidationError as exc:
         raise CxrlabError(_setting_error(exc)) from exc
     model_entry(config.model)  # an unknown name fails before any data is read
+    return config
+
+
+def train(
+    data: str | os.PathLike | None = None,
+    model: str | None = None,
+    mode: str | None = None,
+    *,
+    resume: str | os.PathLike | Run | None = None,
+    show_progress: bool = True,
+    estimate: bool = True,
+    **settings: Any,
+) -> Run:
+    """Train one run and return it (``cxrlab train`` calls this). ``settings`` are the fields
+    of ``cxrlab.training.config.TrainConfig`` (``epochs``, ``lr``, ``image_size``, ``weights``,
+    ``patience``, ``out``, ...); left out, they take the defaults of the mode. Before the first
+    epoch the ``cxrlab`` logger says what the run will cost, from batches timed on this machine
+    (``estimate=False`` skips the timing). ``resume`` continues a killed run from its directory
+    with the settings it started with (giving settings too is an error). A run that diverged is
+    returned with ``status == "diverged"``, its history up to the blow-up, and no metrics."""
+    from cxrlab.training.loop import fit
+
+    if resume is not None:
+        given = sorted(settings) + (["data"] if data is not None else []) + (["model"] if model is not None else [])
+        if mode is not None:
+            given.append("mode")
+        if given:
+            raise CxrlabError(
+                f"resume continues a run with the settings it started with; {', '.join(given)} cannot change "
+                "(leave them out, or start a new run)"
+            )
+        run_dir = fit(None, resume=resume.path if isinstance(resume, Run) else resume, show_progress=show_progress)
+        return load_run(run_dir, require_finished=False)
+    config = train_config(data, model, mode, **settings)
+    if estimate and not config.distributed:
+        _say_cost(config, show_progress)
     return load_run(fit(config, show_progress=show_progress), require_finished=False)
+
+
+def _say_cost(config: TrainConfig, show_progress: bool) -> None:
+    from cxrlab.data.dataset import load_dataset
+    from cxrlab.training.estimate import estimate_run
+
+    resolved = config.resolved()
+    data = load_dataset(
+        resolved.data,
+        resolved.image_size,
+        split_seed=resolved.split_seed,
+        val_fraction=resolved.val_fraction,
+        test_fraction=resolved.test_fraction,
+        labels=resolved.labels,
+        on_bad_image=resolved.on_bad_image,
+        cache_dir=resolved.cache_dir,
+        show_progress=show_progress,
+    )
+    if min(data.count(split) for split in ("train", "val", "test")) == 0:
+        return  # fit names the empty split
+    cost = estimate_run(resolved, data)
+    if cost is None:
+        return
+    hint = ""
+    if cost.seconds > 600:
+        hint = "; --epochs, --image-size or --mode frozen make it shorter"
+    logger.info(cost.sentence(resolved) + hint)
+
+
+class LRFind:
+    """The learning-rate range test's result with its plot: ``suggestion``, ``lrs``,
+    ``losses`` (smoothed), ``raw_losses`` and ``stopped`` of the ``LRFinding`` it holds."""
+
+    def __init__(self, finding: LRFinding):
+        self.finding = finding
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["finding"], name)
+
+    def __repr__(self) -> str:
+        return (
+            f"LRFind(suggestion={self.finding.suggestion:.3g}, steps={len(self.finding.lrs)}, {self.finding.stopped})"
+        )
+
+    def plot(self) -> Figure:
+        """Loss against learning rate on a log axis, the suggestion marked."""
+        from cxrlab.report.lr_plot import lr_find_figure
+
+        return lr_find_figure(self.finding)
+
+
+def lr_find(
+    data: str | os.PathLike | None = None,
+    model: str | None = None,
+    mode: str | None = None,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    show_progress: bool = True,
+    **settings: Any,
+) -> LRFind:
+    """The learning-rate range test for the run these settings describe (``cxrlab lr-find``):
+    ``steps`` training steps from ``start_lr`` to ``end_lr`` on the train split, and a
+    suggested rate (fastai's "valley"). ``settings`` are ``TrainConfig`` fields, as in ``train``."""
+    from cxrlab.training.lr_find import find_lr
+
+    config = train_config(data, model, mode, **settings)
+    return LRFind(find_lr(config, start_lr, end_lr, steps, show_progress=show_progress))
+
+
+def show_data(
+    data: str | os.PathLike,
+    *,
+    per_class: int = 4,
+    augment: str = "none",
+    image_size: int = 224,
+    labels: str = "folders",
+    split_seed: int = 0,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> Figure:
+    """A labelled grid of ``per_class`` images per class and split (the splits a run with
+    ``split_seed`` uses), augmented as training would when ``augment`` is "light" or
+    "strong" (``cxrlab data show``; fastai's ``show_batch``)."""
+    from cxrlab.data.dataset import load_dataset
+    from cxrlab.report.grids import data_grid_figure
+
+    if augment not in ("none", "light", "strong"):
+        raise CxrlabError(f"augment is none, light or strong (got {augment!r})")
+    if not 1 <= per_class <= 16:
+        raise CxrlabError(f"per_class {per_class}: show 1 to 16 images per class and split")
+    dataset = load_dataset(str(data), image_size, split_seed=split_seed, labels=labels, show_progress=show_progress)
+    return data_grid_figure(dataset, per_class=per_class, augment=augment, seed=seed)
 
 
 def compare(runs: Sequence[Run | str | os.PathLike], out_dir: str | os.PathLike | None = None) -> dict:

@@ -1,34 +1,58 @@
 """The command line: parse, call one function, print. No logic lives here.
 
 One module per group of commands registers on the shared typer app: ``inspect`` (data
-inspect, models), ``runs`` (train, evaluate, predict, export), ``similarity`` (similarity,
-filters) and ``studies`` (sweep, study, compare, report).
+inspect, data show, models), ``runs`` (train, lr-find, evaluate, predict, export),
+``similarity`` (similarity, filters) and ``studies`` (sweep, study, compare, report).
+``main`` turns every error a user can cause, a mistyped option as much as a missing file,
+into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import sys
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cxrlab.cli import inspect, runs, similarity, studies  # noqa: F401 - they register the commands
+from cxrlab.cli import inspect, results, runs, similarity, studies  # noqa: F401 - they register the commands
 from cxrlab.cli.app import app
 from cxrlab.core.errors import CxrlabError
+from cxrlab.core.progress import log_to_console
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
+    log_to_console()
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="cxrlab")
+    except typer.TyperException as exc:
+        # click's errors (typer ships its own click): a wrong option, a missing argument.
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined] - the command's help, as asked for by no arguments
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+            say_error(f"{exc.format_message()}{hint}")  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        Console(stderr=True).print("aborted")
+        sys.exit(1)
     except CxrlabError as exc:
-        # Escaped: file names such as "[scan].jpeg" must print as they are, not as markup.
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        say_error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def say_error(message: str) -> None:
+    # One line, escaped: file names such as "[scan].jpeg" must print as they are, not as markup.
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,23 @@
-"""``cxrlab data inspect`` and ``cxrlab models``: what the data and the models are."""
+"""``cxrlab data inspect``, ``data show`` and ``models``: what the data and the models are."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cxrlab.cli.app import app, data_app, out, print_json
+from cxrlab.cli.app import app, data_app, examples, new_file, out, print_json
+
+SIZE_MIN, SIZE_MAX = 16, 4096  # TrainConfig.image_size's bounds (tests/test_cli_options.py checks)
 
 
-@data_app.command("inspect")
+@data_app.command(
+    "inspect", epilog=examples("cxrlab data inspect ../shared/data/kermany-224", "cxrlab data inspect data.npz --json")
+)
 def data_inspect(
     path: str = typer.Argument(..., help="Dataset root, folder of class folders, .npz file or pneumoniamnist[:SIZE]."),
     labels: str = typer.Option("folders", help="folders, or kermany3 (NORMAL/BACTERIA/VIRUS from file names)."),
@@ -68,22 +74,89 @@ def data_inspect(
         out.print(f"note: {escape(note)}")
 
 
-@app.command()
+@data_app.command(
+    "show",
+    epilog=examples(
+        "cxrlab data show ../shared/data/kermany-224 --out grid.png",
+        "cxrlab data show DATA --out augmented.png --augment strong --per-class 6",
+    ),
+)
+def data_show(
+    path: str = typer.Argument(..., help="Dataset root, folder of class folders, .npz file or pneumoniamnist[:SIZE]."),
+    out_file: str = typer.Option(..., "--out", help="The PNG file to write."),
+    per_class: int = typer.Option(4, min=1, max=16, help="Images per class and split."),
+    augment: Literal["none", "light", "strong"] = typer.Option(
+        "none", help="Show the images as training augments them."
+    ),
+    image_size: int = typer.Option(
+        224, min=SIZE_MIN, max=SIZE_MAX, help="Images are decoded and resized to this many pixels a side."
+    ),
+    labels: Literal["folders", "kermany3"] = typer.Option(
+        "folders", help="Class labels from the folders, or NORMAL/BACTERIA/VIRUS from Kermany file names."
+    ),
+    split_seed: int = typer.Option(
+        0, min=0, max=2**32 - 1, help="Seed of the patient-grouped split a run would carve."
+    ),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Which images are drawn, and their augmentation."),
+) -> None:
+    """A labelled grid of images per class and split (the splits a run would use), to see
+    what the network will see before training it."""
+    from cxrlab.api import show_data
+    from cxrlab.report.figures import save_png
+
+    new_file("--out", out_file)
+    figure = show_data(
+        path,
+        per_class=per_class,
+        augment=augment,
+        image_size=image_size,
+        labels=labels,
+        split_seed=split_seed,
+        seed=seed,
+    )
+    typer.echo(str(save_png(figure, out_file)))
+
+
+@app.command(
+    epilog=examples(
+        "cxrlab models",
+        "cxrlab models --image-size 128 --measure",
+        "cxrlab models --timm 'convnext*'",
+    )
+)
 def models(
-    image_size: int = typer.Option(224, help="Image size for the FLOP count and the speed measurement."),
+    image_size: int = typer.Option(
+        224, min=SIZE_MIN, max=SIZE_MAX, help="Image size for the FLOP count and the speed measurement."
+    ),
     measure: bool = typer.Option(False, help="Measure inference images/s on this machine (slower)."),
+    timm_pattern: str | None = typer.Option(
+        None, "--timm", metavar="PATTERN", help="List timm's models matching PATTERN (use them as timm:<name>)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     """The model registry with size, cost, ImageNet accuracy and availability (task A)."""
+    if timm_pattern is not None:
+        return timm_models(timm_pattern, as_json)
     from cxrlab.models.cards import model_cards
 
     cards = model_cards(image_size=image_size, measure=measure)
     if as_json:
         print_json(cards)
         return
+    table = models_table(cards, image_size)
+    # Piped or redirected output has no width to fit: write whole lines.
+    console = out if out.is_terminal else Console(width=200)
+    console.print(table)
+
+
+def models_table(cards: list[dict], image_size: int) -> Table:
+    """The registry as a rich table whose model names are never cut."""
     table = Table(title=f"cxrlab models at {image_size} px (2-class head)")
     for column in ("model", "params", "trainable frozen", "GFLOPs", "ImageNet top-1", "weights", "images/s"):
         table.add_column(column, justify="left" if column in ("model", "weights") else "right")
+    # Names are never cut: the model column keeps its width and the others wrap around it.
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = max(len(c["model"]) for c in cards)
     for c in cards:
         table.add_row(
             c["model"],
@@ -94,4 +167,22 @@ def models(
             c["pretrained_weights"],
             f"{c['images_per_second']:.0f}" if c["images_per_second"] else "-",
         )
-    out.print(table)
+    return table
+
+
+def timm_models(pattern: str, as_json: bool) -> None:
+    """timm's architectures matching ``pattern``, and which have pretrained weights there."""
+    import timm
+
+    names = timm.list_models(pattern)
+    pretrained = {name.split(".")[0] for name in timm.list_models(pattern, pretrained=True)}
+    rows = [{"model": f"timm:{name}", "pretrained": name in pretrained} for name in names]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo(f"no timm model matches {pattern!r} (patterns use shell wildcards: 'resnet*')")
+        return
+    for row in rows:
+        typer.echo(f"{row['model']}\t{'imagenet weights' if row['pretrained'] else 'no pretrained weights'}")
+    typer.echo(f"{len(rows)} timm models match {pattern!r}; train one with --model timm:<name>", err=True)

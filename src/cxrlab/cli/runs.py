@@ -1,199 +1,141 @@
-"""``cxrlab train``, ``evaluate``, ``predict`` and ``export``: one run at a time."""
+"""``cxrlab train`` and ``cxrlab lr-find``: one run, and the learning rate to give it.
+
+Both take one option per ``TrainConfig`` field (``cli.options``) and start through the same
+function as the Python API (``cxrlab.api.train``, ``cxrlab.api.lr_find``).
+"""
 
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from cxrlab.cli.app import app, out, print_json
+from cxrlab.cli.app import app, examples, new_file, new_folder, print_json
+from cxrlab.cli.options import option_name, with_config_options
 from cxrlab.core.errors import CxrlabError
 
+# What `train --json` and its last line report of a finished run.
+HEADLINE = (
+    "test_accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "roc_auc",
+    "test_loss",
+    "threshold",
+    "val_loss",
+    "best_epoch",
+    "epochs_run",
+    "train_seconds",
+)
 
-@app.command()
-def train(
-    data: str | None = typer.Option(None, help="Dataset root, folder of class folders, .npz or pneumoniamnist[:SIZE]."),
-    model: str | None = typer.Option(None, help="A registry name (cxrlab models) or timm:<name>."),
-    mode: str | None = typer.Option(None, help="finetune (default), frozen, scratch or gradual."),
-    weights: str | None = typer.Option(None, help="imagenet, none or a .pt/.pth/.safetensors file."),
-    labels: str | None = typer.Option(None, help="folders, or kermany3 for NORMAL/BACTERIA/VIRUS."),
-    lr: float | None = typer.Option(None, help="Learning rate (default depends on the mode)."),
-    epochs: int | None = typer.Option(None, help="Epochs (of the network phase in gradual mode)."),
-    weight_decay: float | None = typer.Option(None),
-    batch_size: int | None = typer.Option(None, help="Default 32."),
-    optimizer: str | None = typer.Option(None, help="adam, adamw or sgd (momentum 0.9)."),
-    scheduler: str | None = typer.Option(None, help="none, cosine or step."),
-    warmup: float | None = typer.Option(None, help="Epochs of linear warmup."),
-    image_size: int | None = typer.Option(None, help="Default 224."),
-    augment: str | None = typer.Option(None, help="none, light or strong (batch augmentation)."),
-    class_weights: str | None = typer.Option(None, help="none or balanced."),
-    label_smoothing: float | None = typer.Option(None, help="Default 0."),
-    select: str | None = typer.Option(None, help="val_loss or val_accuracy: which epoch's checkpoint is kept."),
-    feature_views: int | None = typer.Option(
-        None, help="Frozen mode with augmentation: augmented views of the features."
-    ),
-    head_epochs: int | None = typer.Option(None, help="Gradual mode: epochs of the head on frozen features."),
-    head_lr: float | None = typer.Option(None, help="Gradual mode: learning rate of the head phase."),
-    backbone_lr_scale: float | None = typer.Option(None, help="Gradual mode: backbone lr = lr x this."),
-    threshold: str | None = typer.Option(None, help="0.5, val-youden (default) or val-balanced, chosen on validation."),
-    tta: int | None = typer.Option(None, help="Test-time augmentation: augmented views averaged."),
-    split_seed: int | None = typer.Option(None, help="Seed of the patient-grouped val/test split."),
-    on_bad_image: str | None = typer.Option(None, help="error or skip."),
-    cache_dir: str | None = typer.Option(None, help="Cache folder (default $CXRLAB_CACHE or ~/.cache/cxrlab)."),
-    seed: int | None = typer.Option(None, help="Default 0."),
-    device: str | None = typer.Option(None, help="auto, cpu or cuda."),
-    deterministic: bool | None = typer.Option(
-        None, "--deterministic/--no-deterministic", help="Bit-reproducible runs (default: on for CPU)."
-    ),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Log to TensorBoard in the run directory."),
-    distributed: bool = typer.Option(False, "--distributed", help="DistributedDataParallel under torchrun."),
-    out_dir: str | None = typer.Option(None, "--out", help="Folder the run directory is made in (default runs)."),
-    name: str | None = typer.Option(None, help="Run directory name (default: model-mode-time)."),
-    resume: str | None = typer.Option(None, help="Continue a killed run from its run directory."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-) -> None:
-    """Train one run: fine-tune, fixed feature extractor, from scratch, or gradual unfreezing."""
+TRAIN_HELP = """Train one run: fine-tune, fixed feature extractor (frozen), from scratch, or gradual unfreezing.
+
+Every option is a field of cxrlab.training.config.TrainConfig, the same settings a study file
+and cxrlab.train() take. Left out, a setting takes the mode's default: a bare run fine-tunes
+for 10 epochs at 224 px, which is minutes on a GPU and hours on a CPU. Before the first epoch
+the run says how long it will take, from batches timed on this machine. The run directory is
+printed on stdout when it finishes (with --json, its headline metrics too)."""
+
+
+def check_settings(settings: dict, resumable: bool = True) -> None:
+    """The settings as cxrlab.train will check them, with a wrong one named by its option."""
     from pydantic import ValidationError
 
     from cxrlab.training.config import TrainConfig
-    from cxrlab.training.loop import fit
-    from cxrlab.training.records import DIVERGED, run_status
 
-    if resume is None and (data is None or model is None):
-        raise CxrlabError("train needs --data and --model (or --resume RUN_DIR)")
-    given = dict(
-        data=data,
-        model=model,
-        mode=mode,
-        weights=weights,
-        labels=labels,
-        lr=lr,
-        epochs=epochs,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        warmup=warmup,
-        image_size=image_size,
-        augment=augment,
-        class_weights=class_weights,
-        label_smoothing=label_smoothing,
-        select=select,
-        feature_views=feature_views,
-        head_epochs=head_epochs,
-        head_lr=head_lr,
-        backbone_lr_scale=backbone_lr_scale,
-        threshold=threshold,
-        tta=tta,
-        split_seed=split_seed,
-        on_bad_image=on_bad_image,
-        cache_dir=cache_dir,
-        seed=seed,
-        device=device,
-        deterministic=deterministic,
-        compile=compile,
-        tensorboard=tensorboard,
-        distributed=distributed,
-        out=out_dir,
-        name=name,
-    )
-    # Flags left out take TrainConfig's defaults: the one place defaults are written.
-    settings = {key: value for key, value in given.items() if value is not None}
+    missing = [option_name(key) for key in ("data", "model") if key not in settings]
+    if missing:
+        alternative = " (or --resume RUN_DIR to continue a run)" if resumable else ""
+        raise CxrlabError(f"give {' and '.join(missing)}{alternative}")
     try:
-        config = TrainConfig(**settings) if resume is None else None
+        TrainConfig(**settings)
     except ValidationError as exc:
-        raise CxrlabError(validation_message(exc)) from exc
-    if config is not None:
-        from cxrlab.models.registry import model_entry
-
-        model_entry(config.model)  # an unknown name fails before any data is read
-    run_dir = fit(config, resume=resume, show_progress=not quiet)
-    typer.echo(str(run_dir))
-    if run_status(run_dir) == DIVERGED:
-        raise typer.Exit(1)  # a result, not a crash: fit has said why in one line
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "value"
+        raise CxrlabError(f"{option_name(field)}: {error['msg']} (got {error.get('input')!r})") from exc
 
 
-def validation_message(exc) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"]) or "value"
-    return f"--{where.replace('_', '-')}: {error['msg']} (got {error.get('input')!r})"
-
-
-@app.command()
-def evaluate(
-    run_dir: str = typer.Argument(..., help="A finished run directory."),
-    data: str = typer.Option(..., help="A dataset root (its test split) or a folder of class folders."),
-    tta: int | None = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
-    device: str = typer.Option("auto"),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON alone."),
+@app.command(
+    help=TRAIN_HELP,
+    epilog=examples(
+        "cxrlab train --data ../shared/data/kermany-224 --model efficientnet_lite0 --mode frozen",
+        "cxrlab train --data DATA --model resnet50 --epochs 3 --image-size 128 --patience 2",
+        "cxrlab train --data DATA --model scratch_cnn --mode scratch --json",
+        "cxrlab train --resume runs/efficientnet_lite0-finetune-20260101-120000",
+    ),
+)
+@with_config_options
+def train(
+    settings: dict,
+    resume: str | None = typer.Option(
+        None, help="Continue a killed run from its run directory, with the settings it started with."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run directory and its headline metrics as JSON."),
 ) -> None:
-    """Score a finished run on labelled data; the metrics go into the run directory too."""
-    from cxrlab.evaluate.runs import evaluate_run
+    from cxrlab.api import train as train_run
 
-    result = evaluate_run(run_dir, data, tta=tta, device=device, show_progress=not as_json)
+    if resume is not None and settings:
+        given = ", ".join(option_name(key) for key in settings)
+        raise CxrlabError(
+            f"--resume {resume} continues the run with the settings it started with: leave out {given} "
+            "(or start a new run)"
+        )
+    if resume is None:
+        check_settings(settings)
+    new_folder("--out", settings.get("out"))
+    run = train_run(resume=resume, show_progress=not (quiet or as_json), **settings)
     if as_json:
-        print_json(result)
-        return
-    out.print(
-        f"run {result['run']} on {result['data']}: {result['n_test']} test images", highlight=False, soft_wrap=True
-    )
-    table = Table()
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in (
-        "test_accuracy",
-        "balanced_accuracy",
-        "sensitivity",
-        "specificity",
-        "precision",
-        "f1",
-        "roc_auc",
-        "test_loss",
-        "ece",
-        "threshold",
-    ):
-        if key in result and result[key] is not None:
-            table.add_row(key, f"{result[key]:.4f}")
-    out.print(table)
-    out.print(
-        f"confusion matrix (rows true, columns predicted: {', '.join(result['per_class'])}): "
-        f"{result['confusion_matrix']}"
-    )
+        metrics = run.metrics.as_json() if run.metrics is not None else {}
+        print_json(
+            {
+                "run_dir": str(run.path),
+                "status": run.status.status,
+                "metrics": {key: metrics[key] for key in HEADLINE if key in metrics},
+            }
+        )
+    else:
+        typer.echo(str(run.path))
+    if run.diverged:
+        raise typer.Exit(1)  # a result, not a crash: the run has said why in one line
 
 
-@app.command()
-def predict(
-    run_dir: str = typer.Argument(..., help="A finished run directory."),
-    images: list[str] = typer.Argument(..., help="Image files or folders of images."),
-    cam: str | None = typer.Option(None, help="Write Grad-CAM overlays into this folder."),
-    tta: int | None = typer.Option(None, help="Test-time augmentation views (default: the run's)."),
-    device: str = typer.Option("auto"),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+@app.command(
+    "lr-find",
+    epilog=examples(
+        "cxrlab lr-find --data ../shared/data/kermany-224 --model efficientnet_lite0 --image-size 128",
+        "cxrlab lr-find --data DATA --model scratch_cnn --mode scratch --plot lr.png --json",
+    ),
+)
+@with_config_options
+def lr_find(
+    settings: dict,
+    start_lr: float = typer.Option(1e-7, min=0, help="The first learning rate tried."),
+    end_lr: float = typer.Option(10.0, min=0, help="The last learning rate tried."),
+    steps: int = typer.Option(100, min=5, max=10_000, help="Training steps, each at a higher rate."),
+    plot: str = typer.Option("lr_find.png", help="Where the plot of loss against learning rate is written."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the suggestion and the curve as JSON."),
 ) -> None:
-    """The predicted class and the probability of each class, per image."""
-    from cxrlab.evaluate.runs import predict_images
+    """The learning-rate range test: train a few dozen steps with a growing learning rate,
+    plot the loss, and suggest a rate (fastai's lr_find). It trains on the train split only
+    and writes no run; pass the suggestion to cxrlab train --lr."""
+    from cxrlab.api import lr_find as find
 
-    predictions = predict_images(run_dir, images, tta=tta, device=device)
-    if cam:
-        from cxrlab.evaluate.cam import write_cam_overlays
+    new_file("--plot", plot)
+    check_settings(settings, resumable=False)
+    finding = find(start_lr=start_lr, end_lr=end_lr, steps=steps, show_progress=not (quiet or as_json), **settings)
+    from cxrlab.report.figures import save_png
 
-        write_cam_overlays(run_dir, [p.path for p in predictions], cam, device=device)
+    path = save_png(finding.plot(), plot)
     if as_json:
-        print_json([p.__dict__ for p in predictions])
+        print_json(
+            {
+                "suggested_lr": finding.suggestion,
+                "stopped": finding.stopped,
+                "plot": str(path),
+                "lrs": finding.lrs,
+                "losses": finding.losses,
+            }
+        )
         return
-    for p in predictions:
-        probs = "  ".join(f"{k} {v:.4f}" for k, v in p.probabilities.items())
-        typer.echo(f"{p.path}\t{p.predicted}\t{probs}")
-
-
-@app.command()
-def export(
-    run_dir: str = typer.Argument(..., help="A finished run directory."),
-    format: str = typer.Option("onnx", help="onnx or torchscript."),
-    out_dir: str | None = typer.Option(None, "--out", help="Folder to write to (default: the run directory)."),
-) -> None:
-    """Export a run's model with a sidecar JSON that documents its preprocessing."""
-    from cxrlab.training.export import export_run
-
-    for path in export_run(run_dir, format, out_dir=out_dir):
-        typer.echo(str(path))
+    typer.echo(f"suggested lr {finding.suggestion:.2g} ({len(finding.lrs)} steps, {finding.stopped}); plot: {path}")

@@ -29,11 +29,20 @@ def sweep(
 def compare(
     run_dirs: list[str] = typer.Argument(..., help="Finished run directories."),
     out_dir: str | None = typer.Option(None, "--out", help="Folder for the table and figures."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the comparison as JSON (each run's path and metrics with intervals)."
+    ),
 ) -> None:
     """Compare runs: accuracy and AUC with 95% intervals, McNemar tests, curves."""
     from cxrlab.report.compare import compare_runs, comparison_markdown
 
-    typer.echo(comparison_markdown(compare_runs(run_dirs, out_dir=out_dir)))
+    result = compare_runs(run_dirs, out_dir=out_dir)
+    if as_json:
+        from cxrlab.cli.app import print_json
+
+        print_json(result)
+        return
+    typer.echo(comparison_markdown(result))
 
 
 @app.command()

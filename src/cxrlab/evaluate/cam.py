@@ -99,6 +99,19 @@ def cam_maps(
     return np.nan_to_num(maps)
 
 
+@torch.no_grad()
+def cam_cells(model: torch.nn.Module, layer: torch.nn.Module, image_size: int, device: torch.device) -> tuple[int, int]:
+    """The height and width, in cells, of ``layer``'s feature map at ``image_size``: what a
+    Grad-CAM map is upsampled from, so how finely it can say where."""
+    shapes: list[tuple[int, int]] = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(output.shape[-2:])))
+    try:
+        model.eval()(torch.zeros(1, 1, image_size, image_size, device=device))
+    finally:
+        handle.remove()
+    return shapes[-1] if shapes else (1, 1)
+
+
 def overlay(image: np.ndarray, heatmap: np.ndarray, size: int | None = None) -> np.ndarray:
     """An RGB uint8 picture of the X-ray ``image`` with ``heatmap`` ([0, 1]) in colour over it,
     both scaled to ``size`` pixels (default: the image's own size)."""

@@ -4,6 +4,7 @@ run loader."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,14 @@ from cxrlab.training.predict import predict_logits, softmax
 from cxrlab.training.records import RunRecord, load_run
 from cxrlab.training.rundir import RunWriter
 from cxrlab.training.runtime import resolve_device
+
+logger = logging.getLogger(__name__)
+TTA_RANGE = (0, 64)  # as TrainConfig.tta: a negative count would average nothing into NaN
+
+
+def check_tta(tta: int | None) -> None:
+    if tta is not None and not TTA_RANGE[0] <= tta <= TTA_RANGE[1]:
+        raise CxrlabError(f"--tta {tta}: give {TTA_RANGE[0]} to {TTA_RANGE[1]} augmented views (0: none)")
 
 
 def evaluation_name(data: str) -> str:
@@ -35,11 +44,14 @@ def evaluate_run(
     tta: int | None = None,
     device: str = "auto",
     cache_dir: str | None = None,
+    on_bad_image: str | None = None,
     show_progress: bool = True,
 ) -> dict:
     """Score ``run``'s selected checkpoint on ``data``'s test split (or on every image of a plain
     folder of class folders) at the run's own threshold; writes ``eval-<data>.json`` and
-    ``eval-<data>.csv`` into the run directory and returns the metrics."""
+    ``eval-<data>.csv`` into the run directory and returns the metrics. ``on_bad_image``
+    ("error" or "skip"; default: the run's) decides what an undecodable image does."""
+    check_tta(tta)
     run = run if isinstance(run, RunRecord) else load_run(run)
     config = run.config
     dataset = load_dataset(
@@ -49,7 +61,7 @@ def evaluate_run(
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         labels=config.labels,
-        on_bad_image=config.on_bad_image,
+        on_bad_image=on_bad_image or config.on_bad_image,
         folder_is_test=True,
         cache_dir=cache_dir or config.cache_dir,
         show_progress=show_progress,
@@ -95,6 +107,8 @@ def evaluate_run(
         if at_half
         else None,
         "n_test": len(indices),
+        "skipped_images": len(dataset.skipped),
+        "predictions_file": f"{evaluation_name(data)}.csv",
     }
     name = evaluation_name(data)
     writer = RunWriter(run.path)
@@ -138,13 +152,40 @@ def decode_images(files: list[str], size: int) -> np.ndarray:
     return pixels
 
 
+def readable_images(files: list[str], size: int, on_bad_image: str = "error") -> tuple[list[str], np.ndarray]:
+    """The files that decode and their pixels; an undecodable one stops (``"error"``) or is
+    left out with a warning (``"skip"``)."""
+    if on_bad_image not in ("error", "skip"):
+        raise CxrlabError(f"unknown --on-bad-image {on_bad_image!r}: use error or skip")
+    pixels = np.zeros((len(files), size, size), dtype=np.uint8)
+    kept = []
+    for path in files:
+        image, _, reason = decode_file(path, size)
+        if image is None:
+            if on_bad_image == "error":
+                raise BadImageError(path, reason)
+            logger.warning(f"skipped {path}: {reason}")
+            continue
+        pixels[len(kept)] = image
+        kept.append(path)
+    if not kept:
+        raise CxrlabError("none of the images could be read")
+    return kept, pixels[: len(kept)]
+
+
 def predict_images(
-    run: RunRecord | str | Path, images: list[str], *, tta: int | None = None, device: str = "auto"
+    run: RunRecord | str | Path,
+    images: list[str],
+    *,
+    tta: int | None = None,
+    device: str = "auto",
+    on_bad_image: str = "error",
 ) -> list[Prediction]:
-    """The predicted class and class probabilities of each image (folders expanded)."""
+    """The predicted class and class probabilities of each image (folders expanded); with
+    ``on_bad_image="skip"`` an undecodable image is left out with a warning."""
+    check_tta(tta)
     run = run if isinstance(run, RunRecord) else load_run(run)
-    files = expand_images(images)
-    pixels = decode_images(files, run.config.image_size)
+    files, pixels = readable_images(expand_images(images), run.config.image_size, on_bad_image)
     torch_device = resolve_device(device)
     model = run.load_model().to(torch_device)
     tta = run.config.tta if tta is None else tta

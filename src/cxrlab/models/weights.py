@@ -68,6 +68,8 @@ def pretrained_available(name: str) -> bool:
     if entry.weights_source == "package":
         path = package_weights_file(entry)
         return path is not None and path.exists()
+    if entry.weights_source == "timm" and entry.timm_name:
+        return timm_weights_file(entry).exists() or _timm_hub_file(_timm_hub_id(entry.timm_name)) is not None
     return False
 
 
@@ -195,14 +197,68 @@ def _load_package(model: Classifier, entry: ModelEntry) -> str:
     return f"imagenet:{module_name.replace('_', '-')}"
 
 
+def timm_weights_file(entry: ModelEntry) -> Path:
+    """Where cxrlab looks first for the ImageNet weights of ``timm:<name>``: a file placed by
+    hand (from the hub page the error names) on a machine that cannot reach the hub."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / f"timm-{entry.timm_name}.safetensors"
+
+
+def _timm_hub_id(name: str) -> str:
+    """The hub repository of a timm architecture's default pretrained tag."""
+    import timm
+
+    config = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    return (config.hf_hub_id if config is not None else None) or f"timm/{name}"
+
+
+def _timm_hub_file(hub_id: str) -> str | None:
+    """The hub's weights file of ``hub_id`` if it is in the local hub cache already."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(hub_id, filename)
+        if isinstance(cached, str):
+            return cached
+    return None
+
+
+def _hub_reachable(seconds: float = 5.0) -> bool:
+    """One quick connection to the hub. Without it, an offline machine spends about 45 s in
+    huggingface_hub's retries before saying what is wrong."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "", url.port or 443), timeout=seconds).close()
+    except OSError:
+        return False
+    return True
+
+
 def _load_timm(model: Classifier, entry: ModelEntry) -> str:
     import timm
 
+    assert entry.timm_name is not None
+    hub_id = _timm_hub_id(entry.timm_name)
+    placed = timm_weights_file(entry)
+    local = str(placed) if placed.exists() else _timm_hub_file(hub_id)
+    if local is None and not _hub_reachable():
+        raise CxrlabError(
+            f"ImageNet weights for {entry.name} are not on this machine and the hub cannot be reached: put "
+            f"model.safetensors (from https://huggingface.co/{hub_id}) at {placed}, or pass --weights FILE"
+        )
     try:
-        reference = timm.create_model(entry.timm_name, pretrained=True, num_classes=0)
+        overlay = {"file": local} if local else None
+        reference = timm.create_model(entry.timm_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
     except Exception as exc:
         raise CxrlabError(
-            f"ImageNet weights for {entry.name} cannot be fetched from the hub (offline?): pass --weights FILE"
+            f"ImageNet weights for {entry.name} cannot be loaded ({_first_line(exc)}): put model.safetensors "
+            f"(from https://huggingface.co/{hub_id}) at {placed}, or pass --weights FILE"
         ) from exc
     model.backbone.load_state_dict(reference.state_dict())
     return f"imagenet:timm:{entry.timm_name}"

@@ -75,6 +75,12 @@ class TrainConfig(BaseModel):
     select: Literal["val_loss", "val_accuracy"] = Field(
         "val_loss", description="Which epoch's checkpoint is kept, chosen on validation."
     )
+    patience: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Early stopping: end a phase after this many epochs without a lower validation loss (default: never).",
+    )
 
     # Frozen and gradual modes
     feature_views: int = Field(

@@ -9,6 +9,7 @@ run. The pieces live beside it: ``phases`` (what a mode trains), ``epochs`` (one
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -18,7 +19,6 @@ from pathlib import Path
 import torch
 
 from cxrlab.core.errors import CxrlabError
-from cxrlab.core.progress import console
 from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.data.subsets import keep_train_fraction
 from cxrlab.models.initialise import initialise
@@ -36,6 +36,7 @@ from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
 from cxrlab.training.convergence import convergence
 from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, sync_buffers, weights_agree
+from cxrlab.training.early_stop import stalled_epochs
 from cxrlab.training.epochs import evaluate_head, evaluate_network, train_head_epoch, train_network_epoch
 from cxrlab.training.features import prepare_features
 from cxrlab.training.freeze import evaluate_top, freeze_bottom, train_top_epoch, transfer_fields
@@ -56,6 +57,7 @@ from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
 from cxrlab.training.runtime import config_record, load_average, resolve_device, seed_everything, use_channels_last
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def fit(
@@ -66,7 +68,7 @@ def fit(
     log: Log | None = None,
 ) -> Path:
     """Train one run and return its run directory (``config`` is None when resuming)."""
-    log = log or (lambda line: console.print(line, highlight=False, soft_wrap=True))
+    log = log or logger.info
     recorded_split = None
     if resume is not None:
         config, recorded_split = _resumed_config(resume)
@@ -241,7 +243,7 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
     ctx.writer.status(FINISHED)
     (ctx.writer.path / LAST).unlink(missing_ok=True)
     log(
-        f"[bold]{ctx.writer.path.name}[/bold]: test accuracy {metrics.test_accuracy:.4f}, test loss "
+        f"{ctx.writer.path.name}: test accuracy {metrics.test_accuracy:.4f}, test loss "
         f"{metrics.test_loss:.4f}, AUC {metrics.roc_auc:.4f}, best epoch {metrics.best_epoch}, "
         f"trained in {train_seconds:.1f} s"
     )
@@ -263,6 +265,13 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
     epoch_offset = sum(p.epochs for p in plan_phases(config)[:index])
 
     for epoch in range(first_epoch, phase.epochs):
+        stalled = stalled_epochs([row.val_loss for row in ctx.history if row.phase == phase.name])
+        if config.patience and stalled >= config.patience:
+            # Checked before an epoch, not after, so that a resumed run stops where an unbroken one does.
+            log(
+                f"early stop: no lower validation loss for {stalled} epoch{'s' if stalled > 1 else ''} of the {phase.name} phase (--patience)"
+            )
+            break
         number = epoch_offset + epoch + 1
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
         tick, tick_cpu = time.perf_counter(), time.process_time()
