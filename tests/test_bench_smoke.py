@@ -173,3 +173,32 @@ def test_affine_grid_matches_torch():
     for height, width in ((32, 32), (17, 40)):
         expected = F.affine_grid(theta, [5, 1, height, width], align_corners=False)
         assert torch.allclose(affine_grid(theta, height, width), expected, atol=1e-6)
+
+
+def test_transfer_sweep_and_cka(bench_root, tmp_path):
+    import transfer
+
+    record = transfer.main(
+        [
+            "--data",
+            str(bench_root),
+            *TINY,
+            "--epochs",
+            "1",
+            "--probes",
+            "12",
+            "--depths",
+            "0,7",
+            "--results",
+            str(tmp_path),
+        ]
+        + ["--cka-data", str(bench_root), "--cka-split", "all", "--cka-threads", "1"]
+    )
+    sweep = record["sweep"]["results"]["sweep"][0]
+    assert sorted(int(k) for k in sweep["runs"]) == [0, 7] == record["sweep"]["depths"]
+    finetune = record["sweep"]["results"]["finetune"][0]
+    assert record["value"] == pytest.approx(sweep["train_seconds"] / finetune["train_seconds"])
+    # Each depth computed its cached activations cold, and counts them.
+    assert all(run["feature_seconds"] > 0 for run in sweep["runs"].values())
+    cka = record["cka"]
+    assert cka["probes"] == 12 and cka["peak_rss_mb"] > 0 and len(cka["cka"]) == 9

@@ -129,6 +129,7 @@ def test_run_directory_records(tiny_root, tmp_path):
             "lr",
             "seconds",
             "cpu_seconds",
+            "val_auc",
         ]
     for key in (
         "test_loss",

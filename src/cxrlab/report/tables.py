@@ -40,8 +40,24 @@ METRICS = {
     "roc_auc": lambda run: run.scores.roc_auc,
     "sensitivity": lambda run: run.scores.sensitivity,
     "specificity": lambda run: run.scores.specificity,
+    "converged_epoch": lambda run: run.scores.converged_epoch,
+    "converged_seconds": lambda run: run.scores.converged_seconds,
 }
 SETTINGS = ["model", "mode", "learning_rate", "epochs", "weight_decay", "batch_size", "image_size", "optimizer"]
+# What transferred (freeze depth, partial transfer, weights, data size): shown in results.md
+# when any row sets one away from its plain value.
+TRANSFER_SETTINGS = {
+    "freeze_blocks": "freeze K",
+    "transfer_blocks": "transfer K",
+    "weights": "weights",
+    "train_fraction": "train fraction",
+}
+_PLAIN = {
+    "freeze_blocks": (None,),
+    "transfer_blocks": (None,),
+    "weights": ("imagenet", "none"),
+    "train_fraction": (1.0,),
+}
 SEED_SUFFIX = re.compile(r"-seed=\d+$")
 
 
@@ -81,6 +97,10 @@ class ResultRow:
     metrics: dict[str, Stat]
     external: dict[str, Stat] = field(default_factory=dict)  # accuracy on each external set
     external_roles: dict[str, str] = field(default_factory=dict)
+    freeze_blocks: int | None = None
+    transfer_blocks: int | None = None
+    weights: str | None = None
+    train_fraction: float = 1.0
 
     def __getitem__(self, name: str):
         """A column of results.csv by name: a setting, ``m`` or ``m_std``, ``external_<set>_accuracy``."""
@@ -117,19 +137,37 @@ def results_cells(rows: list[ResultRow]) -> tuple[list[str], list[list[str]]]:
     show_status = any(row.status != FINISHED for row in rows)
     rule = "@thr" if any(row.binary for row in rows) else "@argmax"
     sets = _external_sets(rows)
-    header = ["model", "mode", "lr", "epochs", "weight decay", "batch", "image size", "train time", "test loss"]
+    transfer = [k for k in TRANSFER_SETTINGS if any(row[k] not in _PLAIN[k] for row in rows)]
+    header = [
+        "model",
+        "mode",
+        *[TRANSFER_SETTINGS[k] for k in transfer],
+        "lr",
+        "epochs",
+        "weight decay",
+        "batch",
+        "image size",
+        "train time",
+        "test loss",
+    ]
     roles = {name: role for row in rows for name, role in row.external_roles.items()}
     header += [f"test acc {rule}"] + [f"{_set_name(name, roles)} acc {rule}" for name in sets]
-    header += ["val loss", "val acc @argmax", "val AUC", "test AUC", f"sensitivity {rule}", f"specificity {rule}", "n"]
+    header += ["val loss", "val acc @argmax", "val AUC", "test AUC", f"sensitivity {rule}", f"specificity {rule}"]
+    header += ["converged (epoch, s)", "n"]
     header += ["status"] if show_status else []
     cells = []
     for row in rows:
-        line = [row.model, row.mode] + [format_value(v) for v in (row.learning_rate, row.epochs, row.weight_decay)]
+        line = (
+            [row.model, row.mode]
+            + [format_value(row[k]) for k in transfer]
+            + [format_value(v) for v in (row.learning_rate, row.epochs, row.weight_decay)]
+        )
         line += [format_value(row.batch_size), format_value(row.image_size)]
         line += [_mean_std(row, "training_time_s", 1, " s"), _mean_std(row, "test_loss", 4)]
         line += [_percent(row, "test_accuracy")] + [_percent(row, f"external_{name}_accuracy") for name in sets]
         line += [_mean_std(row, "val_loss", 4), _percent(row, "val_accuracy_argmax"), _mean_std(row, "val_roc_auc", 4)]
-        line += [_mean_std(row, "roc_auc", 4), _percent(row, "sensitivity"), _percent(row, "specificity"), str(row.n)]
+        line += [_mean_std(row, "roc_auc", 4), _percent(row, "sensitivity"), _percent(row, "specificity")]
+        line += [_converged(row), str(row.n)]
         cells.append(line + ([row.status] if show_status else []))
     return header, cells
 
@@ -143,7 +181,8 @@ def results_note(rows: list[ResultRow]) -> str:
         "Mean ± standard deviation over n seeds where n > 1. @thr: at the decision threshold each run chose on its "
         "validation split; @argmax: at the most probable class (validation accuracy is at the argmax because the "
         "threshold was fitted on those same images). Train time is fitting time (epochs, plus computing frozen "
-        "features once)."
+        "features once). Converged: the first epoch at which validation loss came within 5% of the run's lowest, "
+        "and the training seconds by then."
     )
     for name in sets:
         kind = (
@@ -170,7 +209,7 @@ def write_results(rows: list[ResultRow], folder: str | Path) -> list[Path]:
     """``results.csv`` (every field) and ``results.md`` (the table) in ``folder``, atomically."""
     folder = Path(folder)
     names = list(METRICS) + [f"external_{name}_accuracy" for name in _external_sets(rows)]
-    columns = ["setting"] + SETTINGS + ["n", "status"]
+    columns = ["setting"] + SETTINGS + list(TRANSFER_SETTINGS) + ["n", "status"]
     for name in names:
         columns += [name, f"{name}_std"]
     columns += ["runs"]
@@ -225,6 +264,7 @@ def _row(runs: list[RunRecord]) -> ResultRow:
             for name in sets
         },
         external_roles={name: r.scores.external[name].role for r in done for name in r.scores.external},
+        **{key: getattr(first, key) for key in TRANSFER_SETTINGS},
     )
 
 
@@ -247,6 +287,13 @@ def _mean_std(row: ResultRow, name: str, digits: int, unit: str = "") -> str:
     if row.n > 1 and std is not None:
         text += f" ± {std:.{digits}f}"
     return text + unit
+
+
+def _converged(row: ResultRow) -> str:
+    """When validation loss first came within 5% of its best: epoch and training seconds."""
+    if row["converged_epoch"] is None:
+        return "-"
+    return f"{row['converged_epoch']:.3g}, {row['converged_seconds']:.0f} s"
 
 
 def _percent(row: ResultRow, name: str) -> str:

@@ -40,7 +40,9 @@ class TrainConfig(BaseModel):
     model: str = Field(description="A registry name (see cxrlab models) or timm:<name>.")
     mode: ModeName = Field("finetune", description="How the pretrained network is used.")
     weights: str | None = Field(
-        None, description="imagenet, none or a .pt/.pth/.safetensors file (default: imagenet; none for scratch)."
+        None,
+        description="imagenet, none or a .pt/.pth/.safetensors file (default: imagenet; none for scratch); "
+        "imagenet-stats or FILE-stats: each tensor drawn from a normal with the pretrained tensor's mean and std.",
     )
     labels: Literal["folders", "kermany3"] = Field(
         "folders", description="Class labels from the folders, or NORMAL/BACTERIA/VIRUS from Kermany file names."
@@ -117,6 +119,30 @@ class TrainConfig(BaseModel):
         "none",
         description="Intensity augmentation of the images network phases train on: gamma, contrast "
         "curve, histogram equalisation, blur or sharpening, noise.",
+    )
+
+    # What transfers (finetune mode)
+    freeze_blocks: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Finetune mode: the stem and the first K stages of the backbone frozen (eval mode, no "
+        "gradients), the rest and the head train; with --augment none the frozen part runs once, cached.",
+    )
+    transfer_blocks: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Finetune mode: the stem and the first K stages from the weights, the rest of the backbone "
+        "freshly initialised; everything trains.",
+    )
+    train_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Train on this share of the training split: a class-stratified, patient-grouped subset, "
+        "nested across fractions; validation and test splits unchanged.",
     )
 
     # Decision and evaluation
@@ -229,6 +255,13 @@ class TrainConfig(BaseModel):
                 f"augment {self.augment} in frozen mode with one feature view does nothing (the head trains on "
                 "features of the plain images): set feature_views to 2 or more for augmented views, or augment none"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _depths_need_finetune(self) -> TrainConfig:
+        for name in ("freeze_blocks", "transfer_blocks"):
+            if getattr(self, name) is not None and self.mode != "finetune":
+                raise ValueError(f"{name} applies to finetune mode only (mode is {self.mode})")
         return self
 
     def resolved(self) -> TrainConfig:

@@ -36,6 +36,7 @@ class Context:
     load_at_start: float | None = None  # the machine's 1-minute load average when training began
     background: BackgroundWrites = field(default_factory=BackgroundWrites)  # checkpoint writes off the loop
     backbone_digest: str | None = None  # of the frozen backbone a head phase trains on
+    val_auc: float | None = None  # of the last validation pass, for the epoch's record
     tensorboard: object | None = None  # a cxrlab.training.tensorboard.TensorBoardLogger when asked for
     ranks: Ranks = SINGLE
     # External sets and the labelled target sample, by name; "val" or "external:<name>" chooses.

@@ -12,6 +12,7 @@ from cxrlab.data.transforms import augment_training_batch, to_float
 from cxrlab.models.registry import Classifier
 from cxrlab.training.batchnorm import freeze_bn_stats
 from cxrlab.training.context import Context
+from cxrlab.training.convergence import validation_summary
 from cxrlab.training.distributed import shard
 from cxrlab.training.external import TARGET_VAL
 from cxrlab.training.phases import Diverged
@@ -96,22 +97,33 @@ def train_head_epoch(ctx: Context, optimizer, scheduler, generator: torch.Genera
 @torch.no_grad()
 def evaluate_head(ctx: Context, split: str = "val") -> tuple[float, float]:
     logits = ctx.model.head.eval()(ctx.features[split][0].to(ctx.device)).float().cpu()
-    labels = ctx.features[f"{split}_labels"]
-    return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+    return summarise(ctx, logits, ctx.features[f"{split}_labels"], split)
 
 
 def evaluate_network(ctx: Context, model: Classifier, split: str = "val") -> tuple[float, float]:
     indices = ctx.data.indices(split)
-    return evaluate_images(ctx, model, ctx.data.images, indices, ctx.data.labels[indices])
+    return evaluate_images(ctx, model, ctx.data.images, indices, ctx.data.labels[indices], split)
 
 
 def evaluate_images(
-    ctx: Context, model: Classifier, images: np.ndarray, indices: np.ndarray, labels: np.ndarray
+    ctx: Context,
+    model: Classifier,
+    images: np.ndarray,
+    indices: np.ndarray,
+    labels: np.ndarray,
+    split: str | None = None,
 ) -> tuple[float, float]:
     """Loss and accuracy of ``model`` on ``images[indices]`` with ``labels``."""
     logits = torch.from_numpy(predict_logits(model, images, indices, ctx.device, batch_size=ctx.config.eval_batch_size))
-    targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    return float(F.cross_entropy(logits, targets)), float((logits.argmax(1) == targets).float().mean())
+    return summarise(ctx, logits, torch.from_numpy(np.asarray(labels, dtype=np.int64)), split)
+
+
+def summarise(ctx: Context, logits: torch.Tensor, labels: torch.Tensor, split: str | None) -> tuple[float, float]:
+    """``(loss, accuracy)``; the validation AUC goes to ``ctx.val_auc`` for the epoch's record."""
+    loss, accuracy, auc = validation_summary(logits, labels, ctx.data.classes)
+    if split == "val":
+        ctx.val_auc = auc
+    return loss, accuracy
 
 
 def evaluate_target(ctx: Context, model: Classifier, on_features: bool = False) -> tuple[float, float] | None:

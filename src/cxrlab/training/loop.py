@@ -24,8 +24,9 @@ import torch
 from cxrlab.core.errors import CxrlabError
 from cxrlab.data.batches import check_batch_memory
 from cxrlab.data.dataset import Dataset, load_dataset
+from cxrlab.data.subsets import keep_train_fraction
+from cxrlab.models.initialise import initialise
 from cxrlab.models.registry import build_model
-from cxrlab.models.weights import load_weights
 from cxrlab.training.checkpoint import (
     BEST,
     LAST,
@@ -38,6 +39,7 @@ from cxrlab.training.checkpoint import (
 from cxrlab.training.claim import claim_run_dir
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
+from cxrlab.training.convergence import convergence
 from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, sync_buffers, weights_agree
 from cxrlab.training.early_stop import stalled_epochs
 from cxrlab.training.epochs import (
@@ -49,6 +51,7 @@ from cxrlab.training.epochs import (
 )
 from cxrlab.training.external import TARGET_VAL, labelled_sets, selection_name, target_features
 from cxrlab.training.features import prepare_features
+from cxrlab.training.freeze import evaluate_top, freeze_bottom, train_top_epoch, transfer_fields
 from cxrlab.training.optim import make_optimizer, make_scheduler
 from cxrlab.training.phases import Diverged, Phase, Selection, plan_phases
 from cxrlab.training.records import (
@@ -132,7 +135,14 @@ def _fit(
     # Loaded before anything is written: a wrong path fails now, not after the training.
     external = labelled_sets(config, data.classes, show_progress)
     model = build_model(config.model, num_classes=len(data.classes))
-    weights_id = load_weights(model, config.model, config.weights)
+    weights_id = initialise(
+        model,
+        config.model,
+        config.weights,
+        seed=config.seed,
+        transfer_blocks=config.transfer_blocks,
+        freeze_blocks=config.freeze_blocks,
+    )
     model.to(device)
     if use_channels_last(config.channels_last):
         model.to(memory_format=torch.channels_last)
@@ -195,6 +205,7 @@ def _load_data(config: TrainConfig, show_progress: bool) -> Dataset:
         cache_dir=config.cache_dir,
         show_progress=show_progress,
     )
+    data = keep_train_fraction(data, config.train_fraction, config.split_seed)
     check_splits(data)
     return data
 
@@ -280,6 +291,8 @@ def _finish(ctx: Context, selection: Selection, log: Log) -> None:
         load_average_start=ctx.load_at_start,
         load_average_end=load_average(),
     )
+    for key, value in {**convergence(ctx.history, ctx.feature_seconds), **transfer_fields(ctx)}.items():
+        setattr(metrics, key, value)
     if ctx.ranks.enabled:
         metrics.distributed = DistributedInfo(
             world_size=ctx.ranks.world,
@@ -309,6 +322,7 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         _prepare_features(ctx)
     for parameter in model.backbone.parameters():
         parameter.requires_grad_(not phase.head_only)
+    bottom = freeze_bottom(ctx, phase, resuming=first_epoch > 0)
     optimizer = make_optimizer(config, model, phase)
     steps_per_epoch = ctx.steps_per_epoch(phase)
     scheduler = make_scheduler(config, optimizer, steps_per_epoch, phase.epochs)
@@ -332,7 +346,10 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
         tick, tick_cpu = time.perf_counter(), time.process_time()
         validated: torch.nn.Module = model
-        if on_features:
+        if bottom is not None and bottom.cached:
+            train_loss, train_acc = train_top_epoch(ctx, bottom, optimizer, scheduler, generator, number)
+            val_loss, val_acc = evaluate_top(ctx, bottom)
+        elif on_features:
             train_loss, train_acc = train_head_epoch(ctx, optimizer, scheduler, generator, number)
             val_loss, val_acc = evaluate_head(ctx)
         else:
@@ -358,6 +375,7 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
             cpu_seconds=round(time.process_time() - tick_cpu, 3),
             target_val_loss=round(target[0], 6) if target else None,
             target_val_acc=round(target[1], 6) if target else None,
+            val_auc=None if ctx.val_auc is None else round(ctx.val_auc, 6),
         )
         # With WiSE-FT the head phase is the probe, the a = 0 end of the mixtures, not a candidate.
         candidate = not (config.wise and phase.head_only)

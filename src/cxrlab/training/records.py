@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cxrlab.core.decision import decide, positive_index
 from cxrlab.core.errors import CxrlabError
@@ -23,7 +23,18 @@ from cxrlab.core.io import read_record_json, read_yaml
 from cxrlab.training.config import TrainConfig
 
 FINISHED, RUNNING, DIVERGED, FAILED, UNKNOWN = "finished", "running", "diverged", "failed", "unknown"
-HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "cpu_seconds"]
+HISTORY_COLUMNS = [
+    "epoch",
+    "phase",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "cpu_seconds",
+    "val_auc",
+]
 # Written only by runs that choose on a labelled target sample (--target-val).
 TARGET_VAL_COLUMNS = ["target_val_loss", "target_val_acc"]
 
@@ -217,6 +228,18 @@ class RunMetrics(_Record):
     selection_set: str = "val"
     temperature: float | None = None  # softmax temperature fitted on the selection set; every probability uses it
     wise: WiseCurve | None = None
+    # Convergence (training/convergence.py): the first epoch at which validation loss came
+    # within 5% of the run's lowest, and validation AUC within 0.005 of its highest, with the
+    # training seconds spent by the end of it.
+    converged_epoch: int | None = None
+    converged_seconds: float | None = None
+    converged_auc_epoch: int | None = None
+    converged_auc_seconds: float | None = None
+    # What transferred: how the backbone started (pretrained, partial, stats, random, file),
+    # how many stages its depth settings count, and the parameters that trained.
+    init: str | None = None
+    stages: int | None = None
+    trainable_params: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as written to metrics.json (the keys that were set, by their file names)."""
@@ -235,8 +258,15 @@ class EpochRecord(_Record):
     lr: float
     seconds: float
     cpu_seconds: float | None = None  # process user + system time of the epoch
+    val_auc: float | None = None  # None in histories written before it was recorded
     target_val_loss: float | None = None
     target_val_acc: float | None = None
+
+    @field_validator("val_auc", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # history.csv writes a missing AUC as an empty cell; an undefined one (one class) as nan.
+        return None if value in ("", None) else value
 
     @property
     def selection_loss(self) -> float:
