@@ -18,7 +18,8 @@ from cxrlab.core.summary import classification_report
 from cxrlab.report.analysis import best_run
 from cxrlab.report.render import write_report
 from cxrlab.report.tables import results_rows, write_results
-from cxrlab.training.records import DataInfo, EpochRecord, ExternalScores, RunConfig, RunMetrics, list_runs
+from cxrlab.training.records import DataInfo, EpochRecord, RunConfig, list_runs
+from cxrlab.training.run_metrics import ExternalScores, RunMetrics
 from cxrlab.training.rundir import RunWriter
 
 CLASSES = ["NORMAL", "PNEUMONIA"]

@@ -8,7 +8,8 @@ import torch
 
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.loop import fit
-from cxrlab.training.records import MachineLoad, load_run
+from cxrlab.training.records import load_run
+from cxrlab.training.run_metrics import MachineLoad
 
 
 @pytest.mark.parametrize("mode", ["frozen", "scratch"])

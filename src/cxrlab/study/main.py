@@ -56,7 +56,7 @@ HEADLINE = [
     "n",
     "status",
     "val_loss",
-    "val_accuracy",
+    "val_accuracy_argmax",
     "test_accuracy",
     "roc_auc",
     "training_time_s",
@@ -73,7 +73,11 @@ def study_summary(study_dir: str | Path, reports: list[Path] | None = None) -> d
     summary: dict = {
         "study_dir": str(study_dir),
         "results": str(Path(study_dir) / "results.md"),
-        "settings": [{key: row.get(key) for key in HEADLINE} for row in rows],
+        "settings": [
+            {key: row[key] for key in HEADLINE}
+            | {f"external_{name}_accuracy": stat.mean for name, stat in row.external.items()}
+            for row in rows
+        ],
     }
     if reports is not None:
         summary["report"] = [str(path) for path in reports]

@@ -154,6 +154,11 @@ class TrainConfig(BaseModel):
         default_factory=dict,
         description="External labelled sets, NAME=PATH: scored once after selection, never used to choose.",
     )
+    external_validation: list[str] = Field(
+        default_factory=list,
+        description="Names of external sets that helped choose these settings (a recipe chosen on them): "
+        "scored as the others and choosing nothing in the run, but recorded as validation sets, not tests.",
+    )
     target_val: str | None = Field(
         None,
         description="A labelled sample of the target site (folder of class folders): the epoch, threshold, "

@@ -6,6 +6,10 @@ threshold: it never enters selection. A labelled target sample (``--target-val D
 other kind: the epoch, the threshold, the temperature and the WiSE coefficient are chosen on
 it, so it is recorded with the role "validation" wherever it appears. When it is also named
 as an external set, that entry takes the role; otherwise it is recorded as ``target_val``.
+
+A set named in ``external_validation`` helped choose the run's settings outside the run (a
+recipe chosen on it): it is scored like any external set and chooses nothing inside the run,
+yet it is recorded with the role "validation", because its numbers are no independent test.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.features import compute_features
 from cxrlab.training.predict import predict_logits
-from cxrlab.training.records import ExternalScores
+from cxrlab.training.run_metrics import ExternalScores
 
 TARGET_VAL = "target_val"
 TEST, VALIDATION = "test", "validation"
@@ -40,6 +44,7 @@ class LabelledSet:
     dataset: Dataset
     indices: np.ndarray
     labels: np.ndarray
+    chooses: bool = False  # the run's epoch, threshold, temperature and WiSE coefficient are chosen on it
 
     @property
     def split(self) -> str:
@@ -64,6 +69,7 @@ def load_scoring_set(
     *,
     name: str = "",
     role: str = TEST,
+    chooses: bool = False,
     cache_dir: str | None = None,
     on_bad_image: str | None = None,
     show_progress: bool = True,
@@ -89,33 +95,47 @@ def load_scoring_set(
     indices = dataset.indices("test")
     if len(indices) == 0:
         raise CxrlabError(f"{path} has no test images to score")
-    return LabelledSet(name, str(path), role, dataset, indices, remap[dataset.labels[indices]])
+    return LabelledSet(name, str(path), role, dataset, indices, remap[dataset.labels[indices]], chooses=chooses)
 
 
 def labelled_sets(config: TrainConfig, classes: list[str], show_progress: bool = True) -> dict[str, LabelledSet]:
     """Every external set and the labelled target sample of a run, by name, loaded now."""
     sets: dict[str, LabelledSet] = {}
     target = _resolved(config.target_val) if config.target_val else None
+    unknown = [name for name in config.external_validation if name not in config.external]
+    if unknown:
+        raise CxrlabError(
+            f"--external-validation {unknown[0]}: no external set of that name (--external NAME=PATH names them)"
+        )
     for name, path in config.external.items():
         if not name or name != name.strip() or any(c in name for c in "/\\,="):
             raise CxrlabError(f"--external {name}={path}: name each set with a plain word (NAME=PATH)")
-        role = VALIDATION if target is not None and _resolved(path) == target else TEST
-        sets[name] = load_scoring_set(path, config, classes, name=name, role=role, show_progress=show_progress)
-    if config.target_val and not any(s.role == VALIDATION for s in sets.values()):
+        chooses = target is not None and _resolved(path) == target
+        role = VALIDATION if chooses or name in config.external_validation else TEST
+        sets[name] = load_scoring_set(
+            path, config, classes, name=name, role=role, chooses=chooses, show_progress=show_progress
+        )
+    if config.target_val and not any(s.chooses for s in sets.values()):
         if TARGET_VAL in sets:
             raise CxrlabError(f"--external {TARGET_VAL}=...: that name is the --target-val set's; choose another")
         sets[TARGET_VAL] = load_scoring_set(
-            config.target_val, config, classes, name=TARGET_VAL, role=VALIDATION, show_progress=show_progress
+            config.target_val,
+            config,
+            classes,
+            name=TARGET_VAL,
+            role=VALIDATION,
+            chooses=True,
+            show_progress=show_progress,
         )
     for labelled in sets.values():
-        if labelled.role == VALIDATION and len(np.unique(labelled.labels)) < 2:
+        if labelled.chooses and len(np.unique(labelled.labels)) < 2:
             raise CxrlabError(f"--target-val {config.target_val}: a sample that chooses needs every class")
     return sets
 
 
 def selection_name(sets: dict[str, LabelledSet]) -> str:
     """``"val"`` or ``"external:<name>"``: the set a run chooses on."""
-    return next((s.split for s in sets.values() if s.role == VALIDATION), "val")
+    return next((s.split for s in sets.values() if s.chooses), "val")
 
 
 def set_logits(model, labelled: LabelledSet, device, config: TrainConfig, tta: int = 0) -> np.ndarray:

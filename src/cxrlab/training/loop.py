@@ -41,18 +41,9 @@ from cxrlab.training.external import labelled_sets, selection_name
 from cxrlab.training.freeze import transfer_fields
 from cxrlab.training.phase_loop import run_phase
 from cxrlab.training.phases import Diverged, Selection, plan_phases
-from cxrlab.training.records import (
-    DIVERGED,
-    FAILED,
-    FINISHED,
-    RUNNING,
-    DistributedInfo,
-    MachineLoad,
-    SplitOverlap,
-    read_config,
-    read_status,
-)
+from cxrlab.training.records import DIVERGED, FAILED, FINISHED, RUNNING, read_config, read_status
 from cxrlab.training.robust import wise_mixture
+from cxrlab.training.run_metrics import DistributedInfo, MachineLoad, SplitOverlap
 from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
 from cxrlab.training.runtime import config_record, load_average, resolve_device, seed_everything, use_channels_last
 

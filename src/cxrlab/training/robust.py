@@ -30,7 +30,7 @@ from cxrlab.training.checkpoint import model_meta
 from cxrlab.training.context import Context
 from cxrlab.training.epochs import evaluate_selection_set
 from cxrlab.training.phases import Selection
-from cxrlab.training.records import WiseCurve
+from cxrlab.training.run_metrics import WiseCurve
 from cxrlab.training.rundir import load_tensors
 from cxrlab.training.runtime import use_channels_last
 

@@ -34,7 +34,8 @@ import torch
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.io import atomic_path, make_dir, write_json, write_text, write_yaml
 from cxrlab.models.weights import load_plain_tensors
-from cxrlab.training.records import HISTORY_COLUMNS, TARGET_VAL_COLUMNS, EpochRecord, RunMetrics
+from cxrlab.training.records import HISTORY_COLUMNS, TARGET_VAL_COLUMNS, EpochRecord
+from cxrlab.training.run_metrics import RunMetrics
 
 
 def safe_run_id(text: str) -> str:

@@ -15,7 +15,7 @@ from cxrlab.training.context import Context
 from cxrlab.training.external import external_scores, set_logits
 from cxrlab.training.phases import Selection
 from cxrlab.training.predict import predict_logits
-from cxrlab.training.records import RunMetrics, ScoresAtHalf
+from cxrlab.training.run_metrics import RunMetrics, ScoresAtHalf
 
 # Metrics of the test report that metrics.json carries as they are (the ones present).
 _TEST_KEYS = (

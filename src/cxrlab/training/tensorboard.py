@@ -21,7 +21,8 @@ import torch
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.data.dataset import Dataset
-from cxrlab.training.records import EpochRecord, RunMetrics
+from cxrlab.training.records import EpochRecord
+from cxrlab.training.run_metrics import RunMetrics
 
 EXAMPLES_PER_CLASS = 4
 EPOCH_SCALARS = {
