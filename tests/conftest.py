@@ -1,4 +1,5 @@
-"""Shared fixtures: a per-session cache folder, and small image data sets made on the fly.
+"""Shared fixtures: a per-session cache folder, small image data sets made on the fly
+(``cxrlab.testing``), the real images in tests/fixtures, and the command line run in-process.
 
 Tests never read ../shared: they make their own data (synthetic X-ray-like images whose
 class is learnable in a few steps) plus the handful of real images in tests/fixtures.
@@ -8,12 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
+
+from cxrlab.testing import CliResult, make_dataset_root
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -30,49 +32,6 @@ def _session_cache(tmp_path_factory):
     yield cache
 
 
-def synthetic_xray(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
-    """A grey 'chest' with noise; class 1 ('pneumonia') adds a bright blob in one lung."""
-    y, x = np.mgrid[0:size, 0:size] / size
-    body = 90 + 60 * np.exp(-((x - 0.5) ** 2) / 0.08)
-    image = body + rng.normal(0, 12, (size, size))
-    if label == 1:
-        cx, cy = rng.uniform(0.25, 0.75), rng.uniform(0.3, 0.7)
-        image += 110 * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / 0.012))
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def make_class_folders(
-    root: Path, counts: dict[str, int], seed: int = 0, size: int = 48, images_per_patient: int = 2, start: int = 0
-) -> Path:
-    """Class folders with Kermany-style names: NORMAL as IM-XXXX-000N, others as personN_bacteria_M."""
-    rng = np.random.default_rng(seed)
-    for label, (name, count) in enumerate(counts.items()):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            patient = start + i // images_per_patient
-            if label == 0:
-                file = f"IM-{patient:04d}-{i % images_per_patient + 1:04d}.jpeg"
-            else:
-                file = f"person{patient}_bacteria_{start + i}.jpeg"
-            Image.fromarray(synthetic_xray(min(label, 1), rng, size)).save(folder / file, quality=95)
-    return root
-
-
-def make_dataset_root(
-    root: Path,
-    n_train: int = 40,
-    n_test: int = 0,
-    seed: int = 0,
-    size: int = 48,
-    classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA"),
-) -> Path:
-    make_class_folders(root / "train", {c: n_train for c in classes}, seed=seed, size=size)
-    if n_test:
-        make_class_folders(root / "test", {c: n_test for c in classes}, seed=seed + 1, size=size, start=5000)
-    return root
-
-
 @pytest.fixture
 def tiny_root(tmp_path) -> Path:
     """train/ only: 40 NORMAL and 40 PNEUMONIA 48-px images, two per patient."""
@@ -80,16 +39,15 @@ def tiny_root(tmp_path) -> Path:
 
 
 @pytest.fixture
+def fixtures_dir() -> Path:
+    """tests/fixtures: a handful of real images, and weights files for the loaders."""
+    return FIXTURES
+
+
+@pytest.fixture
 def kermany_fixture() -> Path:
     """Six real Kermany images in class folders (a folder of class folders)."""
     return FIXTURES / "kermany"
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture
@@ -108,3 +66,63 @@ def cli(monkeypatch, capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+SMALL = dict(image_size=32, batch_size=16)
+STUDY_RUNS = [
+    dict(model="scratch_cnn", mode="scratch", epochs=2, lr=1e-3, name="scratch_cnn-scratch-lr=1e-3"),
+    dict(model="scratch_cnn", mode="scratch", epochs=2, lr=3e-3, name="scratch_cnn-scratch-lr=3e-3"),
+    dict(model="efficientnet_lite0", mode="frozen", epochs=3, name="efficientnet_lite0-frozen"),
+    dict(model="efficientnet_lite0", mode="finetune", epochs=2, name="efficientnet_lite0-finetune"),
+    dict(model="efficientnet_lite0", mode="gradual", epochs=1, head_epochs=2, name="efficientnet_lite0-gradual"),
+]
+
+
+def _build_study(folder: Path, runs: list[dict], classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA")) -> Path:
+    """A study directory ``folder/study`` with ``runs`` fitted into ``study/runs`` (once: a
+    finished study is reused)."""
+    from cxrlab.training.config import TrainConfig
+    from cxrlab.training.loop import fit
+
+    study = folder / "study"
+    if (study / "done").exists():
+        return study
+    data = make_dataset_root(folder / "data", n_train=40, classes=classes)
+    for settings in runs:
+        fit(
+            TrainConfig(data=str(data), out=str(study / "runs"), **SMALL, **settings),
+            show_progress=False,
+            log=lambda line: None,
+        )
+    (study / "done").write_text("")
+    return study
+
+
+@pytest.fixture(scope="session")
+def build_study():
+    """``build_study(folder, runs)``: a study directory of real tiny runs."""
+    return _build_study
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """The session's binary study (five runs; built by whichever test asks first)."""
+    return _build_study(tmp_path_factory.getbasetemp() / "report-study", STUDY_RUNS)
+
+
+@pytest.fixture
+def exported_pixels():
+    """``exported_pixels(files, size)``: the pixels an exported model's sidecar JSON describes
+    (Pillow: draft, EXIF turn, grey, bilinear resize), as (B, 1, size, size) float32."""
+
+    def prepared(files: list[str], size: int) -> np.ndarray:
+        batch = []
+        for path in files:
+            image = Image.open(path)
+            if image.format == "JPEG":
+                image.draft("L", (size, size))
+            image = ImageOps.exif_transpose(image).convert("L").resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+            batch.append(np.asarray(image, np.float32)[None] / 255)
+        return np.stack(batch)
+
+    return prepared

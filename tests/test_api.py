@@ -18,7 +18,7 @@ from cxrlab.core.errors import CxrlabError
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> cxrlab.Run:
-    from conftest import make_dataset_root
+    from cxrlab.testing import make_dataset_root
 
     root = make_dataset_root(tmp_path_factory.mktemp("api-data"), n_train=40)
     return cxrlab.train(

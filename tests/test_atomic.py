@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_class_folders, make_dataset_root
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.io import read_json, write_json
+from cxrlab.testing import make_class_folders, make_dataset_root
 
 SIZE = 32
 

@@ -18,7 +18,7 @@ from cxrlab.training.records import load_run
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A scratch CNN that has learned the synthetic 'pneumonia' blob (48 px, 8 epochs)."""
-    from conftest import make_dataset_root
+    from cxrlab.testing import make_dataset_root
 
     root = make_dataset_root(tmp_path_factory.mktemp("cam-data"), n_train=40)
     run_dir = fit(

@@ -20,7 +20,7 @@ SMALL = ["--model", "scratch_cnn", "--mode", "scratch", "--image-size", "32", "-
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    from conftest import make_dataset_root
+    from cxrlab.testing import make_dataset_root
 
     return make_dataset_root(tmp_path_factory.mktemp("cli-data"), n_train=40)
 
@@ -198,7 +198,7 @@ def test_predict_on_bad_image(cli, finished, data_root, corrupt_image):
 
 
 def test_evaluate_on_bad_image(cli, finished, tmp_path, corrupt_image):
-    from conftest import make_class_folders
+    from cxrlab.testing import make_class_folders
 
     folder = make_class_folders(tmp_path / "other", {"NORMAL": 4, "PNEUMONIA": 4}, seed=5, size=32)
     (folder / "NORMAL" / "IM-9999-0001.jpeg").write_bytes(corrupt_image.read_bytes())

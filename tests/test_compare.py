@@ -18,14 +18,13 @@ from cxrlab.report.scored import scored_set
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.loop import fit
 from cxrlab.training.records import EpochRecord, load_run
-from test_report import tiny_study
 
 NAMES = ["scratch_cnn-scratch-lr=1e-3", "efficientnet_lite0-frozen", "efficientnet_lite0-finetune"]
 
 
 @pytest.fixture(scope="module")
-def run_dirs(tmp_path_factory) -> list[str]:
-    study = tiny_study(tmp_path_factory)
+def run_dirs(tiny_study) -> list[str]:
+    study = tiny_study
     return [str(study / "runs" / name) for name in NAMES]
 
 
@@ -94,7 +93,7 @@ def test_comparison_markdown_reads_as_a_table(run_dirs):
 
 
 def test_runs_scored_on_other_test_images_are_refused(run_dirs, tmp_path, monkeypatch, capsys):
-    from conftest import make_dataset_root
+    from cxrlab.testing import make_dataset_root
 
     data = make_dataset_root(tmp_path / "data", n_train=40)
     other = fit(
@@ -145,8 +144,8 @@ def test_generalisation_gap_and_curve_stability_from_the_history():
     assert generalisation_gap(history, best_epoch=99) is None
 
 
-def test_labels_tell_runs_of_one_model_and_mode_apart(run_dirs, tmp_path_factory):
-    study = tiny_study(tmp_path_factory)
+def test_labels_tell_runs_of_one_model_and_mode_apart(run_dirs, tiny_study):
+    study = tiny_study
     runs = [
         load_run(study / "runs" / name)
         for name in ["scratch_cnn-scratch-lr=1e-3", "scratch_cnn-scratch-lr=3e-3", "efficientnet_lite0-frozen"]

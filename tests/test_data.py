@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_class_folders, make_dataset_root
 from cxrlab.core.errors import CxrlabError
 from cxrlab.data import cache as cache_module
 from cxrlab.data.dataset import load_dataset
@@ -17,6 +16,7 @@ from cxrlab.data.inspect import inspect_source
 from cxrlab.data.patients import kermany3_class, patient_id
 from cxrlab.data.sources import list_source
 from cxrlab.data.splits import grouped_holdout, linked_groups
+from cxrlab.testing import make_class_folders, make_dataset_root
 
 
 @pytest.mark.parametrize(

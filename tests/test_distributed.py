@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import make_dataset_root
+from cxrlab.testing import make_dataset_root
 from cxrlab.training.records import list_runs
 
 

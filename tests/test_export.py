@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.evaluate.runs import predict_images
@@ -23,7 +22,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from conftest import make_dataset_root
+    from cxrlab.testing import make_dataset_root
 
     root = make_dataset_root(tmp_path_factory.mktemp("export-data"), n_train=40)
     return fit(
@@ -49,24 +48,12 @@ def images() -> list[str]:
     return files + [str(FIXTURES / "chelsea.jpg")]
 
 
-def prepared(files: list[str], size: int) -> np.ndarray:
-    """The pixels the sidecar's Pillow recipe describes, as (B, 1, size, size) float32."""
-    batch = []
-    for path in files:
-        image = Image.open(path)
-        if image.format == "JPEG":
-            image.draft("L", (size, size))
-        image = ImageOps.exif_transpose(image).convert("L").resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-        batch.append(np.asarray(image, np.float32)[None] / 255)
-    return np.stack(batch)
-
-
 def reference(run_dir: Path, files: list[str]) -> np.ndarray:
     predictions = predict_images(run_dir, files, device="cpu")
     return np.array([list(p.probabilities.values()) for p in predictions])
 
 
-def test_onnx_matches_predict(run_dir, images, tmp_path):
+def test_onnx_matches_predict(run_dir, images, tmp_path, exported_pixels):
     import onnxruntime
 
     paths = export_run(run_dir, "onnx", out_dir=tmp_path)
@@ -74,7 +61,7 @@ def test_onnx_matches_predict(run_dir, images, tmp_path):
     sidecar = json.loads(paths[1].read_text())
     session = onnxruntime.InferenceSession(str(paths[0]), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == [sidecar["input"]["name"]]
-    pixels = prepared(images, sidecar["image_size"])
+    pixels = exported_pixels(images, sidecar["image_size"])
     (probs,) = session.run([sidecar["output"]["name"]], {"images": pixels})
     assert probs.shape == (len(images), 2)
     np.testing.assert_allclose(probs, reference(run_dir, images), atol=1e-4)
@@ -84,11 +71,11 @@ def test_onnx_matches_predict(run_dir, images, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
-def test_torchscript_matches_predict(run_dir, images):
+def test_torchscript_matches_predict(run_dir, images, exported_pixels):
     paths = export_run(run_dir, "torchscript")
     assert paths[0] == run_dir / "model.torchscript.pt" and paths[1] == run_dir / "model.torchscript.json"
     model = torch.jit.load(str(paths[0]))
-    pixels = prepared(images, 32)
+    pixels = exported_pixels(images, 32)
     with torch.no_grad():
         probs = model(torch.from_numpy(pixels)).numpy()
     np.testing.assert_allclose(probs, reference(run_dir, images), atol=1e-4)

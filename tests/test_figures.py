@@ -12,12 +12,11 @@ from cxrlab.report import curves, figures
 from cxrlab.report.compare import run_confusion
 from cxrlab.report.scored import confident_mistakes, scored_set
 from cxrlab.training.records import list_runs
-from test_report import tiny_study
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return {r.run_id: r for r in list_runs(tiny_study(tmp_path_factory) / "runs")}
+def runs(tiny_study):
+    return {r.run_id: r for r in list_runs(tiny_study / "runs")}
 
 
 def texts(figure) -> list[str]:

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CliResult, make_class_folders, make_dataset_root
+from cxrlab.testing import CliResult, make_class_folders, make_dataset_root
 
 SIZE = 32
 ONE_LINE, HANDLED = "one line", "handled"

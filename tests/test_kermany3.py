@@ -21,7 +21,7 @@ CLASSES = ["NORMAL", "BACTERIA", "VIRUS"]
 def make_kermany3_folders(root: Path, per_class: int, seed: int, start: int = 0) -> Path:
     """NORMAL/IM-XXXX-000N.jpeg and PNEUMONIA/personN_bacteria_M.jpeg, personN_virus_M.jpeg,
     two images per patient; the virus images are hazier than the bacteria ones."""
-    from conftest import synthetic_xray
+    from cxrlab.testing import synthetic_xray
 
     rng = np.random.default_rng(seed)
     (root / "NORMAL").mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def test_export_sidecar_of_three_classes(run_dir, tmp_path):
 
 
 def test_a_pneumonia_file_without_a_type_is_one_line_error(tmp_path):
-    from conftest import make_class_folders
+    from cxrlab.testing import make_class_folders
 
     root = make_class_folders(tmp_path / "data" / "train", {"NORMAL": 4, "PNEUMONIA": 4}, size=32)
     (root / "PNEUMONIA" / "person1_bacteria_2.jpeg").rename(root / "PNEUMONIA" / "person1_1.jpeg")

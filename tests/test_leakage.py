@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_class_folders, make_dataset_root
+from cxrlab.testing import make_class_folders, make_dataset_root
 from cxrlab.training.records import load_run, read_csv
 
 SIZE = 32

@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FIXTURES
 from cxrlab.core.errors import CxrlabError
 from cxrlab.models.cards import model_card
 from cxrlab.models.registry import MODELS, build_model, model_entry
@@ -108,7 +107,7 @@ def test_scratch_cnn_has_no_imagenet_weights():
         load_weights(build_model("scratch_cnn"), "scratch_cnn", "imagenet")
 
 
-def test_lite0_package_weights_see_a_cat():
+def test_lite0_package_weights_see_a_cat(fixtures_dir):
     """The package's weights mapped in order onto timm's model classify a real cat photo."""
     assert package_weights_file(model_entry("efficientnet_lite0")) is not None and pretrained_available(
         "efficientnet_lite0"
@@ -117,7 +116,7 @@ def test_lite0_package_weights_see_a_cat():
     load_weights(model, "efficientnet_lite0", "imagenet")
     package = torch.load(package_weights_file(model_entry("efficientnet_lite0")), map_location="cpu", weights_only=True)
     model.head.load_state_dict({"weight": package["_fc.weight"], "bias": package["_fc.bias"]})
-    photo = Image.open(FIXTURES / "chelsea.jpg").convert("RGB").resize((224, 224), Image.BICUBIC)
+    photo = Image.open(fixtures_dir / "chelsea.jpg").convert("RGB").resize((224, 224), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
     with torch.no_grad():
         probs = model.eval()(x).softmax(1)[0]

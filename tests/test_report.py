@@ -1,6 +1,6 @@
 """The study report: written from real tiny runs, opened in a real headless browser.
 
-``tiny_study`` builds one study directory per test session (five runs on the synthetic
+The ``tiny_study`` fixture (conftest) builds one study directory per test session (five runs on the synthetic
 48-px data at 32 px: two scratch settings, and EfficientNet-Lite0 frozen, fine-tuned and
 gradual); test_figures and test_compare reuse it.
 """
@@ -22,8 +22,6 @@ from cxrlab.core.errors import CxrlabError
 from cxrlab.report.analysis import run_analysis, selection_key
 from cxrlab.report.formatting import percent_ci
 from cxrlab.report.render import write_report
-from cxrlab.training.config import TrainConfig
-from cxrlab.training.loop import fit
 from cxrlab.training.records import list_runs
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -34,43 +32,11 @@ TASK_HEADINGS = [
     "D. Comparing fine-tuning",
     "E. Test analysis against the from-scratch baseline",
 ]
-SMALL = dict(image_size=32, batch_size=16)
-STUDY_RUNS = [
-    dict(model="scratch_cnn", mode="scratch", epochs=2, lr=1e-3, name="scratch_cnn-scratch-lr=1e-3"),
-    dict(model="scratch_cnn", mode="scratch", epochs=2, lr=3e-3, name="scratch_cnn-scratch-lr=3e-3"),
-    dict(model="efficientnet_lite0", mode="frozen", epochs=3, name="efficientnet_lite0-frozen"),
-    dict(model="efficientnet_lite0", mode="finetune", epochs=2, name="efficientnet_lite0-finetune"),
-    dict(model="efficientnet_lite0", mode="gradual", epochs=1, head_epochs=2, name="efficientnet_lite0-gradual"),
-]
-
-
-def build_study(folder: Path, runs: list[dict], classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA")) -> Path:
-    """A study directory ``folder/study`` with ``runs`` fitted into ``study/runs`` (once: a
-    finished study is reused)."""
-    from conftest import make_dataset_root
-
-    study = folder / "study"
-    if (study / "done").exists():
-        return study
-    data = make_dataset_root(folder / "data", n_train=40, classes=classes)
-    for settings in runs:
-        fit(
-            TrainConfig(data=str(data), out=str(study / "runs"), **SMALL, **settings),
-            show_progress=False,
-            log=lambda line: None,
-        )
-    (study / "done").write_text("")
-    return study
-
-
-def tiny_study(tmp_path_factory) -> Path:
-    """The session's binary study (built by whichever test asks first)."""
-    return build_study(tmp_path_factory.getbasetemp() / "report-study", STUDY_RUNS)
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    study = tiny_study(tmp_path_factory)
+def report(tiny_study):
+    study = tiny_study
     paths = write_report(study)
     return study, paths
 
@@ -130,9 +96,9 @@ def test_html_is_self_contained_and_every_image_is_a_png(report):
     assert "Content-Security-Policy" in html
 
 
-def test_file_names_and_labels_are_escaped(tmp_path_factory, tmp_path):
+def test_file_names_and_labels_are_escaped(tiny_study, tmp_path):
     study = tmp_path / "study"
-    shutil.copytree(tiny_study(tmp_path_factory), study, ignore=shutil.ignore_patterns("report*"))
+    shutil.copytree(tiny_study, study, ignore=shutil.ignore_patterns("report*"))
     hostile = "/nowhere/<script>alert(1)</script>.png"
     for run_dir in sorted((study / "runs").iterdir()):
         # The same test image, renamed in every run (the runs stay paired) and made a confident
@@ -155,7 +121,7 @@ def test_file_names_and_labels_are_escaped(tmp_path_factory, tmp_path):
     assert "<script>" not in markdown_path.read_text(encoding="utf-8")
 
 
-def test_sections_without_runs_say_so(tmp_path):
+def test_sections_without_runs_say_so(tmp_path, build_study):
     study = build_study(tmp_path, [dict(model="scratch_cnn", mode="scratch", epochs=1, name="only-scratch")])
     # A diverged run is listed, never analysed.
     shutil.copytree(study / "runs" / "only-scratch", study / "runs" / "only-scratch-again")
@@ -169,7 +135,7 @@ def test_sections_without_runs_say_so(tmp_path):
     assert "The from-scratch baseline (scratch_cnn, from scratch) is the only run" in markdown
 
 
-def test_three_class_study(tmp_path):
+def test_three_class_study(tmp_path, build_study):
     # scratch_cnn has no pretrained weights: "finetune" trains it from random weights too, which
     # is enough to give section D two modes and section E a pair to test.
     study = build_study(
@@ -277,11 +243,11 @@ def test_report_in_a_headless_browser(report, tmp_path):
     assert (pixels < 128).mean() > 0.01, "the screenshot is blank"
 
 
-def test_metrics_json_names_the_validation_accuracy_by_its_rule(tmp_path_factory):
+def test_metrics_json_names_the_validation_accuracy_by_its_rule(tiny_study):
     # metrics.json carries the validation accuracy at the argmax (as history.csv's val_acc at
     # the kept epoch) and the validation AUC, never the in-sample accuracy at the threshold
     # fitted on the same images.
-    study = tiny_study(tmp_path_factory)
+    study = tiny_study
     for run in list_runs(study / "runs"):
         recorded = json.loads((run.path / "metrics.json").read_text())
         assert "val_accuracy" not in recorded and "val_roc_auc" in recorded

@@ -32,7 +32,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_dataset_root
+from cxrlab.testing import make_dataset_root
 from cxrlab.training.records import read_csv
 from cxrlab.training.rundir import load_tensors
 

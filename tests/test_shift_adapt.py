@@ -11,17 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_dataset_root, synthetic_xray
 from cxrlab.core.errors import CxrlabError
 from cxrlab.evaluate.adapt import adapt_run, em_prior
 from cxrlab.evaluate.runs import evaluate_run, predict_images
+from cxrlab.testing import make_dataset_root, synthetic_xray
 from cxrlab.training.adaptation import apply_bn_buffers, load_adaptation
 from cxrlab.training.batchnorm import batchnorm_buffer_names
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.export import export_run
 from cxrlab.training.loop import fit
 from cxrlab.training.records import load_run
-from test_export import prepared
 
 
 def _target_site(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
@@ -93,7 +92,7 @@ def test_adabn_changes_only_batchnorm_buffers(run_and_site):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
-def test_adaptation_is_applied_alike_by_evaluate_predict_and_export(run_and_site, tmp_path):
+def test_adaptation_is_applied_alike_by_evaluate_predict_and_export(run_and_site, tmp_path, exported_pixels):
     run, site = run_and_site
     record = adapt_run(run, str(site), "bn+prior", name="site", device="cpu")
     assert record.target_prior is not None and record.source_prior == [0.5, 0.5]
@@ -111,7 +110,7 @@ def test_adaptation_is_applied_alike_by_evaluate_predict_and_export(run_and_site
     exported, sidecar = export_run(run.path, "torchscript", out_dir=tmp_path, adapted="site")
     assert exported.name == "model-adapted-site.torchscript.pt"
     assert json.loads(sidecar.read_text())["adaptation"]["name"] == "site"
-    pixels = prepared(files, int(json.loads(sidecar.read_text())["image_size"]))
+    pixels = exported_pixels(files, int(json.loads(sidecar.read_text())["image_size"]))
     with torch.no_grad():
         from_export = torch.jit.load(str(exported))(torch.from_numpy(pixels)).numpy()
     np.testing.assert_allclose(from_export, from_predict, atol=1e-4)

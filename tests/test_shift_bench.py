@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from conftest import make_dataset_root
+from cxrlab.testing import make_dataset_root
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))

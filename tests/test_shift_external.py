@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_class_folders, make_dataset_root
 from cxrlab.core.decision import choose_threshold
 from cxrlab.core.errors import CxrlabError
+from cxrlab.testing import make_class_folders, make_dataset_root
 from cxrlab.training.calibration import fit_temperature, probabilities
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.loop import fit

@@ -16,7 +16,7 @@ from cxrlab.training.records import load_run
 
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory):
-    from conftest import make_dataset_root
+    from cxrlab.testing import make_dataset_root
 
     root = make_dataset_root(tmp_path_factory.mktemp("tb-data"), n_train=40)
     out = tmp_path_factory.mktemp("tb-runs")

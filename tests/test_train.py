@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_dataset_root
 from cxrlab.core import metrics as M
 from cxrlab.core.decision import youden_threshold
 from cxrlab.core.errors import CxrlabError
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
+from cxrlab.testing import make_dataset_root
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.loop import fit
 from cxrlab.training.records import list_runs, load_run

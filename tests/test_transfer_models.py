@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FIXTURES
 from cxrlab.core.errors import CxrlabError
 from cxrlab.models.initialise import init_kind, initialise, split_stats
 from cxrlab.models.registry import MODELS, backbone_stages, build_model, model_entry
@@ -163,7 +162,7 @@ def test_stats_weights_names_and_init_kinds(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "size"), [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
-def test_lite_package_weights_see_a_cat(name, size):
+def test_lite_package_weights_see_a_cat(name, size, fixtures_dir):
     """Lite1 and Lite2's package weights mapped in order onto timm's models classify a real
     cat photo at their native sizes, as Lite0's do."""
     entry = model_entry(name)
@@ -172,7 +171,7 @@ def test_lite_package_weights_see_a_cat(name, size):
     assert load_weights(model, name, "imagenet") == f"imagenet:{entry.weights_package[0].replace('_', '-')}"
     package = torch.load(package_weights_file(entry), map_location="cpu", weights_only=True)
     model.head.load_state_dict({"weight": package["_fc.weight"], "bias": package["_fc.bias"]})
-    photo = Image.open(FIXTURES / "chelsea.jpg").convert("RGB").resize((size, size), Image.BICUBIC)
+    photo = Image.open(fixtures_dir / "chelsea.jpg").convert("RGB").resize((size, size), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
     with torch.no_grad():
         probs = model.eval()(x).softmax(1)[0]

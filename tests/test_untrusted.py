@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CliResult
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.io import read_yaml
+from cxrlab.testing import CliResult
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.loop import fit
 from cxrlab.training.records import load_run

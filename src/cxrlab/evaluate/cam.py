@@ -123,7 +123,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, size: int | None = None) -> 
     if image.shape[0] != size:
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     if heatmap.shape[0] != size:
-        heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+        heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32)).resize((size, size), Image.BILINEAR))
     rgb = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
     return show_cam_on_image(rgb, np.clip(heatmap, 0, 1), use_rgb=True, image_weight=0.6)
 
