@@ -101,6 +101,7 @@ def convergence_figure(runs: list[RunRecord]) -> Figure:
     labelled: set[str] = set()
     for run in runs:
         rows = [r for r in run.epochs if r.val_auc is not None and np.isfinite(r.val_auc)]
+        aucs = [r.val_auc for r in rows if r.val_auc is not None]  # every row's, typed as floats
         if not rows:
             continue
         start = run.metrics.train_seconds - sum(r.seconds for r in run.epochs) if run.metrics else 0.0
@@ -108,9 +109,9 @@ def convergence_figure(runs: list[RunRecord]) -> Figure:
         mode = run.config.mode
         label = None if mode in labelled else mode_title(mode)
         labelled.add(mode)
-        axes.plot(seconds, [r.val_auc for r in rows], marker=".", color=mode_colour(mode), label=label, alpha=0.8)
+        axes.plot(seconds, aucs, marker=".", color=mode_colour(mode), label=label, alpha=0.8)
         if run.metrics is not None and run.metrics.converged_auc_seconds is not None:
-            best = max(r.val_auc for r in rows)
+            best = max(aucs)
             axes.plot([run.metrics.converged_auc_seconds], [best], marker="o", mfc="none", color=mode_colour(mode))
     axes.set_xlabel("training seconds (frozen features or activations included)")
     axes.set_ylabel("validation AUC")
