@@ -87,6 +87,10 @@ def load_plan(
     if external_sets:
         base["external"] = (external_sets, ("external",) if not external else ("--external",))
     base.update(where.settings(study.defaults, ("defaults",)))
+    if external and "external_validation" in base:
+        # A set that --external NAME= drops is no longer there to be named a validation set.
+        names, origin = base["external_validation"]
+        base["external_validation"] = ([n for n in names if n in external_sets], origin)
     overridden: Sourced = {key: (value, ("--set", f"{key}={value}")) for key, value in fixed_overrides.items()}
 
     runs, merged = _table_runs(where, _entries(where, study), base, overridden, study.repeats)
