@@ -121,6 +121,28 @@ def test_file_names_and_labels_are_escaped(tiny_study, tmp_path):
     assert "<script>" not in markdown_path.read_text(encoding="utf-8")
 
 
+def test_runs_on_a_loaded_machine_are_marked_and_compared_in_cpu_time(tiny_study, tmp_path):
+    study = tmp_path / "study"
+    shutil.copytree(tiny_study, study, ignore=shutil.ignore_patterns("report*"))
+
+    def measured_at(load_per_core: float) -> str:
+        for run_dir in (study / "runs").iterdir():
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            cores = metrics["machine"]["cpu_count"]
+            metrics["machine"]["load_average_start"] = metrics["machine"]["load_average_end"] = cores * load_per_core
+            (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return write_report(study)[0].read_text(encoding="utf-8")
+
+    markdown = measured_at(0.5)  # an idle machine
+    assert "shared the machine" not in markdown and "CPU time (the machine was shared" not in markdown
+    assert " CPU)" in markdown  # CPU seconds stand beside every wall time
+    markdown = measured_at(4.0)  # three more busy processes per core
+    runs = len(list(list_runs(study / "runs")))
+    assert f"{runs} of {runs} runs trained while other work shared the machine" in markdown
+    assert "†" in markdown
+    assert "CPU time (the machine was shared while they ran, which inflates wall time)" in markdown
+
+
 def test_sections_without_runs_say_so(tmp_path, build_study):
     study = build_study(tmp_path, [dict(model="scratch_cnn", mode="scratch", epochs=1, name="only-scratch")])
     # A diverged run is listed, never analysed.

@@ -139,6 +139,8 @@ class RunAnalysis(Typed):
     val_accuracy_argmax: float | None
     val_roc_auc: float | None
     train_seconds: float | None
+    train_cpu_seconds: float | None  # process CPU seconds: what a loaded machine inflates far less than wall time
+    loaded: bool  # measured while other work ran (load average above the cores)
     generalisation_gap: float | None
     stability: float | None
     image_size: int
@@ -232,6 +234,8 @@ def run_analysis(
         val_accuracy_argmax=validation_accuracy(run),
         val_roc_auc=metrics.val_roc_auc,
         train_seconds=metrics.train_seconds,
+        train_cpu_seconds=metrics.train_cpu_seconds,
+        loaded=metrics.machine is not None and metrics.machine.loaded,
         generalisation_gap=generalisation_gap(run.epochs, metrics.best_epoch),
         stability=curve_stability(run.epochs),
         image_size=config.image_size,

@@ -33,6 +33,14 @@ def threshold_cell(row: RunAnalysis) -> str:
     return f"{row.threshold:.3f} ({THRESHOLD_WORDS.get(row.threshold_rule, row.threshold_rule)})"
 
 
+def time_cell(row: RunAnalysis) -> str:
+    """Wall time of training, its CPU seconds beside it, and a mark when the machine was loaded."""
+    text = seconds(row.train_seconds)
+    if row.train_cpu_seconds is not None:
+        text += f" ({seconds(row.train_cpu_seconds)} CPU)"
+    return text + (" †" if row.loaded else "")
+
+
 def runs_table(rows: list[RunAnalysis], sets: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
     """One row per run: test numbers with 95% intervals, the threshold, cost and curves, then
     accuracy and AUC on each external set."""
@@ -40,7 +48,7 @@ def runs_table(rows: list[RunAnalysis], sets: dict[str, str] | None = None) -> t
     tag = rule_tag(rows)
     columns = ["run", f"test accuracy {tag} (95% CI)", "AUC (95% CI)"]
     columns += [f"sensitivity {tag}", f"specificity {tag}"] if binary else ["balanced accuracy", "macro F1"]
-    columns += ["threshold (chosen on validation)", "loss", "training time", "gap (points)", "stability"]
+    columns += ["threshold (chosen on validation)", "loss", "training time (CPU)", "gap (points)", "stability"]
     external = [name for name in (sets or {}) if name != TEST]
     for name in external:
         title = set_title(name, (sets or {})[name])
@@ -53,7 +61,7 @@ def runs_table(rows: list[RunAnalysis], sets: dict[str, str] | None = None) -> t
         else:
             row += [percent(r.test.balanced_accuracy), f"{r.test.macro_f1:.3f}"]
         gap = points(r.generalisation_gap).replace(" points", "")
-        row += [threshold_cell(r), decimal(r.test.loss), seconds(r.train_seconds), gap, decimal(r.stability)]
+        row += [threshold_cell(r), decimal(r.test.loss), time_cell(r), gap, decimal(r.stability)]
         for name in external:
             there = r.on(name)
             row += [percent_ci(there.accuracy), number_ci(there.roc_auc)] if there else ["–", "–"]

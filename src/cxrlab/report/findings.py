@@ -97,15 +97,15 @@ def _mode_elsewhere(
 
 
 def _time_sentence(winner: RunAnalysis, other: RunAnalysis) -> str:
-    a, b = winner.train_seconds, other.train_seconds
-    if a is None or b is None or missing(a) or missing(b) or not b:
+    # On a loaded machine wall time swells with whatever else ran; CPU seconds much less.
+    cpu = (winner.loaded or other.loaded) and None not in (winner.train_cpu_seconds, other.train_cpu_seconds)
+    a, b = (winner.train_cpu_seconds, other.train_cpu_seconds) if cpu else (winner.train_seconds, other.train_seconds)
+    kind = "CPU time (the machine was shared while they ran, which inflates wall time)" if cpu else "training"
+    if a is None or b is None or missing(a) or missing(b) or not b or not a:
         return "Training times were not recorded for both."
     if a >= b:
-        return (
-            f"It cost {seconds(a)} of training against {seconds(b)} for {mode_phrase(other.mode)}: "
-            f"{ratio(a, b)} the time."
-        )
-    return f"It was also the cheaper of the two: {seconds(a)} of training against {seconds(b)} ({ratio(b, a)} less)."
+        return f"It cost {seconds(a)} of {kind} against {seconds(b)} for {mode_phrase(other.mode)}: {ratio(a, b)} the time."
+    return f"It was also the cheaper of the two: {seconds(a)} of {kind} against {seconds(b)} ({ratio(b, a)} less)."
 
 
 def frozen_findings(frozen: list[RunAnalysis], finetuned: list[RunAnalysis]) -> list[str]:

@@ -30,6 +30,13 @@ def summary_lines(study: StudyResults, study_dir: Path) -> list[str]:
     ]
     if study.external_sets:
         lines.append(external_statement(study))
+    loaded = [a for a in study.analyses.values() if a.loaded]
+    if loaded:
+        lines.append(
+            f"{len(loaded)} of {len(study.analyses)} runs trained while other work shared the machine (load average "
+            "above its cores; marked † in the tables): their wall times are inflated, so times are compared in CPU "
+            "seconds, shown beside them."
+        )
     return lines
 
 
@@ -62,5 +69,8 @@ def external_statement(study: StudyResults) -> str:
         parts.append(f"{set_title(name, role)}, {count} images")
     text = "External sets, scored once per run after selection and shown beside the internal test: " + "; ".join(parts)
     if "validation" in study.external_sets.values():
-        text += ". A validation set chose something (a threshold, a temperature, an epoch): it is no independent test"
+        text += (
+            ". A validation set helped choose something (a run's threshold, temperature or epoch, or the settings "
+            "themselves): it is no independent test"
+        )
     return text + "."
