@@ -61,8 +61,8 @@ def _plot(axes, xs, estimates, scale, index, label, **style) -> None:
     )
 
 
-def freeze_depth_figure(lines: list[Line], stages: int) -> Figure:
-    """Test accuracy (95% interval) and training time against the number of stages frozen
+def freeze_depth_figure(lines: list[Line], stages: int, time_words: str = "training time") -> Figure:
+    """Test accuracy (95% interval) and training (or CPU) time against the number of stages frozen
     after the stem: the full fine-tune at the left end ("none"), the fixed feature extractor
     (frozen mode) at the right end, hollow, as it trains only its head."""
     figure = new_figure(11, 4.6)
@@ -89,8 +89,8 @@ def freeze_depth_figure(lines: list[Line], stages: int) -> Figure:
         axes.grid(alpha=0.3)
     acc_axes.set_ylabel("test accuracy at the run's threshold (%)")
     acc_axes.set_title("test accuracy (bars: 95% intervals)", fontsize=10)
-    time_axes.set_ylabel("training time (s)")
-    time_axes.set_title("training time (cached frozen stages included)", fontsize=10)
+    time_axes.set_ylabel(f"{time_words} (s)")
+    time_axes.set_title(f"{time_words} (cached frozen stages included)", fontsize=10)
     handles, labels = acc_axes.get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=LEGEND_SIZE, frameon=False)
     figure.suptitle(wrapped("Freeze depth: from the full fine-tune to the fixed feature extractor", 110))

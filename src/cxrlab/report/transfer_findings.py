@@ -22,13 +22,35 @@ from cxrlab.training.records import RunRecord
 REFERENCE = "the pretrained fine-tune"
 
 
-def time_relation(time: float | None, reference: float | None, reference_name: str) -> str:
-    """``3.2× less training time than the full fine-tune`` or ``1.4× its training time``."""
-    if time is None or reference is None or missing(time) or missing(reference) or not time or not reference:
+def in_cpu_time(rows: list[RunAnalysis]) -> bool:
+    """Whether ``rows`` are compared in CPU seconds: some trained on a loaded machine, which
+    inflates wall time far more than CPU time, and every one recorded its CPU seconds."""
+    return any(r.loaded for r in rows) and all(r.train_cpu_seconds is not None for r in rows)
+
+
+def cost(row: RunAnalysis, cpu: bool) -> float | None:
+    return row.train_cpu_seconds if cpu else row.train_seconds
+
+
+def cost_words(cpu: bool) -> str:
+    return "CPU time" if cpu else "training time"
+
+
+def spent(row: RunAnalysis) -> str:
+    """``1.9 s`` of training, its CPU seconds beside it when recorded (as the tables show it)."""
+    text = seconds(row.train_seconds)
+    return text + (f" ({seconds(row.train_cpu_seconds)} CPU)" if row.train_cpu_seconds is not None else "")
+
+
+def time_relation(row: RunAnalysis, reference: RunAnalysis, reference_name: str) -> str:
+    """``3.2× less training time than the full fine-tune`` or ``1.4× the CPU time of ...``."""
+    cpu = in_cpu_time([row, reference])
+    time, base = cost(row, cpu), cost(reference, cpu)
+    if time is None or base is None or missing(time) or missing(base) or not time or not base:
         return "training time not recorded for both"
-    if time < reference:
-        return f"{ratio(reference, time)} less training time than {reference_name}"
-    return f"{ratio(time, reference)} the training time of {reference_name}"
+    if time < base:
+        return f"{ratio(base, time)} less {cost_words(cpu)} than {reference_name}"
+    return f"{ratio(time, base)} the {cost_words(cpu)} of {reference_name}"
 
 
 def freeze_findings(
@@ -46,45 +68,46 @@ def freeze_findings(
         k, row = depths[0]
         sentences.append(
             f"At the one freeze depth of {model}, K = {k}{f' of {stages} stages' if stages else ''}, test accuracy "
-            f"was {percent_ci(row.test.accuracy)} in {seconds(row.train_seconds)} of training."
+            f"was {percent_ci(row.test.accuracy)} in {spent(row)} of training."
         )
     elif depths:
         low = min(depths, key=lambda d: (d[1].test.accuracy.estimate, d[0]))
         high = max(depths, key=lambda d: (d[1].test.accuracy.estimate, -d[0]))
-        timed = [d for d in depths if d[1].train_seconds is not None]
+        cpu = in_cpu_time([row for _, row in depths])
+        timed = [d for d in depths if cost(d[1], cpu) is not None]
         text = (
             f"Over {len(depths)} freeze depths of {model} (K = {', '.join(str(k) for k, _ in depths)}"
             f"{f' of {stages} stages' if stages else ''}), test accuracy ran from {percent_ci(low[1].test.accuracy)} "
             f"at K = {low[0]} to {percent_ci(high[1].test.accuracy)} at K = {high[0]}"
         )
         if timed:
-            fast = min(timed, key=lambda d: d[1].train_seconds)
-            slow = max(timed, key=lambda d: d[1].train_seconds)
+            fast = min(timed, key=lambda d: cost(d[1], cpu))
+            slow = max(timed, key=lambda d: cost(d[1], cpu))
             text += (
-                f"; training time from {seconds(fast[1].train_seconds)} (K = {fast[0]}) to "
-                f"{seconds(slow[1].train_seconds)} (K = {slow[0]})"
+                f"; {cost_words(cpu)} from {seconds(cost(fast[1], cpu))} (K = {fast[0]}) to "
+                f"{seconds(cost(slow[1], cpu))} (K = {slow[0]})"
             )
         sentences.append(text + ".")
     if full is not None:
         sentences.append(
-            f"The full fine-tune (nothing frozen) reached {percent_ci(full.test.accuracy)} in "
-            f"{seconds(full.train_seconds)}."
+            f"The full fine-tune (nothing frozen) reached {percent_ci(full.test.accuracy)} in {spent(full)}."
         )
     if frozen is not None:
-        text = f"The fixed feature extractor (frozen mode) reached {percent_ci(frozen.test.accuracy)} in "
-        text += seconds(frozen.train_seconds)
+        text = (
+            f"The fixed feature extractor (frozen mode) reached {percent_ci(frozen.test.accuracy)} in {spent(frozen)}"
+        )
         if full is not None:
-            text += f", {time_relation(frozen.train_seconds, full.train_seconds, 'the full fine-tune')}"
+            text += f", {time_relation(frozen, full, 'the full fine-tune')}"
         sentences.append(text + ".")
     if deep is not None and stages:
         k, row, pair = deep
         text = (
             f"Among the depths that freeze at least half of the {stages} stages (K ≥ {math.ceil(stages / 2)}), "
             f"validation loss chose K = {k} ({row.val_loss:.4f}): test accuracy {percent_ci(row.test.accuracy)} "
-            f"in {seconds(row.train_seconds)}"
+            f"in {spent(row)}"
         )
         if full is not None:
-            text += f", {time_relation(row.train_seconds, full.train_seconds, 'the full fine-tune')}"
+            text += f", {time_relation(row, full, 'the full fine-tune')}"
         if pair is not None:
             text += f"; against the full fine-tune, {verdict(pair.at(TEST), f'K = {k}', 'the full fine-tune')}"
         sentences.append(text + ".")
@@ -106,7 +129,7 @@ def init_findings(
         ]
     sentences = [
         f"The pretrained fine-tune of {model} reached {percent_ci(reference.test.accuracy)} test accuracy, AUC "
-        f"{number_ci(reference.test.roc_auc)}, in {seconds(reference.train_seconds)}."
+        f"{number_ci(reference.test.roc_auc)}, in {spent(reference)}."
     ]
     for row, pair in compared:
         if pair is None:
@@ -115,7 +138,7 @@ def init_findings(
         text = (
             f"{row.label}: {percent_ci(row.test.accuracy)}; against {REFERENCE}, "
             f"{verdict(pair.at(TEST), row.label, REFERENCE)}; "
-            f"{time_relation(row.train_seconds, reference.train_seconds, REFERENCE)}."
+            f"{time_relation(row, reference, REFERENCE)}."
         )
         for name, role in sets.items():
             there = pair.on(name)

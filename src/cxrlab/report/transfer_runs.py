@@ -149,6 +149,8 @@ class TransferResults:
         }
         self.models = sorted({v.model for v in self.standing if v.kind != RANDOM or v.mode != "scratch"})
         self.deep_freeze = {m: run for m in self.models if (run := self._deep_freeze(m)) is not None}
+        for model, run in self.deep_freeze.items():
+            self.labels[run.run_id] += f" (chosen on validation among K ≥ {math.ceil(self.stages(model) / 2)})"
         self.pairs = study.family(self._pairs(), TRANSFER_FAMILY, TRANSFER_WORDS) if self.varies else []
 
     # --- the runs of each experiment ------------------------------------------------------------

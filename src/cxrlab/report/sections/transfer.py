@@ -11,11 +11,12 @@ from cxrlab.core.text import format_value, seconds, slug
 from cxrlab.evaluate.layer_figures import convergence_figure
 from cxrlab.report import figures, transfer_findings
 from cxrlab.report.analysis import RunAnalysis
-from cxrlab.report.cells import pairs_caption, pairs_table, rule_tag, unit_caption
+from cxrlab.report.cells import pairs_caption, pairs_table, rule_tag, time_cell, unit_caption
 from cxrlab.report.document import Block, Figure, Findings, Paragraph, Subheading, table
 from cxrlab.report.formatting import decimal, number_ci, percent_ci
 from cxrlab.report.sections.transfer_layers import similarity_blocks
 from cxrlab.report.transfer_figures import FULL_FINETUNE, Line, Point, data_size_figure, freeze_depth_figure
+from cxrlab.report.transfer_findings import cost, cost_words, in_cpu_time
 from cxrlab.report.transfer_runs import TRANSFER_FAMILY, TransferResults
 from cxrlab.training.records import RunRecord
 
@@ -60,14 +61,16 @@ def freeze_blocks(transfer: TransferResults, model: str, out: Path) -> list[Bloc
     deep = transfer.deep_freeze.get(model)
     ends = [(FULL_FINETUNE, full)] if full is not None else []
     shown = ends + [(float(r.config.freeze_blocks), r) for r in depths]
+    rows = [(x, r) for x, r in shown] + ([(float(stages), frozen)] if frozen is not None else [])
+    cpu = in_cpu_time([study.row(r) for _, r in rows])
     line = Line(
         f"{model}, first K stages frozen",
-        [Point(x, study.row(r).test.accuracy, study.row(r).train_seconds) for x, r in shown],
-        Point(float(stages), study.row(frozen).test.accuracy, study.row(frozen).train_seconds) if frozen else None,
+        [Point(x, study.row(r).test.accuracy, cost(study.row(r), cpu)) for x, r in shown],
+        Point(float(stages), study.row(frozen).test.accuracy, cost(study.row(frozen), cpu)) if frozen else None,
         f"{model}, fixed feature extractor (frozen mode)",
     )
-    path = figures.save_png(freeze_depth_figure([line], stages), out / f"transfer-freeze-depth-{slug(model)}.png")
-    rows = [(x, r) for x, r in shown] + ([(float(stages), frozen)] if frozen is not None else [])
+    figure = freeze_depth_figure([line], stages, cost_words(cpu))
+    path = figures.save_png(figure, out / f"transfer-freeze-depth-{slug(model)}.png")
     deep_row = None
     if deep is not None:
         deep_row = (deep.config.freeze_blocks, study.row(deep), transfer.pair_of(deep))
@@ -84,7 +87,7 @@ def freeze_blocks(transfer: TransferResults, model: str, out: Path) -> list[Bloc
         Findings(sentences),
         Figure(
             path,
-            f"Test accuracy with its 95% interval, and training time, of {model} against the number of stages frozen "
+            f"Test accuracy with its 95% interval, and {cost_words(cpu)}, of {model} against the number of stages frozen "
             "after the stem: the full fine-tune at the left, the fixed feature extractor (frozen mode, hollow) at the "
             "right.",
         ),
@@ -96,14 +99,14 @@ def _freeze_table(transfer: TransferResults, model: str, rows: list[tuple[float,
     analyses = [transfer.study.row(r) for _, r in rows]
     tag = rule_tag(analyses)
     columns = ["K (stages frozen after the stem)", "run", f"test accuracy {tag} (95% CI)", "AUC (95% CI)"]
-    columns += ["training time", "trainable parameters", "validation loss", "AUC converged after"]
+    columns += ["training time (CPU)", "trainable parameters", "validation loss", "AUC converged after"]
     cells = [
         [
             _depth_cell(x, r, stages),
             transfer.label(r),
             percent_ci(a.test.accuracy),
             number_ci(a.test.roc_auc),
-            seconds(a.train_seconds),
+            time_cell(a),
             _count(r.scores.trainable_params),
             decimal(a.val_loss),
             seconds(r.scores.converged_auc_seconds),
@@ -147,14 +150,14 @@ def init_blocks(transfer: TransferResults) -> list[Block]:
         sentences += [transfer_findings.family_tally(transfer.pairs, name, role) for name, role in study.sets.items()]
     blocks.append(Findings(sentences))
     rows = [_labelled(transfer, r) for m in models for r in transfer.init_rows(m)]
-    columns = ["run", f"test accuracy {rule_tag(rows)} (95% CI)", "AUC (95% CI)", "training time"]
+    columns = ["run", f"test accuracy {rule_tag(rows)} (95% CI)", "AUC (95% CI)", "training time (CPU)"]
     columns += ["init", "trainable parameters"]
     cells = [
         [
             a.label,
             percent_ci(a.test.accuracy),
             number_ci(a.test.roc_auc),
-            seconds(a.train_seconds),
+            time_cell(a),
             r.scores.init or "–",
             _count(r.scores.trainable_params),
         ]
@@ -212,7 +215,7 @@ def convergence_blocks(transfer: TransferResults, out: Path) -> list[Block]:
         "after",
         "AUC within 0.005 of best: epoch",
     ]
-    columns += ["after", "best validation AUC", "training time"]
+    columns += ["after", "best validation AUC", "training time (CPU)"]
     cells = []
     for run in runs:
         m = run.scores
@@ -227,7 +230,7 @@ def convergence_blocks(transfer: TransferResults, out: Path) -> list[Block]:
                 format_value(m.converged_auc_epoch),
                 seconds(m.converged_auc_seconds),
                 f"{max(aucs):.3f}" if aucs else "–",
-                seconds(m.train_seconds),
+                time_cell(transfer.study.row(run)),
             ]
         )
     blocks.append(table("Convergence of each start, read from the validation split", columns, cells))
@@ -251,7 +254,7 @@ def size_blocks(transfer: TransferResults, out: Path) -> list[Block]:
     every = [a for analyses in rows.values() for a in analyses]
     tag = rule_tag(every)
     columns = ["line", "train fraction", "training images", f"test accuracy {tag} (95% CI)", "AUC (95% CI)"]
-    columns += ["training time"]
+    columns += ["training time (CPU)"]
     cells = [
         [
             label,
@@ -259,7 +262,7 @@ def size_blocks(transfer: TransferResults, out: Path) -> list[Block]:
             a.n_train,
             percent_ci(a.test.accuracy),
             number_ci(a.test.roc_auc),
-            seconds(a.train_seconds),
+            time_cell(a),
         ]
         for label, runs in lines.items()
         for run, a in zip(runs, rows[label])
