@@ -60,10 +60,10 @@ def test_train_json_gives_the_run_and_its_headline(cli, data_root, tmp_path):
 
 
 def test_patience_ends_the_phase_where_the_hook_says(cli, data_root, tmp_path, monkeypatch):
-    from cxrlab.training import loop
+    from cxrlab.training import phase_loop
 
     # Every epoch counts as one without improvement: patience 2 must stop after epoch 2 of 6.
-    monkeypatch.setattr(loop, "stalled_epochs", lambda losses: len(losses))
+    monkeypatch.setattr(phase_loop, "stalled_epochs", lambda losses: len(losses))
     result = cli("train", "--data", str(data_root), *SMALL, "--epochs", "6", "--patience", "2", "--out", str(tmp_path))
     assert result.code == 0, result.err
     run = cxrlab.load_run(result.out.strip())

@@ -30,11 +30,13 @@ def main() -> None:
     except typer.TyperException as exc:
         # click's errors (typer ships its own click): a wrong option, a missing argument.
         if type(exc).__name__ == "NoArgsIsHelpError":
-            exc.show()  # type: ignore[attr-defined] - the command's help, as asked for by no arguments
+            # The command's help, as asked for by no arguments. typer exports no class that has
+            # show() (it lives in the private typer._click), so the error is matched by name.
+            exc.show()  # type: ignore[attr-defined]
         else:
             ctx = getattr(exc, "ctx", None)
             hint = f" (see {ctx.command_path} -h)" if ctx is not None else ""
-            say_error(f"{exc.format_message()}{hint}")  # type: ignore[attr-defined]
+            say_error(f"{exc.format_message()}{hint}")
         sys.exit(getattr(exc, "exit_code", 2))
     except typer.Abort:
         Console(stderr=True).print("aborted")

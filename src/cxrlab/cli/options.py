@@ -152,7 +152,7 @@ class ConfigCommand:
         return config_fields(self.config)
 
     @functools.cached_property
-    def __signature__(self) -> inspect.Signature:  # type: ignore[override]
+    def __signature__(self) -> inspect.Signature:
         own = [p for p in inspect.signature(self.command, eval_str=True).parameters.values() if p.name != "settings"]
         generated = [field_parameter(name, self.config.model_fields[name]) for name in self.fields]
         return inspect.Signature(generated + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own])

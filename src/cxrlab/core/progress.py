@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -62,5 +63,7 @@ def progress_bar(
         columns.append(TextColumn(fields))
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total, **initial)
+        # Task fields only: typed as add_task's **fields (Any), not as its start/completed/visible.
+        initial_fields: dict[str, Any] = initial
+        task = progress.add_task(description, total=total, **initial_fields)
         yield lambda n=1, **values: progress.update(task, advance=n, **values)

@@ -88,11 +88,12 @@ def pixels_checksum(pixels: np.ndarray) -> str:
     flat = pixels.reshape(-1)
     step = 1 << 24
     for start in range(0, flat.size, step):
-        crc = zlib.crc32(np.ascontiguousarray(flat[start : start + step]), crc)
+        # An ndarray has the buffer protocol; numpy's stubs declare __buffer__ for Python >= 3.12 only.
+        crc = zlib.crc32(np.ascontiguousarray(flat[start : start + step]), crc)  # type: ignore[arg-type]
     return f"{crc:08x}"
 
 
-def _load_entry(entry: Path):
+def _load_entry(entry: Path) -> tuple[np.ndarray, list[str], dict[int, str]] | None:
     manifest_path, pixels_path = entry / "manifest.json", entry / "pixels.npy"
     if not manifest_path.exists() or not pixels_path.exists():
         return None
@@ -178,6 +179,7 @@ def _build_entry(entry: Path, listing: SourceListing, size: int, show_progress: 
 
 
 def _fill_from_arrays(pixels: np.ndarray, listing: SourceListing, size: int, show_progress: bool) -> None:
+    assert listing.arrays is not None  # an npz listing carries its arrays
     start = 0
     with progress_bar(f"Resizing {Path(listing.location).name}", len(listing), enabled=show_progress) as advance:
         for split in ("train", "val", "test"):

@@ -59,7 +59,7 @@ def _decode_pil(data: bytes, size: int) -> np.ndarray:
     with warnings.catch_warnings():
         # Above MAX_IMAGE_PIXELS Pillow only warns; make it the error it is for this use.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         if image.format == "JPEG":
             # Decode at the smallest DCT scale that still covers the target: 2-8x faster
             # for the 1000-2900 px originals, and the resize below does the rest.
@@ -78,7 +78,7 @@ def _decode_pil(data: bytes, size: int) -> np.ndarray:
     elif image.mode != "L":
         image = image.convert("L")
     if image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -109,7 +109,7 @@ def _decode_dicom(data: bytes, size: int) -> np.ndarray:
         pixels = 255 - pixels
     image = Image.fromarray(pixels)
     if image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -127,4 +127,4 @@ def resize_array(pixels: np.ndarray, size: int) -> np.ndarray:
     if pixels.shape == (size, size):
         return pixels
     image = Image.fromarray(pixels)
-    return np.asarray(image.resize((size, size), Image.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.uint8)

@@ -34,7 +34,8 @@ def list_npz(path: str) -> SourceListing:
         raise CxrlabError(
             f"{path} holds a single array, not a .npz archive: a MedMNIST .npz holds <split>_images and <split>_labels"
         )
-    listing = SourceListing(kind="npz", location=path, classes=[], files=[], labels=[], splits=[], arrays={})
+    arrays: dict[str, np.ndarray] = {}
+    listing = SourceListing(kind="npz", location=path, classes=[], files=[], labels=[], splits=[], arrays=arrays)
     with npz:
         keys = set(npz.files)
         if "train_images" not in keys or "train_labels" not in keys:
@@ -48,7 +49,7 @@ def list_npz(path: str) -> SourceListing:
             if image_key not in keys or label_key not in keys:
                 raise CxrlabError(f"{path} has {image_key if image_key in keys else label_key} without its partner key")
             images, split_labels = _npz_split(npz, path, image_key, label_key)
-            listing.arrays[split] = images
+            arrays[split] = images
             listing.files += [f"{path}#{split}/{i}" for i in range(len(images))]
             listing.labels += [int(v) for v in split_labels]
             listing.splits += [split] * len(images)

@@ -55,6 +55,12 @@ def list_source(spec: str, labels: str = "folders", cache_dir: str | None = None
     return listing
 
 
+def _place(listing: SourceListing, k: int) -> str:
+    """Image ``k`` of ``listing`` as its path, split and class."""
+    split = listing.splits[k]
+    return f"{printable(listing.files[k])} ({split + ', ' if split else ''}{listing.classes[listing.labels[k]]})"
+
+
 def _refuse_files_reached_twice(listing: SourceListing) -> None:
     """One file, one place, one label: links that reach a file a second time are an error."""
     first: dict[str, int] = {}
@@ -64,11 +70,7 @@ def _refuse_files_reached_twice(listing: SourceListing) -> None:
             first[real] = i
             continue
         j = first[real]
-        places = [
-            f"{printable(listing.files[k])} ({listing.splits[k] + ', ' if listing.splits[k] else ''}"
-            f"{listing.classes[listing.labels[k]]})"
-            for k in (j, i)
-        ]
+        places = [_place(listing, k) for k in (j, i)]
         raise CxrlabError(
             f"one file is reached twice: {places[0]} and {places[1]} are both {printable(real)}; "
             "a symbolic link gives a file a second place (and maybe a second label): remove the link"

@@ -33,7 +33,7 @@ def read_images(paths: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
     MedMNIST array. An image that is gone or unreadable is left black with ``found`` False."""
     pixels = np.zeros((len(paths), size, size), dtype=np.uint8)
     found = np.zeros(len(paths), dtype=bool)
-    arrays: dict[str, object] = {}
+    arrays: dict[str, np.lib.npyio.NpzFile | None] = {}
     for i, path in enumerate(paths):
         if "#" in path and path.split("#", 1)[0].lower().endswith(".npz"):
             image = _npz_image(path, arrays)
@@ -49,7 +49,7 @@ def read_images(paths: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
     return pixels, found
 
 
-def _npz_image(entry: str, arrays: dict[str, object]) -> np.ndarray | None:
+def _npz_image(entry: str, arrays: dict[str, np.lib.npyio.NpzFile | None]) -> np.ndarray | None:
     file, _, where = entry.partition("#")
     split, _, index = where.partition("/")
     if file not in arrays:
@@ -121,9 +121,11 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, size: int | None = None) -> 
 
     size = size or image.shape[0]
     if image.shape[0] != size:
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
     if heatmap.shape[0] != size:
-        heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32)).resize((size, size), Image.BILINEAR))
+        heatmap = np.asarray(
+            Image.fromarray(heatmap.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR)
+        )
     rgb = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
     return show_cam_on_image(rgb, np.clip(heatmap, 0, 1), use_rgb=True, image_weight=0.6)
 

@@ -102,6 +102,7 @@ def convergence_figure(runs: list[RunRecord], labels: list[str] | None = None) -
     labelled: set[str] = set()
     for i, run in enumerate(runs):
         rows = [r for r in run.epochs if r.val_auc is not None and np.isfinite(r.val_auc)]
+        aucs = [r.val_auc for r in rows if r.val_auc is not None]  # every row's, typed as floats
         if not rows:
             continue
         start = run.metrics.train_seconds - sum(r.seconds for r in run.epochs) if run.metrics else 0.0
@@ -111,9 +112,9 @@ def convergence_figure(runs: list[RunRecord], labels: list[str] | None = None) -
         tint = mode_colour(mode) if labels is None else COLOURS[i % len(COLOURS)]
         label = None if name in labelled else plain(name)
         labelled.add(name)
-        axes.plot(seconds, [r.val_auc for r in rows], marker=".", color=tint, label=label, alpha=0.8)
+        axes.plot(seconds, aucs, marker=".", color=tint, label=label, alpha=0.8)
         if run.metrics is not None and run.metrics.converged_auc_seconds is not None:
-            best = max(r.val_auc for r in rows)
+            best = max(aucs)
             axes.plot([run.metrics.converged_auc_seconds], [best], marker="o", mfc="none", color=tint)
     axes.set_xlabel("training seconds (frozen features or activations included)")
     axes.set_ylabel("validation AUC")

@@ -257,7 +257,7 @@ def readable_images(files: list[str], size: int, on_bad_image: str = "error") ->
     if on_bad_image not in ("error", "skip"):
         raise CxrlabError(f"unknown --on-bad-image {on_bad_image!r}: use error or skip")
     pixels = np.zeros((len(files), size, size), dtype=np.uint8)
-    kept = []
+    kept: list[str] = []
     for path in files:
         image, _, reason = decode_file(path, size)
         if image is None:

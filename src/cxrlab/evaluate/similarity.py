@@ -30,7 +30,7 @@ from cxrlab.data.transforms import to_float
 from cxrlab.models.initialise import initialise
 from cxrlab.models.registry import Classifier, backbone_stages, build_model
 from cxrlab.models.stages import Stages
-from cxrlab.training.records import load_run
+from cxrlab.training.records import RunRecord, load_run
 
 # --- CKA on Gram matrices ------------------------------------------------------------------
 
@@ -110,7 +110,7 @@ class Network:
     label: str  # as figures name it: the run directory's name, or MODEL@WEIGHTS
     model: Classifier
     name: str  # registry name
-    run: object | None = None  # the RunRecord when it came from a run directory
+    run: RunRecord | None = None  # when it came from a run directory
 
 
 def load_network(spec: str) -> Network:
@@ -226,16 +226,18 @@ def _sequential_stages(network: Network) -> Stages:
 
 def probe_dataset(data: str, image_size: int, reference: Network, show_progress: bool = True) -> Dataset:
     """``data`` decoded at ``image_size``, split as the reference run split it (when it is a run)."""
-    options = {}
-    if reference.run is not None:
-        config = reference.run.config
-        options = dict(
-            split_seed=config.split_seed,
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-            labels=config.labels,
-        )
-    return load_dataset(data, image_size, show_progress=show_progress, **options)
+    if reference.run is None:
+        return load_dataset(data, image_size, show_progress=show_progress)
+    config = reference.run.config
+    return load_dataset(
+        data,
+        image_size,
+        show_progress=show_progress,
+        split_seed=config.split_seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        labels=config.labels,
+    )
 
 
 def first_convolution(network: Network) -> nn.Conv2d:

@@ -97,6 +97,6 @@ def stats_init(backbone: nn.Module, generator: torch.Generator) -> None:
 def _tensor_names(backbone: nn.Module, modules: list[nn.Module]) -> set[str]:
     """The state-dict keys of ``backbone`` that belong to any of ``modules``."""
     owned = {id(t) for m in modules for t in [*m.parameters(), *m.buffers()]}
-    tensors = dict(backbone.named_parameters())
+    tensors: dict[str, torch.Tensor] = dict(backbone.named_parameters())
     tensors.update(dict(backbone.named_buffers()))
     return {name for name, tensor in tensors.items() if id(tensor) in owned}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -26,6 +27,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class Classifier(nn.Module):
     """Backbone + new head, fed ``(B, 1, H, W)`` images in [0, 1]."""
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, mean, std):
         super().__init__()
@@ -53,8 +57,8 @@ class ModelEntry:
     build_backbone: Callable[[], tuple[nn.Module, int]]  # -> (backbone, num_features)
     source: str  # "torchvision", "timm" or "cxrlab"
     description: str
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN  # per RGB channel
+    std: tuple[float, ...] = IMAGENET_STD
     torchvision_weights: str | None = None  # "ResNet50_Weights.DEFAULT"
     timm_name: str | None = None
     imagenet_top1: float | None = None  # when no weights metadata gives it
@@ -88,6 +92,7 @@ def _torchvision_backbone(builder: str, head_attr: str) -> Callable[[], tuple[nn
         if isinstance(head, nn.Sequential):
             # efficientnet/convnext: (Dropout|LayerNorm, ..., Linear); keep all but the Linear.
             linear = head[-1]
+            assert isinstance(linear, nn.Linear)
             head[-1] = nn.Identity()
             return model, linear.in_features
         setattr(model, head_attr, nn.Identity())
@@ -104,7 +109,9 @@ def _timm_backbone(name: str) -> Callable[[], tuple[nn.Module, int]]:
             model = timm.create_model(name, pretrained=False, num_classes=0)
         except RuntimeError as exc:
             raise CxrlabError(f"unknown timm model {name!r}: see timm.list_models()") from exc
-        return model, model.num_features
+        # A plain int attribute of timm's models; mypy types any attribute of an nn.Module
+        # as Tensor | Module (its __getattr__).
+        return model, cast(int, model.num_features)
 
     return build
 

@@ -70,61 +70,76 @@ def _seq(*modules: nn.Module) -> nn.Module:
     return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
 
 
+def _children(module: nn.Module, *names: str) -> list[nn.Module]:
+    """``module.<name>`` for each name (a dotted name reaches into a child). The same objects
+    as attribute access, typed as modules: ``nn.Module.__getattr__`` is typed ``Tensor | Module``."""
+    return [module.get_submodule(name) for name in names]
+
+
+def _layers(module: nn.Module, name: str) -> list[nn.Module]:
+    """The modules, in order, of the ``nn.Sequential`` (or ``nn.ModuleList``) ``module.<name>``."""
+    container = module.get_submodule(name)
+    assert isinstance(container, nn.Sequential | nn.ModuleList), f"{name} is a {type(container).__name__}"
+    return list(container)
+
+
 def timm_efficientnet_stages(backbone: nn.Module) -> Stages:
     """timm's EfficientNet(-Lite): conv_stem + bn1, the seven block stages, conv_head + bn2
     with the last stage."""
-    blocks = list(backbone.blocks)
-    blocks[-1] = _seq(blocks[-1], backbone.conv_head, backbone.bn2)
+    blocks = _layers(backbone, "blocks")
+    blocks[-1] = _seq(blocks[-1], *_children(backbone, "conv_head", "bn2"))
     names = [f"blocks.{i}" for i in range(len(blocks))]
-    return Stages(
-        _seq(backbone.conv_stem, backbone.bn1), blocks, _seq(backbone.global_pool, backbone.classifier), names
-    )
+    stem = _seq(*_children(backbone, "conv_stem", "bn1"))
+    return Stages(stem, blocks, _seq(*_children(backbone, "global_pool", "classifier")), names)
 
 
 def resnet_stages(backbone: nn.Module) -> Stages:
-    stem = _seq(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
-    blocks = [backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4]
-    return Stages(
-        stem, blocks, _seq(backbone.avgpool, nn.Flatten(1), backbone.fc), ["layer1", "layer2", "layer3", "layer4"]
-    )
+    stem = _seq(*_children(backbone, "conv1", "bn1", "relu", "maxpool"))
+    names = ["layer1", "layer2", "layer3", "layer4"]
+    avgpool, fc = _children(backbone, "avgpool", "fc")
+    return Stages(stem, _children(backbone, *names), _seq(avgpool, nn.Flatten(1), fc), names)
 
 
 def densenet_stages(backbone: nn.Module) -> Stages:
     """The four dense blocks, each with the transition after it; norm5 with the last."""
-    f = backbone.features
+    (f,) = _children(backbone, "features")
     blocks = [
-        _seq(f.denseblock1, f.transition1),
-        _seq(f.denseblock2, f.transition2),
-        _seq(f.denseblock3, f.transition3),
-        _seq(f.denseblock4, f.norm5),
+        _seq(*_children(f, "denseblock1", "transition1")),
+        _seq(*_children(f, "denseblock2", "transition2")),
+        _seq(*_children(f, "denseblock3", "transition3")),
+        _seq(*_children(f, "denseblock4", "norm5")),
     ]
-    pool = _seq(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), backbone.classifier)
-    return Stages(_seq(f.conv0, f.norm0, f.relu0, f.pool0), blocks, pool, [f"denseblock{i}" for i in range(1, 5)])
+    (classifier,) = _children(backbone, "classifier")
+    pool = _seq(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), classifier)
+    stem = _seq(*_children(f, "conv0", "norm0", "relu0", "pool0"))
+    return Stages(stem, blocks, pool, [f"denseblock{i}" for i in range(1, 5)])
 
 
 def torchvision_efficientnet_stages(backbone: nn.Module) -> Stages:
-    f = backbone.features
+    f = _layers(backbone, "features")
     blocks = [f[i] for i in range(1, len(f) - 1)]
     blocks[-1] = _seq(blocks[-1], f[len(f) - 1])
     names = [f"features.{i}" for i in range(1, len(f) - 1)]
-    return Stages(f[0], blocks, _seq(backbone.avgpool, nn.Flatten(1), backbone.classifier), names)
+    avgpool, classifier = _children(backbone, "avgpool", "classifier")
+    return Stages(f[0], blocks, _seq(avgpool, nn.Flatten(1), classifier), names)
 
 
 def convnext_stages(backbone: nn.Module) -> Stages:
     """Each stage with the downsampling layer before it; the pool keeps the final LayerNorm."""
-    f = backbone.features
+    f = _layers(backbone, "features")
     blocks = [f[1]] + [_seq(f[i], f[i + 1]) for i in range(2, len(f), 2)]
     names = [f"features.{i}" for i in range(1, len(f), 2)]
-    return Stages(f[0], blocks, _seq(backbone.avgpool, backbone.classifier), names)
+    return Stages(f[0], blocks, _seq(*_children(backbone, "avgpool", "classifier")), names)
 
 
 def scratch_cnn_stages(backbone: nn.Module) -> Stages:
     """The first conv-BN-ReLU is the stem; each later one (with its max pool) a stage."""
-    layers = list(backbone.features)
+    layers = _layers(backbone, "features")
     starts = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
     starts = [s - 1 if s and isinstance(layers[s - 1], nn.MaxPool2d) else s for s in starts]
     pieces = [_seq(*layers[a:b]) for a, b in zip(starts, [*starts[1:], len(layers)])]
-    return Stages(pieces[0], pieces[1:], backbone.pool, [f"conv{i}" for i in range(1, len(pieces))])
+    (pool,) = _children(backbone, "pool")
+    return Stages(pieces[0], pieces[1:], pool, [f"conv{i}" for i in range(1, len(pieces))])
 
 
 def timm_feature_stages(backbone: nn.Module) -> Stages:

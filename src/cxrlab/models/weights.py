@@ -35,6 +35,7 @@ def torchvision_weights(entry: ModelEntry):
     """The torchvision ``WeightsEnum`` member of ``entry``."""
     import torchvision
 
+    assert entry.torchvision_weights, f"{entry.name} has no torchvision weights"
     enum_name, member = entry.torchvision_weights.split(".")
     return (
         getattr(torchvision.models, enum_name)[member]

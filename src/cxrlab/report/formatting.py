@@ -11,11 +11,14 @@ from cxrlab.core.text import missing, percent
 
 
 class Interval(Protocol):
-    """An estimate with its interval (``analysis.Estimate``)."""
+    """An estimate with its interval (``analysis.Estimate``, a frozen model: read, never set)."""
 
-    estimate: float
-    low: float
-    high: float
+    @property
+    def estimate(self) -> float: ...
+    @property
+    def low(self) -> float: ...
+    @property
+    def high(self) -> float: ...
 
 
 def percent_ci(interval: Interval | None, digits: int = 1) -> str:

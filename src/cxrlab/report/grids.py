@@ -176,9 +176,11 @@ def cam_figure(image: np.ndarray, heatmap: np.ndarray, title: str, caption: str,
 
     size = max(224, image.shape[0])
     if image.shape[0] != size:
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
     if heatmap.shape[0] != size:
-        heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32)).resize((size, size), Image.BILINEAR))
+        heatmap = np.asarray(
+            Image.fromarray(heatmap.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR)
+        )
     figure = figures.new_figure(5.2, 5.6 if note else 5.2)
     axes = figure.subplots()
     axes.imshow(image, cmap="gray", vmin=0, vmax=255)

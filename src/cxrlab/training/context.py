@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from cxrlab.training.external import LabelledSet
 from cxrlab.training.phases import Phase
 from cxrlab.training.records import EpochRecord
 from cxrlab.training.rundir import BackgroundWrites, RunWriter
+
+if TYPE_CHECKING:  # the fit loop imports it only for a --tensorboard run
+    from cxrlab.training.tensorboard import TensorBoardLogger
 
 
 @dataclass
@@ -37,7 +41,7 @@ class Context:
     background: BackgroundWrites = field(default_factory=BackgroundWrites)  # checkpoint writes off the loop
     backbone_digest: str | None = None  # of the frozen backbone a head phase trains on
     val_auc: float | None = None  # of the last validation pass, for the epoch's record
-    tensorboard: object | None = None  # a cxrlab.training.tensorboard.TensorBoardLogger when asked for
+    tensorboard: TensorBoardLogger | None = None  # when asked for
     ranks: Ranks = SINGLE
     # External sets and the labelled target sample, by name; "val" or "external:<name>" chooses.
     external: dict[str, LabelledSet] = field(default_factory=dict)

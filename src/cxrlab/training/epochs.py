@@ -25,6 +25,7 @@ def train_network_epoch(
 ) -> tuple[float, float]:
     """One pass over the training images; the backbone stays in eval mode when it is frozen."""
     config, data = ctx.config, ctx.data
+    assert config.augment is not None  # resolved() sets the mode's augmentation
     model.train()
     if head_only:
         ctx.model.backbone.eval()  # frozen means frozen: BatchNorm statistics must not move

@@ -64,6 +64,7 @@ def estimate_run(config: TrainConfig, data: Dataset) -> RunEstimate | None:
     that cannot be had fail at once rather than after the timing."""
     device = resolve_device(config.device)
     model = build_model(config.model, num_classes=len(data.classes))
+    assert config.weights is not None  # resolved() chooses the weights
     load_weights(model, config.model, config.weights)
     phases = plan_phases(config)
     steps = sum(p.epochs for p in phases) * max(1, data.count("train") // config.batch_size)

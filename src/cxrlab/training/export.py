@@ -103,6 +103,7 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, target: Path) -> None:
         dynamo=True,
         verbose=False,
     )
+    assert program is not None  # dynamo=True returns the ONNXProgram (only the old exporter returns None)
     with atomic_path(target) as tmp:
         # One self-contained file: the weights inside, not in a .data file beside it.
         program.save(str(tmp), external_data=False)
@@ -130,6 +131,9 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
     positive = classes[positive_index(classes)] if binary else None
     threshold = run.threshold if binary else None
     negative = next((c for c in classes if c != positive), None) if binary else None
+    decision = "the class with the highest probability"
+    if positive is not None and threshold is not None:  # a binary run, which has a threshold
+        decision = f"{positive} if probabilities[:, {classes.index(positive)}] >= {threshold} else {negative}"
     return {
         "file": file_name,
         "format": format,
@@ -168,11 +172,7 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
         "classes": classes,
         "positive_class": positive,
         "threshold": threshold,
-        "decision": (
-            f"{positive} if probabilities[:, {classes.index(positive)}] >= {threshold} else {negative}"
-            if binary and threshold is not None
-            else "the class with the highest probability"
-        ),
+        "decision": decision,
         "threshold_rule": run.scores.threshold_rule,
         "test_time_augmentation": "not included"
         + (f"; the run's own metrics used tta={run.config.tta}" if run.config.tta else ""),

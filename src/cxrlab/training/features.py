@@ -196,6 +196,7 @@ def prepare_features(ctx: Context) -> None:
     if "train" in ctx.features:
         return
     config, data = ctx.config, ctx.data
+    assert config.augment is not None  # resolved() sets the mode's augmentation
     augment = config.augment != "none"
     views = config.feature_views if augment else 1
     level = {split: config.augment if split == "train" else "none" for split in ("train", "val", "test")}

@@ -253,6 +253,7 @@ def transfer_fields(ctx: Context) -> dict:
     """The ``RunMetrics`` fields that say what transferred: how the backbone started, how many
     stages its depth settings count, and how many parameters trained."""
     config = ctx.config
+    assert config.weights is not None  # resolved() chooses the weights
     try:
         stages = backbone_stages(ctx.model, config.model).count
     except CxrlabError:  # a timm model without feature_info has no stages to count

@@ -112,6 +112,7 @@ def _fit(
     # Loaded before anything is written: a wrong path fails now, not after the training.
     external = labelled_sets(config, data.classes, show_progress)
     model = build_model(config.model, num_classes=len(data.classes))
+    assert config.weights is not None  # resolved() chooses the weights
     weights_id = initialise(
         model,
         config.model,

@@ -102,6 +102,7 @@ def find_lr(
     if len(train) < 2:
         raise CxrlabError(f"the train split of {data.location} has {len(train)} images: lr-find needs two or more")
     model = build_model(config.model, num_classes=len(data.classes))
+    assert config.weights is not None  # resolved() chooses the weights
     load_weights(model, config.model, config.weights)
     model.to(device)
     if use_channels_last(config.channels_last):

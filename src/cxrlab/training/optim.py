@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -42,11 +43,11 @@ SCHEDULES: dict[str, Callable[[int, int, int, int, int], float]] = {
 }
 
 
-def parameter_groups(config: TrainConfig, model: Classifier, phase: Phase) -> list[dict]:
+def parameter_groups(config: TrainConfig, model: Classifier, phase: Phase) -> list[dict[str, Any]]:
     """Weight decay on weights only (not on biases and norm scales); in a gradual network phase
     the backbone learns at ``lr * backbone_lr_scale`` and the head at ``lr``."""
     modules = [("head", model.head)] if phase.head_only else [("backbone", model.backbone), ("head", model.head)]
-    groups = []
+    groups: list[dict[str, Any]] = []
     for name, module in modules:
         scale = config.backbone_lr_scale if (name == "backbone" and config.mode == "gradual") else 1.0
         decay = [p for p in module.parameters() if p.requires_grad and p.ndim > 1]
@@ -59,11 +60,13 @@ def parameter_groups(config: TrainConfig, model: Classifier, phase: Phase) -> li
 
 
 def make_optimizer(config: TrainConfig, model: Classifier, phase: Phase) -> torch.optim.Optimizer:
+    assert config.optimizer is not None, "make_optimizer needs a resolved() config"
     return OPTIMIZERS[config.optimizer](parameter_groups(config, model, phase), phase.lr, config)
 
 
 def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int, epochs: int):
     """Per-step learning-rate factor: linear warmup, then the schedule's decay."""
+    assert config.warmup is not None and config.scheduler is not None, "make_scheduler needs a resolved() config"
     total = max(1, steps_per_epoch * epochs)
     warmup = min(round(config.warmup * steps_per_epoch), total - 1)
     decay = SCHEDULES[config.scheduler]

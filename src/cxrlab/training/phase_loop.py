@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from cxrlab.models.registry import Classifier
 from cxrlab.training.checkpoint import on_improvement, restore_optimizer, save_checkpoint, write_best
 from cxrlab.training.context import Context
 from cxrlab.training.distributed import sync_buffers
@@ -65,7 +66,7 @@ def run_phase(ctx: Context, index: int, phase: Phase, selection: Selection, firs
         number = epoch_offset + epoch + 1
         generator = torch.Generator().manual_seed(config.seed * 100_003 + number)
         tick, tick_cpu = time.perf_counter(), time.process_time()
-        validated: torch.nn.Module = model
+        validated: Classifier = model
         if bottom is not None and bottom.cached:
             train_loss, train_acc = train_top_epoch(ctx, bottom, optimizer, scheduler, generator, number)
             val_loss, val_acc = evaluate_top(ctx, bottom)

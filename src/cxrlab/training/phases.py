@@ -37,12 +37,17 @@ class Phase:
 
 
 def plan_phases(config: TrainConfig) -> list[Phase]:
+    """The phases of a ``resolved()`` config (which sets every epoch count and learning rate)."""
+    epochs, lr = config.epochs, config.lr
+    assert epochs is not None and lr is not None, "plan_phases needs a resolved() config"
     if config.mode == "frozen":
-        return [Phase("head", config.epochs, config.lr, on_features=config.feature_cache)]
+        return [Phase("head", epochs, lr, on_features=config.feature_cache)]
     if config.mode == "gradual":
-        phases = [Phase("head", config.head_epochs, config.head_lr, on_features=config.feature_cache)]
-        return [p for p in phases if p.epochs > 0] + [Phase("network", config.epochs, config.lr, on_features=False)]
-    return [Phase("network", config.epochs, config.lr, on_features=False)]
+        head_epochs, head_lr = config.head_epochs, config.head_lr
+        assert head_epochs is not None and head_lr is not None, "plan_phases needs a resolved() config"
+        phases = [Phase("head", head_epochs, head_lr, on_features=config.feature_cache)]
+        return [p for p in phases if p.epochs > 0] + [Phase("network", epochs, lr, on_features=False)]
+    return [Phase("network", epochs, lr, on_features=False)]
 
 
 @dataclass

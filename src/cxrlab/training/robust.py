@@ -25,6 +25,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from cxrlab.core.errors import CxrlabError
+from cxrlab.models.registry import Classifier
 from cxrlab.training.batchnorm import reestimate_bn_stats, sample_indices
 from cxrlab.training.checkpoint import model_meta
 from cxrlab.training.context import Context
@@ -37,24 +38,26 @@ from cxrlab.training.runtime import use_channels_last
 PROBE = "probe.pt"  # the head phase's end state, for WiSE-FT
 FINETUNED = "finetuned.pt"  # the selected fine-tuned weights, when a WiSE mixture replaces them in model.pt
 WISE_ALPHAS = tuple(round(0.1 * k, 1) for k in range(11))
+TensorList = tuple[torch.Tensor, ...] | list[torch.Tensor]  # what AveragedModel hands its multi_avg_fn
 
 
 def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of ``model``'s parameters (buffers follow the model)."""
 
-    def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
+    def ema_update(averaged: TensorList, current: TensorList, n_averaged: torch.Tensor | int) -> None:
         n = float(n_averaged)
         torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
 
     return AveragedModel(model, multi_avg_fn=ema_update, use_buffers=False)
 
 
-def validation_model(ctx: Context) -> torch.nn.Module:
+def validation_model(ctx: Context) -> Classifier:
     """The weights a network epoch is validated and selected with: the moving average when one
     is kept (its BatchNorm statistics re-estimated for its own weights), else the model."""
     if ctx.average is None:
         return ctx.model
     averaged = ctx.average.module
+    assert isinstance(averaged, Classifier)  # AveragedModel holds a deep copy of the Classifier
     if not ctx.config.freeze_bn_stats:
         config = ctx.config
         reestimate_bn_stats(

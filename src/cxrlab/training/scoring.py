@@ -4,6 +4,8 @@ external sets are predicted and summarised. Nothing here chooses anything on a t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -74,10 +76,11 @@ def score_run(ctx: Context, selection: Selection, train_seconds: float) -> RunMe
     val = classification_report(labels["val"], probs["val"], classes, threshold, positive)
     at_half = classification_report(labels["test"], probs["test"], classes, 0.5, positive) if binary else None
     best_row = next(r for r in ctx.history if r.epoch == selection.epoch)
-    optional = {
-        "external": {n: external_scores(s, probs[s.split], classes, threshold) for n, s in ctx.external.items()}
+    # Passed only when there is something to record: metrics.json holds the fields that were set.
+    optional: dict[str, Any] = {
+        "external": {n: external_scores(s, probs[s.split], classes, threshold) for n, s in ctx.external.items()},
+        "temperature": temperature,
     }
-    optional["temperature"] = temperature
     metrics = RunMetrics(
         test_loss=test["loss"],
         test_accuracy=test["accuracy"],

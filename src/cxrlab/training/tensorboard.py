@@ -98,6 +98,7 @@ class TensorBoardLogger:
         # Written into this run's own event file (SummaryWriter.add_hparams would open a
         # sub-folder per call), so each run directory is one session in the HParams view.
         file_writer = self.writer.file_writer
+        assert file_writer is not None  # SummaryWriter opens it in __init__; only close() drops it
         for summary in (experiment, session_start, session_end):
             file_writer.add_summary(summary)
         step = record.best_epoch
