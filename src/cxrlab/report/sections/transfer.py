@@ -23,7 +23,7 @@ from cxrlab.training.records import RunRecord
 ABSENT = (
     "This study has no runs that vary what transferred: runs with --freeze-blocks or --transfer-blocks, weights "
     "imagenet-stats (or FILE-stats), a train_fraction below 1, or two modes whose histories record validation AUC "
-    "would fill this section (studies/transfer.yaml runs them all)."
+    "would fill this section (`cxrlab study transfer` runs them all)."
 )
 INTRODUCTION = (
     "What of the pretrained network carried over, after Raghu et al. (Transfusion, 2019): how deep the pretrained "
