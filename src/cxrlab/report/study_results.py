@@ -14,6 +14,7 @@ the spread test of the runs of each model and mode ("settings"); a section may a
 from __future__ import annotations
 
 from itertools import combinations
+from typing import Any
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.modes import MODE_NAMES, mode_rank, mode_title
@@ -168,12 +169,13 @@ class StudyResults:
     def family_sizes(self) -> list[tuple[str, str, int]]:
         """``(family, set, tests)`` of every family with a test in it."""
         sizes = []
-        for family, tests in (
+        families: list[tuple[str, list[dict[str, Any]]]] = [
             (MODE_FAMILY, [p.results for p in self.mode_pairs]),
             (BASELINE_FAMILY, [p.results for p in self.baseline_pairs]),
             (SETTINGS_FAMILY, list(self.spreads.values())),
-            *((name, [p.results for p in pairs]) for name, (_, pairs) in self.added_families.items()),
-        ):
+        ]
+        families += [(name, [p.results for p in pairs]) for name, (_, pairs) in self.added_families.items()]
+        for family, tests in families:
             for name in self.sets:
                 count = sum(1 for by_set in tests if name in by_set)
                 if count:

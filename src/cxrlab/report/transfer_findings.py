@@ -81,8 +81,8 @@ def freeze_findings(
             f"at K = {low[0]} to {percent_ci(high[1].test.accuracy)} at K = {high[0]}"
         )
         if timed:
-            fast = min(timed, key=lambda d: cost(d[1], cpu))
-            slow = max(timed, key=lambda d: cost(d[1], cpu))
+            fast = min(timed, key=lambda d: cost(d[1], cpu) or 0.0)
+            slow = max(timed, key=lambda d: cost(d[1], cpu) or 0.0)
             text += (
                 f"; {cost_words(cpu)} from {seconds(cost(fast[1], cpu))} (K = {fast[0]}) to "
                 f"{seconds(cost(slow[1], cpu))} (K = {slow[0]})"

@@ -23,7 +23,7 @@ from pathlib import Path
 from cxrlab.core.modes import mode_title
 from cxrlab.core.text import format_value
 from cxrlab.models.initialise import init_kind, split_stats
-from cxrlab.report.analysis import best_run
+from cxrlab.report.analysis import best_run, selection_key
 from cxrlab.report.pairs import PairedComparison
 from cxrlab.report.study_results import StudyResults
 from cxrlab.training.records import RunRecord
@@ -123,6 +123,11 @@ def varies_transfer(runs: list[RunRecord]) -> list[str]:
     return found
 
 
+def freeze_depth(run: RunRecord) -> int:
+    """K of a freeze-depth run (0 for a run that freezes nothing)."""
+    return run.config.freeze_blocks or 0
+
+
 def has_auc_history(run: RunRecord) -> bool:
     return any(row.val_auc is not None and math.isfinite(row.val_auc) for row in run.epochs)
 
@@ -141,16 +146,20 @@ class TransferResults:
         for run in study.runs:
             groups.setdefault(self.variants[run.run_id], []).append(run)
         # One run per variant, chosen on validation.
-        self.standing = {v: best_run(g) for v, g in sorted(groups.items(), key=lambda kv: (kv[0].model, kv[0].order))}
+        ordered = sorted(groups.items(), key=lambda kv: (kv[0].model, kv[0].order))
+        self.standing: dict[Variant, RunRecord] = {v: min(g, key=selection_key) for v, g in ordered}
         several = len({v.model for v in self.standing}) > 1
         self.labels = {
             run.run_id: (f"{v.model}: " if several or v.kind == RANDOM else "") + variant_label(v)
             for v, run in self.standing.items()
         }
         self.models = sorted({v.model for v in self.standing if v.kind != RANDOM or v.mode != "scratch"})
-        self.deep_freeze = {m: run for m in self.models if (run := self._deep_freeze(m)) is not None}
-        for model, run in self.deep_freeze.items():
-            self.labels[run.run_id] += f" (chosen on validation among K ≥ {math.ceil(self.stages(model) / 2)})"
+        self.deep_freeze: dict[str, RunRecord] = {}
+        for model in self.models:
+            found = self._deep_freeze(model)
+            if found is not None:
+                self.deep_freeze[model] = found[0]
+                self.labels[found[0].run_id] += f" (chosen on validation among K ≥ {found[1]})"
         self.pairs = study.family(self._pairs(), TRANSFER_FAMILY, TRANSFER_WORDS) if self.varies else []
 
     # --- the runs of each experiment ------------------------------------------------------------
@@ -172,20 +181,22 @@ class TransferResults:
 
     def stages(self, model: str) -> int | None:
         """How many stages ``model``'s depth settings count, as its runs recorded."""
-        counts = [r.metrics.stages for r in self.study.runs if r.config.model == model and r.metrics.stages]
+        counts = [r.scores.stages for r in self.study.runs if r.config.model == model and r.scores.stages]
         return counts[0] if counts else None
 
     def freeze_points(self, model: str) -> list[RunRecord]:
         """The freeze depths of ``model`` on the whole training split, shallowest first."""
         return self.of(model, FREEZE)
 
-    def _deep_freeze(self, model: str) -> RunRecord | None:
-        """Among the depths that freeze at least half the backbone, the one validation chose."""
+    def _deep_freeze(self, model: str) -> tuple[RunRecord, int] | None:
+        """Among the depths that freeze at least half the backbone, the one validation chose,
+        and the least depth it was chosen among."""
         stages = self.stages(model)
         if stages is None:
             return None
-        deep = [r for r in self.freeze_points(model) if 2 * r.config.freeze_blocks >= stages]
-        return best_run(deep)
+        least = math.ceil(stages / 2)
+        chosen = best_run([r for r in self.freeze_points(model) if freeze_depth(r) >= least])
+        return (chosen, least) if chosen is not None else None
 
     def compared(self, model: str) -> list[RunRecord]:
         """The runs of ``model`` tested against its pretrained fine-tune."""

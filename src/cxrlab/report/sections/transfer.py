@@ -17,7 +17,7 @@ from cxrlab.report.formatting import decimal, number_ci, percent_ci
 from cxrlab.report.sections.transfer_layers import similarity_blocks
 from cxrlab.report.transfer_figures import FULL_FINETUNE, Line, Point, data_size_figure, freeze_depth_figure
 from cxrlab.report.transfer_findings import cost, cost_words, in_cpu_time
-from cxrlab.report.transfer_runs import TRANSFER_FAMILY, TransferResults
+from cxrlab.report.transfer_runs import TRANSFER_FAMILY, TransferResults, freeze_depth
 from cxrlab.training.records import RunRecord
 
 ABSENT = (
@@ -56,11 +56,11 @@ def freeze_blocks(transfer: TransferResults, model: str, out: Path) -> list[Bloc
     depths = transfer.freeze_points(model)
     if not depths:
         return []
-    stages = transfer.stages(model) or max(r.config.freeze_blocks for r in depths)
+    stages = transfer.stages(model) or max(freeze_depth(r) for r in depths)
     full, frozen = transfer.pretrained(model), transfer.frozen(model)
     deep = transfer.deep_freeze.get(model)
     ends = [(FULL_FINETUNE, full)] if full is not None else []
-    shown = ends + [(float(r.config.freeze_blocks), r) for r in depths]
+    shown = ends + [(float(freeze_depth(r)), r) for r in depths]
     rows = [(x, r) for x, r in shown] + ([(float(stages), frozen)] if frozen is not None else [])
     cpu = in_cpu_time([study.row(r) for _, r in rows])
     line = Line(
@@ -73,10 +73,10 @@ def freeze_blocks(transfer: TransferResults, model: str, out: Path) -> list[Bloc
     path = figures.save_png(figure, out / f"transfer-freeze-depth-{slug(model)}.png")
     deep_row = None
     if deep is not None:
-        deep_row = (deep.config.freeze_blocks, study.row(deep), transfer.pair_of(deep))
+        deep_row = (freeze_depth(deep), study.row(deep), transfer.pair_of(deep))
     sentences = transfer_findings.freeze_findings(
         model,
-        [(r.config.freeze_blocks, study.row(r)) for r in depths],
+        [(freeze_depth(r), study.row(r)) for r in depths],
         study.row(full) if full is not None else None,
         study.row(frozen) if frozen is not None else None,
         stages,
@@ -125,7 +125,7 @@ def _depth_cell(x: float, run: RunRecord, stages: int) -> str:
         return "none (full fine-tune)"
     if run.config.mode == "frozen":
         return f"{stages} (frozen mode)"
-    return str(run.config.freeze_blocks)
+    return str(freeze_depth(run))
 
 
 # --- partial transfer and weight statistics -------------------------------------------------------
