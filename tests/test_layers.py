@@ -1,5 +1,5 @@
-"""The package's layering: every import runs down the layers, never up, and no module grows
-past what a reader can hold.
+"""The package's layering: every import runs down the layers, never up, and no module (or
+function) grows past what a reader can hold.
 
     core  <  data  <  models  <  training  <  evaluate  <  report  <  study  <  api, cli
 
@@ -19,6 +19,7 @@ LAYERS = ["core", "data", "models", "training", "evaluate", "report", "study", "
 # Modules at the top of the package that belong to a layer.
 TOP_LEVEL = {"api": "api", "cli": "cli", "__main__": "cli", "__init__": "api", "testing": "core"}
 MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
 
 
 def layer_of(module: str) -> str | None:
@@ -85,3 +86,29 @@ def test_the_layer_test_sees_an_upward_import(tmp_path):
 def test_modules_fit_in_a_reading(path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_MODULE_LINES, f"{path.name} has {lines} lines: split it by what its parts do"
+
+
+def long_functions(path: Path) -> list[str]:
+    """Every function or method of ``path``, nested ones included, longer than a screen: its
+    name, line and length, from ``def`` to its last line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                found.append(f"{node.name} (line {node.lineno}) has {lines} lines")
+    return found
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_functions_fit_on_a_screen(path):
+    too_long = long_functions(path)
+    assert not too_long, f"{path.name}: " + "; ".join(too_long) + ": split them by what their parts do"
+
+
+def test_the_function_test_sees_a_long_nested_function(tmp_path):
+    # The check itself must be able to fail, nested functions included.
+    probe = tmp_path / "probe.py"
+    inner = "\n".join(f"        x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    probe.write_text(f"def outer():\n    def inner():\n{inner}\n")
+    assert [line.split()[0] for line in long_functions(probe)] == ["outer", "inner"]

@@ -92,6 +92,12 @@ def evaluate(
     if as_json:
         print_json(result)
         return
+    _print_evaluation(result)
+
+
+def _print_evaluation(result: dict) -> None:
+    """The evaluation for a reader: what was scored, the metrics, the confusion matrix and the
+    figures written."""
     out.print(
         f"run {result['run']} on {result['data']}: {result['n_test']} test images", highlight=False, soft_wrap=True
     )

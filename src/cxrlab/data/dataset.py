@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from cxrlab.core.errors import BadImageError, CxrlabError
-from cxrlab.data.cache import decoded_images
+from cxrlab.data.cache import DecodedImages, decoded_images
+from cxrlab.data.listing import SourceListing
 from cxrlab.data.medmnist import array_digests
 from cxrlab.data.patients import patient_ids
 from cxrlab.data.sources import SPLITS, list_source
@@ -109,66 +111,27 @@ def load_dataset(
     of a plain folder). Byte-identical images under different labels stop the load unless
     ``on_duplicate_label`` is "keep".
     """
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise CxrlabError(f"unknown --on-bad-image {on_bad_image!r}: use error or skip")
-    check_split_seed(split_seed)
-    if on_duplicate_label not in DUPLICATE_LABEL_POLICIES:
-        raise CxrlabError(f"unknown --on-duplicate-label {on_duplicate_label!r}: use error or keep")
-    if image_size < 16:
-        raise CxrlabError(f"--image-size {image_size} is too small: use 16 or more")
+    _check_load_options(image_size, split_seed, on_bad_image, on_duplicate_label)
     listing = list_source(spec, labels=labels, cache_dir=cache_dir)
     decoded = decoded_images(listing, image_size, cache_dir=cache_dir, show_progress=show_progress)
-    if decoded.bad and on_bad_image == "error":
-        index = min(decoded.bad)
-        raise BadImageError(listing.files[index], decoded.bad[index])
-    keep = np.array([i not in decoded.bad for i in range(len(listing))], dtype=bool)
-    keep_idx = np.flatnonzero(keep)
-    skipped = [{"path": listing.files[i], "reason": decoded.bad[i]} for i in sorted(decoded.bad)]
-    if len(keep_idx) == 0:
-        raise CxrlabError(f"no readable images in {spec}")
-
-    images = decoded.pixels if keep.all() else decoded.pixels[keep_idx]
-    files = [listing.files[i] for i in keep_idx]
-    all_digests = array_digests(listing) if listing.kind == "npz" else decoded.digests
-    digests = [all_digests[i] for i in keep_idx]
-    label_array = np.asarray(listing.labels, dtype=np.int64)[keep_idx]
-    layout_splits = [listing.splits[i] for i in keep_idx]
-    patients = patient_ids(listing.kind, files)
+    keep, skipped = _readable(spec, listing, decoded, on_bad_image)
+    kept = _kept_images(listing, decoded, keep)
+    patients = patient_ids(listing.kind, kept.files)
 
     notes = list(listing.notes)
-    conflicts = label_conflicts(files, digests, label_array, listing.classes)
-    if conflicts and on_duplicate_label == "error":
-        raise CxrlabError(
-            f"{len(conflicts)} byte-identical images carry different labels, e.g. {conflicts[0]}: "
-            "remove or relabel them, or pass --on-duplicate-label keep"
-        )
-    if conflicts:
-        notes.append(f"kept {len(conflicts)} byte-identical images under different labels, e.g. {conflicts[0]}")
+    _settle_label_conflicts(kept, listing.classes, on_duplicate_label, notes)
     all_test = all_test or (folder_is_test and listing.kind == "folder")
-    if all_test:
-        splits = np.array(["test"] * len(files), dtype=object)
-    else:
-        splits = carve_splits(
-            label_array,
-            patients,
-            digests,
-            splits_from=layout_splits if listing.kind != "folder" else None,
-            n=len(files),
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=split_seed,
-            notes=notes,
-        )
+    splits = _settled_splits(listing.kind, kept, patients, all_test, val_fraction, test_fraction, split_seed, notes)
     dataset = Dataset(
         location=listing.location,
         kind=listing.kind,
         classes=listing.classes,
-        paths=files,
-        labels=label_array,
+        paths=kept.files,
+        labels=kept.labels,
         splits=splits.astype(str),
         patients=patients,
-        digests=digests,
-        images=images,
+        digests=kept.digests,
+        images=kept.pixels,
         image_size=image_size,
         fingerprint=decoded.key,
         split_notes=notes,
@@ -177,10 +140,105 @@ def load_dataset(
         decoded=decoded.decoded,
     )
     if not all_test:
-        for group in dataset.cross_split_duplicates():
-            names = ", ".join(f"{dataset.paths[i]} ({dataset.splits[i]})" for i in group)
-            dataset.split_notes.append(f"byte-identical images in different splits: {names}")
+        _note_cross_split_duplicates(dataset)
     return dataset
+
+
+class KeptImages(NamedTuple):
+    """The readable images of a listing, in listing order, with what is known of each."""
+
+    files: list[str]
+    digests: list[str]
+    labels: np.ndarray  # (N,) int64
+    layout_splits: list[str | None]  # the split the source's layout puts each image in
+    pixels: np.ndarray  # (N, size, size) uint8
+
+
+def _check_load_options(image_size: int, split_seed: int, on_bad_image: str, on_duplicate_label: str) -> None:
+    """Refuse unknown policies, a split seed out of range and an image size too small to train on."""
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise CxrlabError(f"unknown --on-bad-image {on_bad_image!r}: use error or skip")
+    check_split_seed(split_seed)
+    if on_duplicate_label not in DUPLICATE_LABEL_POLICIES:
+        raise CxrlabError(f"unknown --on-duplicate-label {on_duplicate_label!r}: use error or keep")
+    if image_size < 16:
+        raise CxrlabError(f"--image-size {image_size} is too small: use 16 or more")
+
+
+def _readable(
+    spec: str, listing: SourceListing, decoded: DecodedImages, on_bad_image: str
+) -> tuple[np.ndarray, list[dict]]:
+    """Which images decoded (a mask over the listing) and a {"path", "reason"} per one that did
+    not; the first undecodable image stops the load unless ``on_bad_image`` is "skip"."""
+    if decoded.bad and on_bad_image == "error":
+        index = min(decoded.bad)
+        raise BadImageError(listing.files[index], decoded.bad[index])
+    keep = np.array([i not in decoded.bad for i in range(len(listing))], dtype=bool)
+    skipped = [{"path": listing.files[i], "reason": decoded.bad[i]} for i in sorted(decoded.bad)]
+    if not keep.any():
+        raise CxrlabError(f"no readable images in {spec}")
+    return keep, skipped
+
+
+def _kept_images(listing: SourceListing, decoded: DecodedImages, keep: np.ndarray) -> KeptImages:
+    """The images ``keep`` marks, each with its file, content digest, label and layout split."""
+    keep_idx = np.flatnonzero(keep)
+    # All kept: the memory-mapped pixels as they are, not a copy in memory.
+    pixels = decoded.pixels if keep.all() else decoded.pixels[keep_idx]
+    all_digests = array_digests(listing) if listing.kind == "npz" else decoded.digests
+    return KeptImages(
+        files=[listing.files[i] for i in keep_idx],
+        digests=[all_digests[i] for i in keep_idx],
+        labels=np.asarray(listing.labels, dtype=np.int64)[keep_idx],
+        layout_splits=[listing.splits[i] for i in keep_idx],
+        pixels=pixels,
+    )
+
+
+def _settled_splits(
+    kind: str,
+    kept: KeptImages,
+    patients: list[str],
+    all_test: bool,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    notes: list[str],
+) -> np.ndarray:
+    """Every kept image's split: all test, or the layout's splits (a plain folder has none)
+    with a missing test and a missing or tiny val split carved from train by patient."""
+    if all_test:
+        return np.array(["test"] * len(kept.files), dtype=object)
+    return carve_splits(
+        kept.labels,
+        patients,
+        kept.digests,
+        splits_from=kept.layout_splits if kind != "folder" else None,
+        n=len(kept.files),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        notes=notes,
+    )
+
+
+def _settle_label_conflicts(kept: KeptImages, classes: list[str], on_duplicate_label: str, notes: list[str]) -> None:
+    """Stop at byte-identical images under different labels, or note them when they are kept."""
+    conflicts = label_conflicts(kept.files, kept.digests, kept.labels, classes)
+    if conflicts and on_duplicate_label == "error":
+        raise CxrlabError(
+            f"{len(conflicts)} byte-identical images carry different labels, e.g. {conflicts[0]}: "
+            "remove or relabel them, or pass --on-duplicate-label keep"
+        )
+    if conflicts:
+        notes.append(f"kept {len(conflicts)} byte-identical images under different labels, e.g. {conflicts[0]}")
+
+
+def _note_cross_split_duplicates(dataset: Dataset) -> None:
+    """Add a split note per group of byte-identical images that the splits put apart."""
+    for group in dataset.cross_split_duplicates():
+        names = ", ".join(f"{dataset.paths[i]} ({dataset.splits[i]})" for i in group)
+        dataset.split_notes.append(f"byte-identical images in different splits: {names}")
 
 
 def check_split_seed(seed: int) -> None:

@@ -123,39 +123,66 @@ def evaluate_run(
         data, config, run.classes, cache_dir=cache_dir, on_bad_image=on_bad_image, show_progress=show_progress
     )
     dataset, indices, labels = labelled.dataset, labelled.indices, labelled.labels
-    images = dataset.images
     torch_device = resolve_device(device)
-    model, record = _model_for(run, torch_device, adapted, adapt, images, indices, target=str(data))
+    model, record = _model_for(run, torch_device, adapted, adapt, dataset.images, indices, target=str(data))
     tta = config.tta if tta is None else tta
     logits = predict_logits(
-        model, images, indices, torch_device, batch_size=config.eval_batch_size, tta=tta, seed=config.seed
+        model, dataset.images, indices, torch_device, batch_size=config.eval_batch_size, tta=tta, seed=config.seed
     )
     probs = adapted_probabilities(logits, run.temperature, record)
     classes = run.classes
     positive = positive_index(classes)
     threshold = run.threshold if len(classes) == 2 else None
-    report = classification_report(labels, probs, classes, threshold, positive)
-    at_half = classification_report(labels, probs, classes, 0.5, positive) if len(classes) == 2 else None
     result = {
         "data": str(data),
         "run": run.run_id,
         "tta": tta,
         "adaptation": record.model_dump(mode="json") if record is not None else None,
+        **_test_scores(labels, probs, classes, threshold, positive),
+        "n_test": len(indices),
+        "skipped_images": len(dataset.skipped),
+    }
+    seen = seen_images(run)
+    seen_in = [seen.split_of(dataset.paths[i], dataset.digests[i]) for i in indices]
+    result["overlap"] = _overlap_with_run(seen_in, seen, labels, probs, classes, threshold, positive)
+    name = _evaluation_file_stem(data, adapt, adapted)
+    result["predictions_file"] = f"{name}.csv"
+    _write_evaluation(run.path, name, result, [dataset.paths[i] for i in indices], labels, probs, classes)
+    return result
+
+
+def _test_scores(
+    labels: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None, positive: int
+) -> dict:
+    """The metrics at the run's threshold, loss and accuracy first under their ``test_`` names;
+    for two classes also accuracy, sensitivity and specificity at 0.5, for comparison."""
+    report = classification_report(labels, probs, classes, threshold, positive)
+    at_half = classification_report(labels, probs, classes, 0.5, positive) if len(classes) == 2 else None
+    return {
         "test_loss": report.pop("loss"),
         "test_accuracy": report.pop("accuracy"),
         **report,
         "test_at_threshold_0.5": {k: at_half[k] for k in ("accuracy", "sensitivity", "specificity")}
         if at_half
         else None,
-        "n_test": len(indices),
-        "skipped_images": len(dataset.skipped),
     }
-    seen = seen_images(run)
-    seen_in = [seen.split_of(dataset.paths[i], dataset.digests[i]) for i in indices]
-    result["overlap"] = overlap_summary(seen_in, seen)
-    if result["overlap"]["images"]:
+
+
+def _overlap_with_run(
+    seen_in: list[str | None],
+    seen: SeenImages,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    threshold: float | None,
+    positive: int,
+) -> dict:
+    """How many scored images trained or validated the run and, when any did, the main metrics
+    on the rest (None when none is left): the score a reader can take as a test."""
+    overlap = overlap_summary(seen_in, seen)
+    if overlap["images"]:
         rest = np.array([s is None for s in seen_in])
-        result["overlap"]["without_overlap"] = (
+        overlap["without_overlap"] = (
             {
                 key: value
                 for key, value in classification_report(labels[rest], probs[rest], classes, threshold, positive).items()
@@ -164,23 +191,33 @@ def evaluate_run(
             if rest.any()
             else None
         )
+    return overlap
+
+
+def _evaluation_file_stem(data: str, adapt: str | None, adapted: str | None) -> str:
+    """The name of the evaluation's files without suffix: an adapted model's scores go to files
+    of their own, apart from the plain model's."""
     name = evaluation_name(data)
     if adapt:
         name += f"-adapt-{adapt.replace('+', '-')}"
     elif adapted:
         name += f"-adapted-{adapted}"
-    result["predictions_file"] = f"{name}.csv"
-    writer = RunWriter(run.path)
+    return name
+
+
+def _write_evaluation(
+    run_dir: Path,
+    name: str,
+    result: dict,
+    paths: list[str],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+) -> None:
+    """``<name>.json`` (the metrics) and ``<name>.csv`` (a prediction per image) in the run directory."""
+    writer = RunWriter(run_dir)
     writer.metrics(result, name=f"{name}.json")
-    writer.predictions(
-        [labelled.dataset.paths[i] for i in indices],
-        ["test"] * len(indices),
-        labels,
-        probs,
-        classes,
-        name=f"{name}.csv",
-    )
-    return result
+    writer.predictions(paths, ["test"] * len(paths), labels, probs, classes, name=f"{name}.csv")
 
 
 def _model_for(

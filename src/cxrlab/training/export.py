@@ -127,13 +127,7 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
     ``std`` are the normalisation inside the model."""
     classes = run.classes
     size = int(run.config.image_size)
-    binary = len(classes) == 2
-    positive = classes[positive_index(classes)] if binary else None
-    threshold = run.threshold if binary else None
-    negative = next((c for c in classes if c != positive), None) if binary else None
-    decision = "the class with the highest probability"
-    if positive is not None and threshold is not None:  # a binary run, which has a threshold
-        decision = f"{positive} if probabilities[:, {classes.index(positive)}] >= {threshold} else {negative}"
+    positive, threshold, decision = _decision_rule(run)
     return {
         "file": file_name,
         "format": format,
@@ -151,6 +145,40 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
             "temperature, and an adaptation's prior shift when one is applied)",
         },
         "image_size": size,
+        **_preprocessing(size),
+        "normalisation_inside": {
+            "description": "the model repeats the channel to RGB and applies (x - mean) / std itself",
+            "mean": [round(v, 6) for v in mean],
+            "std": [round(v, 6) for v in std],
+        },
+        "classes": classes,
+        "positive_class": positive,
+        "threshold": threshold,
+        "decision": decision,
+        "threshold_rule": run.scores.threshold_rule,
+        "test_time_augmentation": "not included"
+        + (f"; the run's own metrics used tta={run.config.tta}" if run.config.tta else ""),
+        "source_run": _source_run(run),
+    }
+
+
+def _decision_rule(run: RunRecord) -> tuple[str | None, float | None, str]:
+    """The positive class and the threshold chosen on validation (None beyond two classes), and
+    the rule that turns the model's probabilities into a class, in words."""
+    classes = run.classes
+    binary = len(classes) == 2
+    positive = classes[positive_index(classes)] if binary else None
+    threshold = run.threshold if binary else None
+    negative = next((c for c in classes if c != positive), None) if binary else None
+    decision = "the class with the highest probability"
+    if positive is not None and threshold is not None:  # a binary run, which has a threshold
+        decision = f"{positive} if probabilities[:, {classes.index(positive)}] >= {threshold} else {negative}"
+    return positive, threshold, decision
+
+
+def _preprocessing(size: int) -> dict:
+    """How to turn an image file into the model's input at ``size``: in steps, and in Pillow."""
+    return {
         "preprocessing": [
             "decode the image (JPEG, PNG or DICOM) to 8-bit grayscale",
             f"resize to {size}x{size} pixels, bilinear, without keeping the aspect ratio",
@@ -164,28 +192,20 @@ def export_sidecar(run: RunRecord, format: str, file_name: str, mean: list[float
             f"image = ImageOps.exif_transpose(image).convert('L').resize(({size}, {size}), Image.BILINEAR, "
             f"reducing_gap=3.0); x = np.asarray(image, np.float32)[None, None] / 255"
         ),
-        "normalisation_inside": {
-            "description": "the model repeats the channel to RGB and applies (x - mean) / std itself",
-            "mean": [round(v, 6) for v in mean],
-            "std": [round(v, 6) for v in std],
-        },
-        "classes": classes,
-        "positive_class": positive,
-        "threshold": threshold,
-        "decision": decision,
-        "threshold_rule": run.scores.threshold_rule,
-        "test_time_augmentation": "not included"
-        + (f"; the run's own metrics used tta={run.config.tta}" if run.config.tta else ""),
-        "source_run": {
-            "run_id": run.run_id,
-            "path": str(run.path.resolve()),
-            "model": run.config.model,
-            "mode": run.config.mode,
-            "weights": run.config.weights,
-            "best_epoch": run.scores.best_epoch,
-            "test_accuracy": run.scores.test_accuracy,
-            "roc_auc": run.scores.roc_auc,
-            "data_fingerprint": run.config.data_info.fingerprint,
-            "cxrlab": run.config.environment.get("cxrlab"),
-        },
+    }
+
+
+def _source_run(run: RunRecord) -> dict:
+    """The run the exported model came from: what it is and how it scored."""
+    return {
+        "run_id": run.run_id,
+        "path": str(run.path.resolve()),
+        "model": run.config.model,
+        "mode": run.config.mode,
+        "weights": run.config.weights,
+        "best_epoch": run.scores.best_epoch,
+        "test_accuracy": run.scores.test_accuracy,
+        "roc_auc": run.scores.roc_auc,
+        "data_fingerprint": run.config.data_info.fingerprint,
+        "cxrlab": run.config.environment.get("cxrlab"),
     }

@@ -25,7 +25,7 @@ from cxrlab.data.batches import check_batch_memory
 from cxrlab.data.dataset import Dataset, load_dataset
 from cxrlab.data.subsets import keep_train_fraction
 from cxrlab.models.initialise import initialise
-from cxrlab.models.registry import build_model
+from cxrlab.models.registry import Classifier, build_model
 from cxrlab.training.checkpoint import (
     BEST,
     LAST,
@@ -36,7 +36,7 @@ from cxrlab.training.claim import claim_run_dir
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.context import Context, check_splits, class_weights
 from cxrlab.training.convergence import convergence
-from cxrlab.training.distributed import SINGLE, init_ranks, same_text_everywhere, shutdown, weights_agree
+from cxrlab.training.distributed import SINGLE, Ranks, init_ranks, same_text_everywhere, shutdown, weights_agree
 from cxrlab.training.external import labelled_sets, selection_name
 from cxrlab.training.freeze import transfer_fields
 from cxrlab.training.phase_loop import run_phase
@@ -84,25 +84,13 @@ def _fit(
         config, recorded_split = _resumed_config(resume)
     assert config is not None
     config = config.resolved()
-    device = resolve_device(config.device)
-    ranks = SINGLE
-    if config.distributed:
-        ranks = init_ranks(device)
-        device = ranks.device
-        if not ranks.is_main:
-            log = lambda line: None  # noqa: E731 - one voice per run
-    deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
-    seed_everything(config.seed, deterministic, compiling=config.compile)
+    device, ranks, deterministic = _start_process(config)
+    if not ranks.is_main:
+        log = lambda line: None  # noqa: E731 - one voice per run
 
     check_batch_memory(config.batch_size, config.image_size)
     data = _load_data(config, show_progress)
-    overlap = SplitOverlap(**data.overlap("test"))
-    if overlap.any:
-        log(
-            f"warning: the test split shares {overlap.patients} patients "
-            f"({overlap.images_of_shared_patients} images) and {overlap.identical_images} byte-identical images "
-            "with train/val: its scores overstate performance on new patients (recorded in metrics.json)"
-        )
+    _warn_of_test_overlap(data, log)
     if recorded_split not in (None, data.split_fingerprint):
         # Resuming on other images would mix two data sets in one run's weights and records.
         raise CxrlabError(
@@ -111,19 +99,7 @@ def _fit(
         )
     # Loaded before anything is written: a wrong path fails now, not after the training.
     external = labelled_sets(config, data.classes, show_progress)
-    model = build_model(config.model, num_classes=len(data.classes))
-    assert config.weights is not None  # resolved() chooses the weights
-    weights_id = initialise(
-        model,
-        config.model,
-        config.weights,
-        seed=config.seed,
-        transfer_blocks=config.transfer_blocks,
-        freeze_blocks=config.freeze_blocks,
-    )
-    model.to(device)
-    if use_channels_last(config.channels_last):
-        model.to(memory_format=torch.channels_last)
+    model, weights_id = _initialised_model(config, len(data.classes), device)
 
     run_dir = Path(resume) if resume is not None else _new_run_dir(config, ranks, claims)
     writer = RunWriter(run_dir, enabled=ranks.is_main)
@@ -145,10 +121,7 @@ def _fit(
         selection_set=selection_name(external),
     )
     if config.tensorboard and ranks.is_main:
-        from cxrlab.training.tensorboard import TensorBoardLogger
-
-        ctx.tensorboard = TensorBoardLogger(run_dir / "tensorboard", record)
-        ctx.tensorboard.examples(data)
+        _open_tensorboard(ctx, record)
 
     ctx.load_at_start = load_average()
     selection = _train(ctx, resume is not None, log)
@@ -156,6 +129,56 @@ def _fit(
         return run_dir  # diverged: recorded and said
     _finish(ctx, selection, log)
     return run_dir
+
+
+def _start_process(config: TrainConfig) -> tuple[torch.device, Ranks, bool]:
+    """The device this process trains on, its place among the ranks (joined when the run is
+    distributed), and whether it runs deterministically; the random generators are seeded."""
+    device = resolve_device(config.device)
+    ranks = SINGLE
+    if config.distributed:
+        ranks = init_ranks(device)
+        device = ranks.device
+    deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
+    seed_everything(config.seed, deterministic, compiling=config.compile)
+    return device, ranks, deterministic
+
+
+def _warn_of_test_overlap(data: Dataset, log: Log) -> None:
+    """Say when the test split shares patients or images with train/val (metrics.json records it too)."""
+    overlap = SplitOverlap(**data.overlap("test"))
+    if overlap.any:
+        log(
+            f"warning: the test split shares {overlap.patients} patients "
+            f"({overlap.images_of_shared_patients} images) and {overlap.identical_images} byte-identical images "
+            "with train/val: its scores overstate performance on new patients (recorded in metrics.json)"
+        )
+
+
+def _initialised_model(config: TrainConfig, num_classes: int, device: torch.device) -> tuple[Classifier, str]:
+    """The run's model with its starting weights, on ``device``, and the id of those weights."""
+    model = build_model(config.model, num_classes=num_classes)
+    assert config.weights is not None  # resolved() chooses the weights
+    weights_id = initialise(
+        model,
+        config.model,
+        config.weights,
+        seed=config.seed,
+        transfer_blocks=config.transfer_blocks,
+        freeze_blocks=config.freeze_blocks,
+    )
+    model.to(device)
+    if use_channels_last(config.channels_last):
+        model.to(memory_format=torch.channels_last)
+    return model, weights_id
+
+
+def _open_tensorboard(ctx: Context, record: dict) -> None:
+    """Start the run's TensorBoard log with its settings and a few example images."""
+    from cxrlab.training.tensorboard import TensorBoardLogger
+
+    ctx.tensorboard = TensorBoardLogger(ctx.writer.path / "tensorboard", record)
+    ctx.tensorboard.examples(ctx.data)
 
 
 def _resumed_config(resume: str | os.PathLike) -> tuple[TrainConfig, str | None]:
