@@ -28,7 +28,7 @@ from cxrlab.report.transfer_figures import FULL_FINETUNE, Line, Point, freeze_de
 from cxrlab.report.transfer_runs import TransferResults
 from cxrlab.training.records import list_runs
 
-# Nine tiny runs and their report: about 45 s on two idle cores, more beside other jobs.
+# Nine tiny runs and their report: 61-73 s with -n 2 on two cores shared with a training job.
 pytestmark = pytest.mark.slow
 N_BOOT = 200
 RUNS = [
