@@ -270,7 +270,7 @@ def test_external_sets_stand_beside_the_internal_test(tmp_path):
         craft_run(runs, name, model, mode, (paths, labels, probabilities(labels, right, i)), 0.3 - 0.05 * i,
                   external=external)  # fmt: skip
     markdown = write_report(study, n_boot=N_BOOT)[0].read_text(encoding="utf-8")
-    assert "## F. External sets" in markdown
+    assert "## G. External sets" in markdown
     assert (study / "report_files" / "on-the-line-shifted.png").is_file()
     assert (study / "report_files" / "on-the-line-official.png").is_file()
     # A set that chose something is a validation set wherever it is named in a sentence.

@@ -190,7 +190,7 @@ def compare(
 
 @app.command()
 def report(study_dir: str = typer.Argument(..., help="A study directory.")) -> None:
-    """Write report.md and report.html for a study (tasks A to E)."""
+    """Write report.md and report.html for a study (tasks A to E, and what transferred)."""
     from cxrlab.report.render import write_report
 
     for path in write_report(study_dir):

@@ -60,7 +60,7 @@ def similarity_figure(results: list[Similarity]) -> Figure:
         plain(f"Similarity to {first.reference} by depth ({first.probes} {first.split} images, {first.image_size} px)"),
         fontsize=10,
     )
-    axes.legend(fontsize=8, title="compared with", title_fontsize=8)
+    axes.legend(fontsize=9, title="compared with", title_fontsize=9)
     return figure
 
 
@@ -93,13 +93,14 @@ def filters_figure(named_weights: list[tuple[str, torch.Tensor]]) -> Figure:
     return figure
 
 
-def convergence_figure(runs: list[RunRecord]) -> Figure:
-    """Validation AUC against training seconds, one line per run coloured by its mode, with
-    each run's convergence (AUC within 0.005 of its best) marked."""
-    figure = _figure(7.0, 4.2)
+def convergence_figure(runs: list[RunRecord], labels: list[str] | None = None) -> Figure:
+    """Validation AUC against training seconds, one line per run, with each run's convergence
+    (AUC within 0.005 of its best) marked. Lines are coloured by mode, or, given ``labels``
+    (one per run), each in its own colour under its label."""
+    figure = _figure(7.0, 4.2 + (0.0 if labels is None else 0.22 * ((len(runs) + 1) // 2)))
     axes = figure.add_subplot()
     labelled: set[str] = set()
-    for run in runs:
+    for i, run in enumerate(runs):
         rows = [r for r in run.epochs if r.val_auc is not None and np.isfinite(r.val_auc)]
         aucs = [r.val_auc for r in rows if r.val_auc is not None]  # every row's, typed as floats
         if not rows:
@@ -107,16 +108,18 @@ def convergence_figure(runs: list[RunRecord]) -> Figure:
         start = run.metrics.train_seconds - sum(r.seconds for r in run.epochs) if run.metrics else 0.0
         seconds = start + np.cumsum([r.seconds for r in run.epochs])[[run.epochs.index(r) for r in rows]]
         mode = run.config.mode
-        label = None if mode in labelled else mode_title(mode)
-        labelled.add(mode)
-        axes.plot(seconds, aucs, marker=".", color=mode_colour(mode), label=label, alpha=0.8)
+        name = mode_title(mode) if labels is None else labels[i]
+        tint = mode_colour(mode) if labels is None else COLOURS[i % len(COLOURS)]
+        label = None if name in labelled else plain(name)
+        labelled.add(name)
+        axes.plot(seconds, aucs, marker=".", color=tint, label=label, alpha=0.8)
         if run.metrics is not None and run.metrics.converged_auc_seconds is not None:
             best = max(aucs)
-            axes.plot([run.metrics.converged_auc_seconds], [best], marker="o", mfc="none", color=mode_colour(mode))
+            axes.plot([run.metrics.converged_auc_seconds], [best], marker="o", mfc="none", color=tint)
     axes.set_xlabel("training seconds (frozen features or activations included)")
     axes.set_ylabel("validation AUC")
     axes.set_title("Convergence: validation AUC against training time (circles: within 0.005 of the best)", fontsize=10)
     axes.grid(alpha=0.3)
-    if labelled:
-        axes.legend(fontsize=8)
+    if labelled:  # below the axes: inside, a legend of many runs covers the curves
+        figure.legend(loc="outside lower center", ncols=2 if labels else 4, fontsize=9, frameon=False)
     return figure

@@ -37,6 +37,19 @@ SHORT = {
     "augment": "aug",
     "seed": "seed",
 }
+# What transferred, named in a label only where a run sets it away from its plain value.
+TRANSFER_PLAIN = {
+    "freeze_blocks": (None,),
+    "transfer_blocks": (None,),
+    "weights": ("imagenet", "none"),
+    "train_fraction": (1.0,),
+}
+TRANSFER_SHORT = {
+    "freeze_blocks": "freeze",
+    "transfer_blocks": "transfer",
+    "weights": "weights",
+    "train_fraction": "fraction",
+}
 
 
 def _nan_for_none(value: Any) -> Any:
@@ -243,7 +256,8 @@ def validation_accuracy(run: RunRecord) -> float | None:
 
 def run_labels(runs: list[RunRecord]) -> list[str]:
     """Short readable names: "model, mode", plus the settings that differ where that is not
-    enough, plus the run id where even that is not."""
+    enough (what transferred only where a run sets it away from its plain value: ``freeze=3``),
+    plus the run id where even that is not."""
     base = [f"{r.config.model}, {mode_title(r.config.mode)}" for r in runs]
     counts = Counter(base)
     labels = list(base)
@@ -251,8 +265,14 @@ def run_labels(runs: list[RunRecord]) -> list[str]:
         if counts[base[i]] > 1:
             twins = [r for r, label in zip(runs, base) if label == base[i]]
             differing = [k for k in SETTING_KEYS if len({str(t.config.setting(k)) for t in twins}) > 1]
-            if differing:
-                labels[i] += " " + " ".join(f"{SHORT[k]}={format_value(run.config.setting(k))}" for k in differing)
+            words = [f"{SHORT[k]}={format_value(run.config.setting(k))}" for k in differing]
+            words += [
+                f"{TRANSFER_SHORT[k]}={format_value(run.config.setting(k))}"
+                for k, plain in TRANSFER_PLAIN.items()
+                if run.config.setting(k) not in plain and len({str(t.config.setting(k)) for t in twins}) > 1
+            ]
+            if words:
+                labels[i] += " " + " ".join(words)
     counts = Counter(labels)
     return [label if counts[label] == 1 else f"{label} ({run.run_id})" for label, run in zip(labels, runs)]
 

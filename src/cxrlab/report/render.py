@@ -1,4 +1,4 @@
-"""``cxrlab report STUDY_DIR``: report.md and a self-contained report.html, tasks A to E.
+"""``cxrlab report STUDY_DIR``: report.md and a self-contained report.html, tasks A to E and what transferred (F).
 
 ``write_report`` reads the study's finished runs (``<study>/runs/<run>``), analyses them and
 runs the families of tests (``cxrlab.report.study_results``), draws the figures into
@@ -27,7 +27,9 @@ from cxrlab.report.sections.overview import summary_lines
 from cxrlab.report.sections.settings import section_settings
 from cxrlab.report.sections.statistics import section_statistics
 from cxrlab.report.sections.test import section_test
+from cxrlab.report.sections.transfer import section_transfer
 from cxrlab.report.study_results import StudyResults
+from cxrlab.report.transfer_runs import TransferResults
 from cxrlab.training.records import DIVERGED, RunRecord, list_runs
 
 
@@ -75,8 +77,9 @@ def build_report(
             section_modes(study, out),
         ),
         Section("task-e", "E. Test analysis against the from-scratch baseline", section_test(study, out, cam_device)),
+        Section("transfer", "F. What transferred", section_transfer(TransferResults(study, study_dir), out)),
     ]
     if study.external_sets:
-        sections.append(Section("external", "F. External sets", section_external(study, out)))
+        sections.append(Section("external", "G. External sets", section_external(study, out)))
     sections.append(Section("statistics", "Statistics: units, tests and adjustment", section_statistics(study)))
     return Report(f"Study report: {study_dir.name}", summary_lines(study, study_dir), sections)

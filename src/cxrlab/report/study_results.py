@@ -7,12 +7,14 @@ that also chose each run's epoch. The test split and the external sets choose no
 
 Families (each adjusted with Holm on each evaluation set): every pair of modes of each model
 ("mode comparisons"), every chosen run against the baseline ("against the baseline"), and
-the spread test of the runs of each model and mode ("settings").
+the spread test of the runs of each model and mode ("settings"); a section may add its own
+(``family``), as section F does with its comparisons against the pretrained fine-tune.
 """
 
 from __future__ import annotations
 
 from itertools import combinations
+from typing import Any
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.modes import MODE_NAMES, mode_rank, mode_title
@@ -56,6 +58,8 @@ class StudyResults:
         self.baseline = best_run([r for r in runs if r.config.mode == "scratch"])
         self.best = best_run([r for r in self.selected.values() if r.config.mode != "scratch"]) or self.baseline
         self._pairs: dict[tuple[str, str], PairedComparison | None] = {}
+        # Families of pairs a section adds (name -> what they test, the adjusted pairs).
+        self.added_families: dict[str, tuple[str, list[PairedComparison]]] = {}
         self.mode_pairs = self._family(self._mode_pairs(), MODE_FAMILY)
         self.baseline_pairs = self._family(self._baseline_pairs(), BASELINE_FAMILY)
         self.spreads = self._spreads()
@@ -126,6 +130,13 @@ class StudyResults:
             self.selected.values(), key=lambda r: (r.config.mode == "scratch", r.config.model, mode_rank(r.config.mode))
         )
 
+    def family(self, pairs: list[PairedComparison], family: str, words: str) -> list[PairedComparison]:
+        """``pairs`` Holm-adjusted as one family on every set, and counted in ``family_sizes``;
+        ``words`` say what the family tests."""
+        adjusted_family = self._family(pairs, family)
+        self.added_families[family] = (words, adjusted_family)
+        return adjusted_family
+
     def _family(self, pairs: list[PairedComparison], family: str) -> list[PairedComparison]:
         for name in self.sets:
             pairs = adjusted_pairs(pairs, family, name)
@@ -158,11 +169,13 @@ class StudyResults:
     def family_sizes(self) -> list[tuple[str, str, int]]:
         """``(family, set, tests)`` of every family with a test in it."""
         sizes = []
-        for family, tests in (
+        families: list[tuple[str, list[dict[str, Any]]]] = [
             (MODE_FAMILY, [p.results for p in self.mode_pairs]),
             (BASELINE_FAMILY, [p.results for p in self.baseline_pairs]),
             (SETTINGS_FAMILY, list(self.spreads.values())),
-        ):
+        ]
+        families += [(name, [p.results for p in pairs]) for name, (_, pairs) in self.added_families.items()]
+        for family, tests in families:
             for name in self.sets:
                 count = sum(1 for by_set in tests if name in by_set)
                 if count:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cxrlab.core.io import write_text
 from cxrlab.core.text import format_value
-from cxrlab.report.analysis import validation_accuracy
+from cxrlab.report.analysis import TRANSFER_PLAIN, validation_accuracy
 from cxrlab.report.formatting import markdown_table
 from cxrlab.training.config import EXECUTION_SETTINGS
 from cxrlab.training.records import DIVERGED, FINISHED, RunRecord
@@ -52,12 +52,7 @@ TRANSFER_SETTINGS = {
     "weights": "weights",
     "train_fraction": "train fraction",
 }
-_PLAIN = {
-    "freeze_blocks": (None,),
-    "transfer_blocks": (None,),
-    "weights": ("imagenet", "none"),
-    "train_fraction": (1.0,),
-}
+_PLAIN = TRANSFER_PLAIN
 SEED_SUFFIX = re.compile(r"-seed=\d+$")
 
 

@@ -23,7 +23,7 @@ def section_statistics(study: StudyResults) -> list[Block]:
         cells = [
             [
                 family,
-                FAMILY_WORDS[family],
+                FAMILY_WORDS.get(family) or study.added_families[family][0],
                 "internal test" if name == TEST else set_title(name, study.sets[name]),
                 count,
                 "Holm" if count > 1 else "none (a single test)",
