@@ -216,3 +216,11 @@ def test_freeze_depth_figure_draws_what_it_is_given():
     assert np.allclose(time.get_lines()[0].get_ydata(), [10, 6, 3])
     ticks = [t.get_text() for t in accuracy.get_xticklabels()]
     assert ticks == ["none\n(fine-tune)", "2", "5", "7\n(all)"]
+
+
+def test_the_modes_are_compared_on_plainly_transferred_runs(runs):
+    # Sections C-E compare modes; the fine-tune that stands for Lite0 there is the plain one,
+    # whatever the validation loss of the partial, frozen-depth, stats or half-data variants.
+    study = StudyResults(list(runs.values()), n_boot=N_BOOT)
+    assert study.selected[("efficientnet_lite0", "finetune")].run_id == "finetune"
+    assert study.selected[("scratch_cnn", "scratch")].run_id == "scratch"

@@ -19,7 +19,7 @@ from typing import Any
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.modes import MODE_NAMES, mode_rank, mode_title
 from cxrlab.evaluate.stats import N_BOOT
-from cxrlab.report.analysis import RunAnalysis, best_run, run_analysis, run_labels, selection_key
+from cxrlab.report.analysis import TRANSFER_PLAIN, RunAnalysis, best_run, run_analysis, run_labels, selection_key
 from cxrlab.report.pairs import (
     PairedComparison,
     SpreadResult,
@@ -32,6 +32,11 @@ from cxrlab.report.scored import TEST, ScoredSet, evaluation_sets, scored_set
 from cxrlab.training.records import RunRecord
 
 MODE_FAMILY, BASELINE_FAMILY, SETTINGS_FAMILY = "mode comparisons", "against the baseline", "settings"
+
+
+def plain_transfer(run: RunRecord) -> bool:
+    """Whether a run transfers plainly: every setting of what transferred at its plain value."""
+    return all(run.config.setting(key) in plain for key, plain in TRANSFER_PLAIN.items())
 
 
 class StudyResults:
@@ -54,7 +59,13 @@ class StudyResults:
         for run in runs:
             groups.setdefault((run.config.model, run.config.mode), []).append(run)
         self.groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0], mode_rank(kv[0][1]))))
-        self.selected = {key: min(group, key=selection_key) for key, group in self.groups.items()}
+        # The run that stands for a model and mode uses the plain transfer (all stages from the
+        # weights, none frozen, all the data) when the group has one: the variants of what
+        # transferred are section F's, and a mode comparison should not hinge on one of them.
+        self.selected = {
+            key: min([r for r in group if plain_transfer(r)] or group, key=selection_key)
+            for key, group in self.groups.items()
+        }
         self.baseline = best_run([r for r in runs if r.config.mode == "scratch"])
         self.best = best_run([r for r in self.selected.values() if r.config.mode != "scratch"]) or self.baseline
         self._pairs: dict[tuple[str, str], PairedComparison | None] = {}
