@@ -216,21 +216,11 @@ def train(
 
 
 def _say_cost(config: TrainConfig, show_progress: bool) -> None:
-    from cxrlab.data.dataset import load_dataset
     from cxrlab.training.estimate import estimate_run
+    from cxrlab.training.run_data import load_run_data
 
     resolved = config.resolved()
-    data = load_dataset(
-        resolved.data,
-        resolved.image_size,
-        split_seed=resolved.split_seed,
-        val_fraction=resolved.val_fraction,
-        test_fraction=resolved.test_fraction,
-        labels=resolved.labels,
-        on_bad_image=resolved.on_bad_image,
-        cache_dir=resolved.cache_dir,
-        show_progress=show_progress,
-    )
+    data = load_run_data(resolved, show_progress)
     if min(data.count(split) for split in ("train", "val", "test")) == 0:
         return  # fit names the empty split
     cost = estimate_run(resolved, data)

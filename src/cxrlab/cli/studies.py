@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from cxrlab.cli.app import app, examples, print_json
@@ -10,6 +12,32 @@ studies_app = typer.Typer(help="The shipped studies: list them, or copy one to e
 app.add_typer(studies_app, name="studies")
 
 STUDY_HELP = "A study YAML file, or a shipped study's name (offline, pneumonia, recipe; see cxrlab studies)."
+# The options sweep and study share, declared once.
+DataOption = Annotated[str | None, typer.Option(help="Override the study's data source.")]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Optuna storage URL, e.g. postgresql://user:password@host:5432/db (default: SQLite in the study directory)."
+    ),
+]
+WorkersOption = Annotated[int, typer.Option(help="Local worker processes.")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="KEY=VALUE override for every run (repeatable).", show_default=False)
+]
+ExternalOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--external",
+        help="NAME=PATH: an external labelled set scored by every run (replaces the study's; NAME= drops one).",
+        show_default=False,
+    ),
+]
+NameOption = Annotated[str | None, typer.Option("--name", help="The study directory's name (default: the study's).")]
+OutOption = Annotated[str | None, typer.Option("--out", help="Folder the study directory goes in (default: runs).")]
+TableOption = Annotated[bool, typer.Option("--table", help="Print the results table when done.")]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the runs (after --set) and an estimate of time, and exit.")
+]
 
 
 @app.command(
@@ -21,24 +49,15 @@ STUDY_HELP = "A study YAML file, or a shipped study's name (offline, pneumonia, 
 )
 def sweep(
     study_file: str = typer.Argument(..., help=STUDY_HELP),
-    data: str | None = typer.Option(None, help="Override the study's data source."),
-    storage: str | None = typer.Option(
-        None,
-        help="Optuna storage URL, e.g. postgresql://user:password@host:5432/db (default: SQLite in the study directory).",
-    ),
-    workers: int = typer.Option(1, help="Local worker processes."),
-    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
-    external: list[str] = typer.Option(
-        [],
-        "--external",
-        help="NAME=PATH: an external labelled set scored by every run (replaces the study's; NAME= drops one).",
-    ),
-    name: str | None = typer.Option(None, "--name", help="The study directory's name (default: the study's)."),
-    out: str | None = typer.Option(None, "--out", help="Folder the study directory goes in (default: runs)."),
-    table: bool = typer.Option(False, "--table", help="Print the results table when done."),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the runs (after --set) and an estimate of time, and exit."
-    ),
+    data: DataOption = None,
+    storage: StorageOption = None,
+    workers: WorkersOption = 1,
+    set_: SetOption = None,
+    external: ExternalOption = None,
+    name: NameOption = None,
+    out: OutOption = None,
+    table: TableOption = False,
+    dry_run: DryRunOption = False,
     as_json: bool = typer.Option(False, "--json", help="Print the study directory and its headline numbers as JSON."),
 ) -> None:
     """Run every run of a study (table, grids, TPE searches), resumable, shareable across workers."""
@@ -46,17 +65,17 @@ def sweep(
     from cxrlab.study.sweep import run_sweep
 
     if dry_run:
-        _dry_run(study_file, data, set_, name, out, external, as_json)
+        _dry_run(study_file, data, set_ or [], name, out, external or [], as_json)
         return
     study_dir = run_sweep(
         study_file,
         data=data,
         storage=storage,
         workers=workers,
-        overrides=set_,
+        overrides=set_ or [],
         name=name,
         out=out,
-        external=external,
+        external=external or [],
         show_progress=not as_json,
     )
     if as_json:
@@ -76,24 +95,15 @@ def sweep(
 )
 def study(
     study_file: str | None = typer.Argument(None, help=STUDY_HELP + " Default: offline."),
-    data: str | None = typer.Option(None, help="Override the study's data source."),
-    storage: str | None = typer.Option(
-        None,
-        help="Optuna storage URL, e.g. postgresql://user:password@host:5432/db (default: SQLite in the study directory).",
-    ),
-    workers: int = typer.Option(1, help="Local worker processes."),
-    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override for every run (repeatable)."),
-    external: list[str] = typer.Option(
-        [],
-        "--external",
-        help="NAME=PATH: an external labelled set scored by every run (replaces the study's; NAME= drops one).",
-    ),
-    name: str | None = typer.Option(None, "--name", help="The study directory's name (default: the study's)."),
-    out: str | None = typer.Option(None, "--out", help="Folder the study directory goes in (default: runs)."),
-    table: bool = typer.Option(False, "--table", help="Print the results table when done."),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the runs (after --set) and an estimate of time, and exit."
-    ),
+    data: DataOption = None,
+    storage: StorageOption = None,
+    workers: WorkersOption = 1,
+    set_: SetOption = None,
+    external: ExternalOption = None,
+    name: NameOption = None,
+    out: OutOption = None,
+    table: TableOption = False,
+    dry_run: DryRunOption = False,
     as_json: bool = typer.Option(
         False, "--json", help="Print the study directory, its headline numbers and the report as JSON."
     ),
@@ -102,17 +112,17 @@ def study(
     from cxrlab.study.main import run_study, study_summary
 
     if dry_run:
-        _dry_run(study_file, data, set_, name, out, external, as_json)
+        _dry_run(study_file, data, set_ or [], name, out, external or [], as_json)
         return
     paths = run_study(
         study_file,
         data=data,
         storage=storage,
         workers=workers,
-        overrides=set_,
+        overrides=set_ or [],
         name=name,
         out=out,
-        external=external,
+        external=external or [],
         show_progress=not as_json,
     )
     study_dir = paths[0].parent

@@ -158,15 +158,21 @@ def baseline_findings(
             f"{verdict(pair.at(TEST), row.label, 'the baseline')}; "
             f"{ratio(row.train_seconds, baseline.train_seconds)} its training time."
         )
-        for name, role in sets.items():
-            there = pair.on(name)
-            if name != TEST and there is not None:
-                text += (
-                    f" On {set_title(name, role)}: {verdict(there, row.label, 'the baseline')}; "
-                    f"the internal test's conclusion {holds(pair.at(TEST), there)}."
-                )
-        sentences.append(text)
+        sentences.append(text + elsewhere(pair, sets, row.label, "the baseline"))
     return sentences + [_tally(pairs, others, baseline, name, role) for name, role in sets.items()]
+
+
+def elsewhere(pair: PairedComparison, sets: dict[str, str], label: str, other: str) -> str:
+    """The pair's verdict on each external set, and whether the internal test's holds there."""
+    text = ""
+    for name, role in sets.items():
+        there = pair.on(name)
+        if name != TEST and there is not None:
+            text += (
+                f" On {set_title(name, role)}: {verdict(there, label, other)}; "
+                f"the internal test's conclusion {holds(pair.at(TEST), there)}."
+            )
+    return text
 
 
 def _tally(pairs: list[PairedComparison], others: list[RunAnalysis], baseline: RunAnalysis, name, role) -> str:

@@ -13,10 +13,11 @@ import math
 from cxrlab.core.text import missing, percent, seconds
 from cxrlab.evaluate.similarity import Similarity
 from cxrlab.report.analysis import RunAnalysis
+from cxrlab.report.findings import elsewhere
 from cxrlab.report.formatting import number_ci, percent_ci, points, ratio
 from cxrlab.report.pairs import PairedComparison
 from cxrlab.report.scored import TEST
-from cxrlab.report.wording import claimed, holds, set_title, verdict
+from cxrlab.report.wording import claimed, set_title, verdict
 from cxrlab.training.records import RunRecord
 
 REFERENCE = "the pretrained fine-tune"
@@ -140,14 +141,7 @@ def init_findings(
             f"{verdict(pair.at(TEST), row.label, REFERENCE)}; "
             f"{time_relation(row, reference, REFERENCE)}."
         )
-        for name, role in sets.items():
-            there = pair.on(name)
-            if name != TEST and there is not None:
-                text += (
-                    f" On {set_title(name, role)}: {verdict(there, row.label, REFERENCE)}; "
-                    f"the internal test's conclusion {holds(pair.at(TEST), there)}."
-                )
-        sentences.append(text)
+        sentences.append(text + elsewhere(pair, sets, row.label, REFERENCE))
     return sentences
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from cxrlab.core import text
 from cxrlab.training.rundir import safe_run_id
 
 MAX_SETTING_ID = 96  # run ids (setting + "-seed=N") stay within safe_run_id's 120 characters
@@ -18,17 +19,9 @@ SHORT_NAMES = {"lr": "lr", "epochs": "ep", "weight_decay": "wd", "batch_size": "
 
 
 def format_value(value: Any) -> str:
-    """A setting's value as it reads in a run id: 1e-4, 0.3, 32, adam."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if abs(value) < 1e-2 or abs(value) >= 1e5:
-            mantissa, exponent = f"{value:.3e}".split("e")
-            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-        return f"{value:.4g}"
-    return str(value)
+    """A setting's value as it reads in a run id: 1e-4, 0.3, 32, adam (and None as None, not
+    the tables' dash, so that run ids stay as they were)."""
+    return "None" if value is None else text.format_value(value)
 
 
 def setting_id(values: dict[str, Any], keys: list[str]) -> str:

@@ -23,10 +23,11 @@ import torch
 from cxrlab.core.decision import positive_index
 from cxrlab.core.errors import CxrlabError
 from cxrlab.core.summary import classification_report
-from cxrlab.data.dataset import Dataset, load_dataset
+from cxrlab.data.dataset import Dataset
 from cxrlab.training.config import TrainConfig
 from cxrlab.training.features import compute_features
 from cxrlab.training.predict import predict_logits
+from cxrlab.training.run_data import load_run_data
 from cxrlab.training.run_metrics import ExternalScores
 
 TARGET_VAL = "target_val"
@@ -77,19 +78,15 @@ def load_scoring_set(
     """A dataset root's test split, or every image of a folder of class folders, decoded at the
     run's image size with its labels in the run's class order (an undecodable image: as
     ``on_bad_image`` says, by default as the run's setting)."""
-    dataset = load_dataset(
-        path,
-        config.image_size,
-        split_seed=config.split_seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        labels=config.labels,
+    dataset = load_run_data(
+        config,
+        show_progress,
+        data=path,
         on_bad_image=on_bad_image or config.on_bad_image,
         # Scored as labelled; a file under two labels counts under each, as the set says.
         on_duplicate_label="keep",
         folder_is_test=True,
         cache_dir=cache_dir or config.cache_dir,
-        show_progress=show_progress,
     )
     remap = class_remap(dataset.classes, classes, path)
     indices = dataset.indices("test")

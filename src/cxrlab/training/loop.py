@@ -22,7 +22,7 @@ import torch
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.data.batches import check_batch_memory
-from cxrlab.data.dataset import Dataset, load_dataset
+from cxrlab.data.dataset import Dataset
 from cxrlab.data.subsets import keep_train_fraction
 from cxrlab.models.initialise import initialise
 from cxrlab.models.registry import Classifier, build_model
@@ -43,6 +43,7 @@ from cxrlab.training.phase_loop import run_phase
 from cxrlab.training.phases import Diverged, Selection, plan_phases
 from cxrlab.training.records import DIVERGED, FAILED, FINISHED, RUNNING, read_config, read_status
 from cxrlab.training.robust import wise_mixture
+from cxrlab.training.run_data import load_run_data
 from cxrlab.training.run_metrics import DistributedInfo, MachineLoad, SplitOverlap
 from cxrlab.training.rundir import RunWriter, new_run_id, safe_run_id
 from cxrlab.training.runtime import config_record, load_average, resolve_device, seed_everything, use_channels_last
@@ -194,18 +195,7 @@ def _resumed_config(resume: str | os.PathLike) -> tuple[TrainConfig, str | None]
 
 
 def _load_data(config: TrainConfig, show_progress: bool) -> Dataset:
-    data = load_dataset(
-        config.data,
-        config.image_size,
-        split_seed=config.split_seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        labels=config.labels,
-        on_bad_image=config.on_bad_image,
-        on_duplicate_label=config.on_duplicate_label,
-        cache_dir=config.cache_dir,
-        show_progress=show_progress,
-    )
+    data = load_run_data(config, show_progress)
     data = keep_train_fraction(data, config.train_fraction, config.split_seed)
     check_splits(data)
     return data

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from cxrlab.core.errors import CxrlabError
 from cxrlab.data.batches import batch_indices, image_batches
-from cxrlab.data.dataset import load_dataset
 from cxrlab.data.transforms import AUGMENT_LEVELS, augment_batch, to_float
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
@@ -28,6 +27,7 @@ from cxrlab.training.config import TrainConfig
 from cxrlab.training.optim import make_optimizer
 from cxrlab.training.phases import Phase
 from cxrlab.training.predict import autocast_for
+from cxrlab.training.run_data import load_run_data
 from cxrlab.training.runtime import resolve_device, seed_everything, use_channels_last
 
 logger = logging.getLogger(__name__)
@@ -87,17 +87,7 @@ def find_lr(
     config = config.resolved()
     device = resolve_device(config.device)
     seed_everything(config.seed, config.deterministic if config.deterministic is not None else device.type == "cpu")
-    data = load_dataset(
-        config.data,
-        config.image_size,
-        split_seed=config.split_seed,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        labels=config.labels,
-        on_bad_image=config.on_bad_image,
-        cache_dir=config.cache_dir,
-        show_progress=show_progress,
-    )
+    data = load_run_data(config, show_progress)
     train = data.indices("train")
     if len(train) < 2:
         raise CxrlabError(f"the train split of {data.location} has {len(train)} images: lr-find needs two or more")
