@@ -91,6 +91,34 @@ def test_grouped_holdout_never_splits_a_group():
     assert rng is not None
 
 
+def test_grouped_holdout_carves_each_split_once_per_process(monkeypatch):
+    import sklearn.model_selection
+
+    from cxrlab.data import splits as splits_module
+
+    monkeypatch.setattr(splits_module, "_carved", {})
+    calls = []
+    real = sklearn.model_selection.StratifiedGroupKFold
+
+    class Counted(real):
+        def split(self, *args, **kwargs):
+            calls.append(self.random_state)
+            return super().split(*args, **kwargs)
+
+    monkeypatch.setattr(sklearn.model_selection, "StratifiedGroupKFold", Counted)
+    groups = np.repeat(np.arange(60), 2)
+    labels = (groups % 3 == 0).astype(int)
+    first = grouped_holdout(labels, groups, 0.2, seed=4)
+    first[:] = ~first  # the caller's copy: the remembered mask must not change with it
+    again = grouped_holdout(labels.copy(), groups.copy(), 0.2, seed=4)
+    assert calls == [4]
+    np.testing.assert_array_equal(again, ~first)
+    other_seed = grouped_holdout(labels, groups, 0.2, seed=5)
+    other_labels = grouped_holdout(1 - labels, groups, 0.2, seed=4)
+    assert calls == [4, 5, 4]
+    assert not np.array_equal(other_seed, again) and other_labels.dtype == bool
+
+
 def test_folder_of_class_folders(kermany_fixture):
     listing = list_source(str(kermany_fixture))
     assert listing.kind == "folder" and listing.classes == ["NORMAL", "PNEUMONIA"] and len(listing) == 6

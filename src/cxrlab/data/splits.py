@@ -8,9 +8,15 @@ carved split never holds a copy of a training image.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 
 import numpy as np
+
+# Held-out masks already carved in this process, by the arrays and settings they came from:
+# a command loads its data twice (the cost estimate, then the run) and a study's worker once
+# per run, and scikit-learn's grouped stratification takes seconds on a few thousand images.
+_carved: dict[str, np.ndarray] = {}
 
 
 def linked_groups(patients: list[str], digests: list[str]) -> np.ndarray:
@@ -40,6 +46,20 @@ def linked_groups(patients: list[str], digests: list[str]) -> np.ndarray:
 def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A boolean mask of about ``fraction`` of the images, whole groups only, class-stratified."""
     labels, groups = np.asarray(labels), np.asarray(groups)
+    key = _holdout_key(labels, groups, fraction, seed)
+    if key not in _carved:
+        _carved[key] = _carve_holdout(labels, groups, fraction, seed)
+    return _carved[key].copy()
+
+
+def _holdout_key(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> str:
+    digest = hashlib.sha256(repr((labels.dtype.str, groups.dtype.str, len(labels), fraction, seed)).encode())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    digest.update(np.ascontiguousarray(groups).tobytes())
+    return digest.hexdigest()
+
+
+def _carve_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     n_groups = len(np.unique(groups))
     if fraction <= 0 or n_groups < 2:
         return np.zeros(len(labels), dtype=bool)
