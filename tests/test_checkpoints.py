@@ -48,7 +48,7 @@ def test_a_frozen_run_writes_the_head_per_epoch_and_the_model_once(tiny_root, tm
     run_dir = fit(_config(tiny_root, tmp_path, mode="frozen", epochs=5, name="frozen"), show_progress=False)
 
     names = [name for name, _ in written]
-    assert names.count("last.pt") == 5 and names.count("model.pt") >= 1
+    assert names.count("last.pt") == 5 and names.count("model.pt") == 1  # not again when the run ends
     for name, payload in written:
         if name == "last.pt":  # the head and its optimiser, no backbone tensor
             assert "model" not in payload and set(payload["head"]) == {"weight", "bias"}
@@ -75,3 +75,5 @@ def test_a_network_phase_writes_whole_checkpoints_in_order(tiny_root, tmp_path, 
     for i, (name, best_epoch) in enumerate(order):
         if name == "last.pt" and best_epoch:
             assert ("model.pt", best_epoch) in order[:i]
+    kept_epochs = [epoch for name, epoch in order if name == "model.pt"]
+    assert kept_epochs == sorted(set(kept_epochs)), "each kept epoch written once, none again at the end"

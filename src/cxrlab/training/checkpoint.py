@@ -59,13 +59,17 @@ def on_improvement(ctx: Context, phase: Phase, selection: Selection) -> None:
         ctx.background.submit(
             ctx.writer.path / BEST, {"state_dict": selection.state, "meta": model_meta(ctx, selection.epoch)}
         )
+        ctx.best_on_disk = selection.epoch
 
 
 def write_best(ctx: Context, selection: Selection) -> None:
-    """``model.pt`` from the selection, now (the end of a head phase, a divergence, the end)."""
+    """``model.pt`` from the selection, now (the end of a head phase, a divergence, the end),
+    unless it holds that epoch already: the end of a run writes no second copy of the weights
+    its last phase wrote."""
     ctx.background.drain()
-    if ctx.writer.enabled and selection.state is not None:
+    if ctx.writer.enabled and selection.state is not None and ctx.best_on_disk != selection.epoch:
         ctx.writer.model(selection.state, model_meta(ctx, selection.epoch))
+        ctx.best_on_disk = selection.epoch
 
 
 def save_checkpoint(

@@ -48,6 +48,7 @@ class Context:
     selection_set: str = "val"
     average: AveragedModel | None = None  # the moving average of a network phase's weights (--ema)
     probe_state: dict | None = None  # the end of the head phase, for WiSE-FT (--wise)
+    best_on_disk: int | None = None  # the kept epoch whose weights model.pt holds (or is being written with)
 
     @property
     def target(self) -> LabelledSet | None:
