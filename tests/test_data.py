@@ -119,6 +119,46 @@ def test_grouped_holdout_carves_each_split_once_per_process(monkeypatch):
     assert not np.array_equal(other_seed, again) and other_labels.dtype == bool
 
 
+def test_carved_masks_are_remembered_on_disk_exactly(tmp_path, monkeypatch):
+    from cxrlab.data import splits as splits_module
+
+    groups = np.repeat(np.arange(80), 2)
+    labels = (groups % 3 == 0).astype(int)
+    monkeypatch.setattr(splits_module, "_carved", {})
+    carved = grouped_holdout(labels, groups, 0.25, seed=2, memo_dir=tmp_path / "splits")
+    assert len(list((tmp_path / "splits").glob("*.npy"))) == 1  # written whole: no partial file left
+
+    # A later command (a fresh process: nothing remembered in memory) reads the mask back
+    # without carving again.
+    monkeypatch.setattr(splits_module, "_carved", {})
+    monkeypatch.setattr(splits_module, "_carve_holdout", lambda *args: pytest.fail("carved again"))
+    np.testing.assert_array_equal(grouped_holdout(labels, groups, 0.25, seed=2, memo_dir=tmp_path / "splits"), carved)
+
+    # A kept file that is not this mask (damaged, or another length) is carved anew.
+    (memo,) = (tmp_path / "splits").glob("*.npy")
+    memo.write_bytes(b"not an array")
+    monkeypatch.setattr(splits_module, "_carved", {})
+    recarved = []
+    monkeypatch.setattr(splits_module, "_carve_holdout", lambda *args: recarved.append(args) or carved.copy())
+    np.testing.assert_array_equal(grouped_holdout(labels, groups, 0.25, seed=2, memo_dir=tmp_path / "splits"), carved)
+    assert len(recarved) == 1 and np.load(memo).shape == carved.shape
+
+
+def test_a_remembered_split_is_the_split_a_cold_load_carves(kermany_fixture, tmp_path, monkeypatch):
+    from cxrlab.data import splits as splits_module
+
+    monkeypatch.setattr(splits_module, "_carved", {})
+    cold = load_dataset(
+        str(kermany_fixture), 32, val_fraction=0.3, test_fraction=0.3, cache_dir=str(tmp_path), show_progress=False
+    )
+    assert list((tmp_path / "splits").glob("*.npy"))
+    monkeypatch.setattr(splits_module, "_carved", {})
+    warm = load_dataset(
+        str(kermany_fixture), 32, val_fraction=0.3, test_fraction=0.3, cache_dir=str(tmp_path), show_progress=False
+    )
+    assert list(warm.splits) == list(cold.splits) and warm.split_fingerprint == cold.split_fingerprint
+
+
 def test_folder_of_class_folders(kermany_fixture):
     listing = list_source(str(kermany_fixture))
     assert listing.kind == "folder" and listing.classes == ["NORMAL", "PNEUMONIA"] and len(listing) == 6

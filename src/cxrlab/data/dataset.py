@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from cxrlab.core.errors import BadImageError, CxrlabError
+from cxrlab.core.paths import cache_root
 from cxrlab.data.cache import DecodedImages, decoded_images
 from cxrlab.data.listing import SourceListing
 from cxrlab.data.medmnist import array_digests
@@ -121,7 +123,8 @@ def load_dataset(
     notes = list(listing.notes)
     _settle_label_conflicts(kept, listing.classes, on_duplicate_label, notes)
     all_test = all_test or (folder_is_test and listing.kind == "folder")
-    splits = _settled_splits(listing.kind, kept, patients, all_test, val_fraction, test_fraction, split_seed, notes)
+    carving = Carving(val_fraction, test_fraction, split_seed, cache_root(cache_dir) / "splits")
+    splits = _settled_splits(listing.kind, kept, patients, all_test, carving, notes)
     dataset = Dataset(
         location=listing.location,
         kind=listing.kind,
@@ -195,15 +198,17 @@ def _kept_images(listing: SourceListing, decoded: DecodedImages, keep: np.ndarra
     )
 
 
+class Carving(NamedTuple):
+    """How missing splits are carved from train, and where carved masks are remembered."""
+
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    memo_dir: Path | None = None
+
+
 def _settled_splits(
-    kind: str,
-    kept: KeptImages,
-    patients: list[str],
-    all_test: bool,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-    notes: list[str],
+    kind: str, kept: KeptImages, patients: list[str], all_test: bool, carving: Carving, notes: list[str]
 ) -> np.ndarray:
     """Every kept image's split: all test, or the layout's splits (a plain folder has none)
     with a missing test and a missing or tiny val split carved from train by patient."""
@@ -215,10 +220,11 @@ def _settled_splits(
         kept.digests,
         splits_from=kept.layout_splits if kind != "folder" else None,
         n=len(kept.files),
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
+        val_fraction=carving.val_fraction,
+        test_fraction=carving.test_fraction,
+        seed=carving.seed,
         notes=notes,
+        memo_dir=carving.memo_dir,
     )
 
 
@@ -255,12 +261,14 @@ def label_conflicts(files: list[str], digests: list[str], labels: np.ndarray, cl
     ]
 
 
-def carve_splits(labels, patients, digests, splits_from, n, val_fraction, test_fraction, seed, notes) -> np.ndarray:
+def carve_splits(
+    labels, patients, digests, splits_from, n, val_fraction, test_fraction, seed, notes, memo_dir: Path | None = None
+) -> np.ndarray:
     splits = np.array(splits_from if splits_from is not None else ["train"] * n, dtype=object)
     groups = linked_groups(patients, digests)
     pool = splits == "train"
     if not (splits == "test").any() and test_fraction > 0:
-        held = grouped_holdout(labels[pool], groups[pool], test_fraction, seed)
+        held = grouped_holdout(labels[pool], groups[pool], test_fraction, seed, memo_dir)
         splits[np.flatnonzero(pool)[held]] = "test"
         notes.append(f"test split carved from train by patient: {int(held.sum())} images (seed {seed})")
         pool = splits == "train"
@@ -273,7 +281,7 @@ def carve_splits(labels, patients, digests, splits_from, n, val_fraction, test_f
             pool = splits == "train"
         # Carve val as a fraction of the whole, not of what is left after test.
         fraction = min(0.5, val_fraction / max(1e-9, pool.mean()))
-        held = grouped_holdout(labels[pool], groups[pool], fraction, seed + 1)
+        held = grouped_holdout(labels[pool], groups[pool], fraction, seed + 1, memo_dir)
         splits[np.flatnonzero(pool)[held]] = "val"
         notes.append(f"validation split carved from train by patient: {int(held.sum())} images (seed {seed})")
     for split in SPLITS:

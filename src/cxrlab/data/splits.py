@@ -9,13 +9,17 @@ carved split never holds a copy of a training image.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import defaultdict
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 
 # Held-out masks already carved in this process, by the arrays and settings they came from:
 # a command loads its data twice (the cost estimate, then the run) and a study's worker once
-# per run, and scikit-learn's grouped stratification takes seconds on a few thousand images.
+# per run. Carved masks are also kept on disk (``memo_dir``), because scikit-learn's grouped
+# stratification costs every command seconds (importing it, then carving a few thousand images).
 _carved: dict[str, np.ndarray] = {}
 
 
@@ -43,20 +47,54 @@ def linked_groups(patients: list[str], digests: list[str]) -> np.ndarray:
     return np.array([ids[r] for r in roots], dtype=np.int64)
 
 
-def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A boolean mask of about ``fraction`` of the images, whole groups only, class-stratified."""
+def grouped_holdout(
+    labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int, memo_dir: Path | None = None
+) -> np.ndarray:
+    """A boolean mask of about ``fraction`` of the images, whole groups only, class-stratified;
+    carved once for given arrays and settings (in this process, and in ``memo_dir`` when given)."""
     labels, groups = np.asarray(labels), np.asarray(groups)
     key = _holdout_key(labels, groups, fraction, seed)
     if key not in _carved:
-        _carved[key] = _carve_holdout(labels, groups, fraction, seed)
+        mask = _remembered(memo_dir, key, len(labels))
+        if mask is None:
+            mask = _carve_holdout(labels, groups, fraction, seed)
+            _remember(memo_dir, key, mask)
+        _carved[key] = mask
     return _carved[key].copy()
 
 
 def _holdout_key(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> str:
-    digest = hashlib.sha256(repr((labels.dtype.str, groups.dtype.str, len(labels), fraction, seed)).encode())
+    # The carving is scikit-learn's: another version may carve other splits from the same arrays.
+    settings = (labels.dtype.str, groups.dtype.str, len(labels), fraction, seed, version("scikit-learn"))
+    digest = hashlib.sha256(repr(settings).encode())
     digest.update(np.ascontiguousarray(labels).tobytes())
     digest.update(np.ascontiguousarray(groups).tobytes())
     return digest.hexdigest()
+
+
+def _remembered(memo_dir: Path | None, key: str, n: int) -> np.ndarray | None:
+    """The mask kept on disk under ``key``, or None (none kept, or not a mask of ``n`` images)."""
+    if memo_dir is None:
+        return None
+    try:
+        mask = np.load(memo_dir / f"{key}.npy", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return mask if mask.dtype == bool and mask.shape == (n,) else None
+
+
+def _remember(memo_dir: Path | None, key: str, mask: np.ndarray) -> None:
+    """Keep ``mask`` on disk, written whole or not at all; a cache that cannot be written only
+    costs the next command the carving."""
+    if memo_dir is None:
+        return
+    try:
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        partial = memo_dir / f".{key}.{os.getpid()}.npy"
+        np.save(partial, mask, allow_pickle=False)
+        os.replace(partial, memo_dir / f"{key}.npy")
+    except OSError:
+        return
 
 
 def _carve_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
