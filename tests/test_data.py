@@ -126,7 +126,7 @@ def test_carved_masks_are_remembered_on_disk_exactly(tmp_path, monkeypatch):
     labels = (groups % 3 == 0).astype(int)
     monkeypatch.setattr(splits_module, "_carved", {})
     carved = grouped_holdout(labels, groups, 0.25, seed=2, memo_dir=tmp_path / "splits")
-    assert len(list((tmp_path / "splits").glob("*.npy"))) == 1  # written whole: no partial file left
+    assert [p.suffix for p in (tmp_path / "splits").iterdir()] == [".npy"]  # written whole: no partial file left
 
     # A later command (a fresh process: nothing remembered in memory) reads the mask back
     # without carving again.

@@ -9,12 +9,14 @@ carved split never holds a copy of a training image.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import defaultdict
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+
+from cxrlab.core.errors import CxrlabError
+from cxrlab.core.io import atomic_path
 
 # Held-out masks already carved in this process, by the arrays and settings they came from:
 # a command loads its data twice (the cost estimate, then the run) and a study's worker once
@@ -89,11 +91,9 @@ def _remember(memo_dir: Path | None, key: str, mask: np.ndarray) -> None:
     if memo_dir is None:
         return
     try:
-        memo_dir.mkdir(parents=True, exist_ok=True)
-        partial = memo_dir / f".{key}.{os.getpid()}.npy"
-        np.save(partial, mask, allow_pickle=False)
-        os.replace(partial, memo_dir / f"{key}.npy")
-    except OSError:
+        with atomic_path(memo_dir / f"{key}.npy") as partial, open(partial, "wb") as out:
+            np.save(out, mask, allow_pickle=False)
+    except (OSError, CxrlabError):
         return
 
 
