@@ -145,3 +145,24 @@ def test_similarity_refuses_what_it_cannot_compare_in_one_line(tiny_root, tmp_pa
         "similarity", "scratch_cnn@none", "efficientnet_lite0@none", "--data", str(tiny_root), "--image-size", "32"
     )
     assert result.code == 2 and "pairs stage with stage" in result.err
+
+
+def test_a_network_before_training_is_probed_as_the_run_beside_it_was_trained(tiny_root, tmp_path, cli):
+    from cxrlab.training.config import TrainConfig
+    from cxrlab.training.loop import fit
+
+    config = TrainConfig(
+        data=str(tiny_root), model="scratch_cnn", mode="scratch", image_size=40, epochs=1, batch_size=8,
+        out=str(tmp_path / "runs"), name="small", val_fraction=0.3, test_fraction=0.2, split_seed=5,
+    )  # fmt: skip
+    run_dir = fit(config, show_progress=False)
+    out = tmp_path / "sim"
+    result = cli(
+        "similarity", "scratch_cnn@none", str(run_dir), "--data", str(tiny_root), "--probes", "8", "--out", str(out)
+    )
+    assert result.code == 0, result.err
+    (record,) = json.loads((out / "similarity.json").read_text())["comparisons"]
+    # The run's image size (not 224) and its validation split (its split seed and fractions).
+    assert record["image_size"] == 40
+    split = load_dataset(str(tiny_root), 40, val_fraction=0.3, test_fraction=0.2, split_seed=5, show_progress=False)
+    assert record["probes"] == min(8, split.count("val"))

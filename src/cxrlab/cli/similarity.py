@@ -21,7 +21,9 @@ def similarity(
     data: str = typer.Option(..., help="The data the probe images come from."),
     probes: int = typer.Option(500, min=4, help="Probe images (a fixed draw from the split)."),
     split: str = typer.Option("val", help="Split the probes come from: val, test, train or all."),
-    image_size: int | None = typer.Option(None, help="Default: the first run's image size, else 224."),
+    image_size: int | None = typer.Option(
+        None, help="Default: the image size of the first run named (reference or not), else 224."
+    ),
     batch_size: int = typer.Option(32, min=4, help="Images per mini-batch (memory holds one)."),
     estimator: str = typer.Option("unbiased", help="unbiased (mini-batch CKA) or biased (Kornblith's, one batch)."),
     out_dir: str = typer.Option("similarity", "--out", help="Folder for similarity.json and similarity.png."),
@@ -38,8 +40,11 @@ def similarity(
         raise CxrlabError(f"unknown --split {split!r}: use val, test, train or all")
     first = load_network(reference)
     compared = [load_network(spec) for spec in others]
-    size = image_size or (first.run.config.image_size if first.run is not None else 224)
-    dataset = probe_dataset(data, size, first, show_progress=not as_json)
+    # A network before training (MODEL@WEIGHTS) has no image size or split of its own: the
+    # first run named gives both, so that the runs are probed as they were trained.
+    splitter = next((n for n in [first, *compared] if n.run is not None), first)
+    size = image_size or (splitter.run.config.image_size if splitter.run is not None else 224)
+    dataset = probe_dataset(data, size, splitter, show_progress=not as_json)
     chosen = probe_indices(dataset, split, probes)
     if estimator == "biased" and len(chosen) > batch_size:
         batch_size = len(chosen)  # the biased estimator is only CKA over one batch

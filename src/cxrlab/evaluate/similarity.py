@@ -225,7 +225,7 @@ def _sequential_stages(network: Network) -> Stages:
 
 
 def probe_dataset(data: str, image_size: int, reference: Network, show_progress: bool = True) -> Dataset:
-    """``data`` decoded at ``image_size``, split as the reference run split it (when it is a run)."""
+    """``data`` decoded at ``image_size``, split as the run ``reference`` split it (when it is one)."""
     if reference.run is None:
         return load_dataset(data, image_size, show_progress=show_progress)
     config = reference.run.config
