@@ -224,3 +224,37 @@ def test_the_modes_are_compared_on_plainly_transferred_runs(runs):
     study = StudyResults(list(runs.values()), n_boot=N_BOOT)
     assert study.selected[("efficientnet_lite0", "finetune")].run_id == "finetune"
     assert study.selected[("scratch_cnn", "scratch")].run_id == "scratch"
+
+
+@pytest.mark.parametrize(
+    "seconds, reference, words",
+    [
+        (531.0, 535.0, "about the training time of the full fine-tune"),
+        (540.0, 535.0, "about the training time of the full fine-tune"),
+        (180.0, 535.0, "3.0× less training time than the full fine-tune"),
+        (1100.0, 535.0, "2.1× the training time of the full fine-tune"),
+    ],
+)
+def test_time_relations_never_say_one_times_less(seconds, reference, words):
+    from types import SimpleNamespace
+
+    from cxrlab.report.transfer_findings import time_relation
+
+    def run(train_seconds):
+        return SimpleNamespace(train_seconds=train_seconds, train_cpu_seconds=train_seconds, loaded=False)
+
+    assert time_relation(run(seconds), run(reference), "the full fine-tune") == words
+
+
+def test_similarity_findings_name_the_lowest_layer_only_where_it_is_not_the_last():
+    from cxrlab.evaluate.similarity import Similarity
+    from cxrlab.report.transfer_findings import similarity_findings
+
+    def result(cka):
+        layers = ["stem", "blocks.0", "blocks.1", "pooled"]
+        return Similarity("ref", "other", layers, cka, 500, 128, "val", "unbiased", 1.0)
+
+    falling, dipping = similarity_findings([result([0.99, 0.95, 0.5, 0.2]), result([0.99, 0.3, 0.5, 0.6])])
+    assert "0.990 at stem and 0.200 at pooled" in falling and "lowest" not in falling
+    assert "at or above 0.9 at stem, blocks.0" in falling
+    assert "the lowest, 0.300, at blocks.0" in dipping

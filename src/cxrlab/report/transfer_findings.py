@@ -49,6 +49,8 @@ def time_relation(row: RunAnalysis, reference: RunAnalysis, reference_name: str)
     time, base = cost(row, cpu), cost(reference, cpu)
     if time is None or base is None or missing(time) or missing(base) or not time or not base:
         return "training time not recorded for both"
+    if ratio(max(time, base), min(time, base)) == "1.0×":
+        return f"about the {cost_words(cpu)} of {reference_name}"  # not "1.0× less"
     if time < base:
         return f"{ratio(base, time)} less {cost_words(cpu)} than {reference_name}"
     return f"{ratio(time, base)} the {cost_words(cpu)} of {reference_name}"
@@ -244,9 +246,10 @@ def similarity_findings(results: list[Similarity]) -> list[str]:
         kept = [layer for v, layer in values if v >= 0.9]
         text = (
             f"{result.other} against {result.reference} ({result.probes} {result.split} images): CKA "
-            f"{result.cka[0]:.3f} at the {result.layers[0]}, {result.cka[-1]:.3f} at the {result.layers[-1]}; "
-            f"the lowest, {lowest[0]:.3f}, at {lowest[1]}"
+            f"{result.cka[0]:.3f} at {result.layers[0]} and {result.cka[-1]:.3f} at {result.layers[-1]}"
         )
+        if lowest[1] != result.layers[-1]:
+            text += f"; the lowest, {lowest[0]:.3f}, at {lowest[1]}"
         text += f"; at or above 0.9 at {', '.join(kept)}" if kept else "; nowhere at or above 0.9"
         sentences.append(text + ".")
     return sentences
