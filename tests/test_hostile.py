@@ -726,7 +726,7 @@ def _params():
         yield pytest.param(case, id=case.name, marks=marks)
 
 
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", list(_params()))
 def test_hostile_input(case: Case, shared: Shared, tmp_path, cli, monkeypatch):
     if case.name == "train: --device cuda without CUDA" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -43,8 +43,8 @@ def set_blocks(study: StudyResults, name: str, role: str, out: Path) -> list[Blo
         Paragraph(
             f"{title}: {unit_words(first.unit, first.n, first.n_patients)}"
             + (
-                "; it chose something for the runs (a threshold, a temperature, an epoch), so its numbers are "
-                "validation numbers, not an independent test."
+                "; it helped choose something (a run's threshold, temperature or epoch, or the settings "
+                "themselves), so its numbers are validation numbers, not an independent test."
                 if role == "validation"
                 else "; it chose nothing."
             )
