@@ -84,7 +84,7 @@ def measure(args) -> dict:
         [r["images_per_second"] for r in results["cxrlab"]], [r["images_per_second"] for r in results["tutorial"]]
     )
     figure = median(ratios)
-    cl = {"auto": "cxrlab default channels_last (off on CPU)", "on": "channels_last on", "off": "channels_last off"}[
+    cl = {"auto": "cxrlab default (channels_last on)", "on": "channels_last on", "off": "channels_last off"}[
         args.channels_last
     ]
     line = (
