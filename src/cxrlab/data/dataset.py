@@ -220,11 +220,8 @@ def _settled_splits(
         kept.digests,
         splits_from=kept.layout_splits if kind != "folder" else None,
         n=len(kept.files),
-        val_fraction=carving.val_fraction,
-        test_fraction=carving.test_fraction,
-        seed=carving.seed,
+        carving=carving,
         notes=notes,
-        memo_dir=carving.memo_dir,
     )
 
 
@@ -261,9 +258,8 @@ def label_conflicts(files: list[str], digests: list[str], labels: np.ndarray, cl
     ]
 
 
-def carve_splits(
-    labels, patients, digests, splits_from, n, val_fraction, test_fraction, seed, notes, memo_dir: Path | None = None
-) -> np.ndarray:
+def carve_splits(labels, patients, digests, splits_from, n, carving: Carving, notes) -> np.ndarray:
+    val_fraction, test_fraction, seed, memo_dir = carving
     splits = np.array(splits_from if splits_from is not None else ["train"] * n, dtype=object)
     groups = linked_groups(patients, digests)
     pool = splits == "train"

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from cxrlab.core.progress import progress_bar
-from cxrlab.data.dataset import carve_splits, check_split_seed, label_conflicts
+from cxrlab.data.dataset import Carving, carve_splits, check_split_seed, label_conflicts
 from cxrlab.data.images import decode_file
 from cxrlab.data.listing import SourceListing
 from cxrlab.data.patients import patient_ids
@@ -156,9 +156,7 @@ def _run_splits(
         [facts.digests[i] for i in keep],
         [listing.splits[i] for i in keep],
         len(keep),
-        val_fraction,
-        test_fraction,
-        split_seed,
+        Carving(val_fraction, test_fraction, split_seed),
         notes,
     )
     counts = {

@@ -8,6 +8,7 @@ carved split never holds a copy of a training image.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
 from importlib.metadata import version
@@ -67,11 +68,16 @@ def grouped_holdout(
 
 def _holdout_key(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> str:
     # The carving is scikit-learn's: another version may carve other splits from the same arrays.
-    settings = (labels.dtype.str, groups.dtype.str, len(labels), fraction, seed, version("scikit-learn"))
+    settings = (labels.dtype.str, groups.dtype.str, len(labels), fraction, seed, _sklearn_version())
     digest = hashlib.sha256(repr(settings).encode())
     digest.update(np.ascontiguousarray(labels).tobytes())
     digest.update(np.ascontiguousarray(groups).tobytes())
     return digest.hexdigest()
+
+
+@functools.cache
+def _sklearn_version() -> str:
+    return version("scikit-learn")  # read from its metadata once: importing it costs seconds
 
 
 def _remembered(memo_dir: Path | None, key: str, n: int) -> np.ndarray | None:

@@ -49,8 +49,8 @@ def time_relation(row: RunAnalysis, reference: RunAnalysis, reference_name: str)
     time, base = cost(row, cpu), cost(reference, cpu)
     if time is None or base is None or missing(time) or missing(base) or not time or not base:
         return "training time not recorded for both"
-    if ratio(max(time, base), min(time, base)) == "1.0×":
-        return f"about the {cost_words(cpu)} of {reference_name}"  # not "1.0× less"
+    if max(time, base) / min(time, base) < 1.05:  # what ratio() would print as "1.0×"
+        return f"about the {cost_words(cpu)} of {reference_name}"
     if time < base:
         return f"{ratio(base, time)} less {cost_words(cpu)} than {reference_name}"
     return f"{ratio(time, base)} the {cost_words(cpu)} of {reference_name}"
