@@ -92,20 +92,17 @@ def test_grouped_holdout_never_splits_a_group():
 
 
 def test_grouped_holdout_carves_each_split_once_per_process(monkeypatch):
-    import sklearn.model_selection
-
     from cxrlab.data import splits as splits_module
 
     monkeypatch.setattr(splits_module, "_carved", {})
     calls = []
-    real = sklearn.model_selection.StratifiedGroupKFold
+    real = splits_module.stratified_group_fold
 
-    class Counted(real):
-        def split(self, *args, **kwargs):
-            calls.append(self.random_state)
-            return super().split(*args, **kwargs)
+    def counted(labels, groups, n_splits, seed):
+        calls.append(seed)
+        return real(labels, groups, n_splits, seed)
 
-    monkeypatch.setattr(sklearn.model_selection, "StratifiedGroupKFold", Counted)
+    monkeypatch.setattr(splits_module, "stratified_group_fold", counted)
     groups = np.repeat(np.arange(60), 2)
     labels = (groups % 3 == 0).astype(int)
     first = grouped_holdout(labels, groups, 0.2, seed=4)
@@ -117,6 +114,51 @@ def test_grouped_holdout_carves_each_split_once_per_process(monkeypatch):
     other_labels = grouped_holdout(1 - labels, groups, 0.2, seed=4)
     assert calls == [4, 5, 4]
     assert not np.array_equal(other_seed, again) and other_labels.dtype == bool
+
+
+def _sklearn_first_fold(labels, groups, n_splits, seed):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held = next(folds.split(np.zeros(len(labels)), labels, groups))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[held] = True
+    return mask
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_the_carving_holds_out_what_scikit_learn_holds_out(case):
+    """The carving is scikit-learn's StratifiedGroupKFold written out: every mask must be its
+    first fold exactly, ties included (patients of one image, many groups alike, 2-3 classes)."""
+    from cxrlab.data.splits import stratified_group_fold
+
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(40, 900))
+    n_groups = int(rng.integers(12, max(13, n // int(rng.integers(1, 4)))))
+    groups = rng.integers(0, n_groups, n)
+    n_classes = 2 + case % 2
+    labels = rng.choice(n_classes, size=n, p=rng.dirichlet(np.full(n_classes, 3.0)))
+    labels[: n_classes * 10] = np.repeat(np.arange(n_classes), 10)  # every class in several groups
+    fewest = min(len(np.unique(groups[labels == c])) for c in range(n_classes))
+    n_splits = int(min(rng.integers(2, 9), fewest))
+    seed = int(rng.integers(0, 2**32 - 1))
+    np.testing.assert_array_equal(
+        stratified_group_fold(labels, groups, n_splits, seed), _sklearn_first_fold(labels, groups, n_splits, seed)
+    )
+
+
+def test_the_carving_of_real_patients_is_scikit_learns():
+    from cxrlab.data.patients import patient_id
+    from cxrlab.data.splits import stratified_group_fold
+
+    files = sorted(str(p) for p in (Path(__file__).parent / "fixtures" / "kermany-small").rglob("*.jpeg"))
+    labels = np.array([int("PNEUMONIA" in f) for f in files])
+    groups = np.unique([patient_id(f) for f in files], return_inverse=True)[1]
+    assert len(np.unique(groups)) < len(files)  # some patients have several images
+    for n_splits, seed in ((2, 0), (3, 1), (5, 42)):
+        np.testing.assert_array_equal(
+            stratified_group_fold(labels, groups, n_splits, seed), _sklearn_first_fold(labels, groups, n_splits, seed)
+        )
 
 
 def test_carved_masks_are_remembered_on_disk_exactly(tmp_path, monkeypatch):

@@ -10,8 +10,9 @@ import pytest
 
 # Heavy packages a single run has no use for. (torch's compiler stack, torch._dynamo and
 # torch._inductor, is imported by torch.optim itself when the first optimiser is built.)
-NOT_FOR_TRAIN = ("optuna", "matplotlib", "jinja2", "pytorch_grad_cam")
-NOT_FOR_PREDICT = ("torch._inductor", "torch._dynamo", "sklearn", "pandas", *NOT_FOR_TRAIN)
+# scikit-learn and scipy cost a run about 1.5 s to import, for counts numpy makes as well.
+NOT_FOR_TRAIN = ("optuna", "matplotlib", "jinja2", "pytorch_grad_cam", "sklearn", "scipy")
+NOT_FOR_PREDICT = ("torch._inductor", "torch._dynamo", "pandas", *NOT_FOR_TRAIN)
 
 
 def imported_after(code: str) -> set[str]:

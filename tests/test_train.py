@@ -232,6 +232,45 @@ def test_metric_functions_equal_sklearn(seed):
     )
 
 
+@pytest.mark.parametrize(
+    "y_true, y_pred",
+    [
+        ([0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 1, 0]),  # class 2 never predicted: its precision and F1 are 0
+        ([0, 0, 0, 1], [0, 0, 0, 0]),  # class 1 never predicted
+        ([0, 0, 0, 0], [0, 1, 0, 2]),  # classes 1 and 2 absent from the truth
+        ([2, 2, 2], [2, 2, 2]),
+    ],
+)
+def test_per_class_scores_equal_sklearn_where_a_ratio_is_undefined(y_true, y_pred):
+    from sklearn import metrics as sk
+
+    labels = [0, 1, 2]
+    precision, recall, f1, support = sk.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0.0
+    )
+    np.testing.assert_allclose(M.precision_per_class(y_true, y_pred, 3), precision)
+    np.testing.assert_allclose(M.f1_per_class(y_true, y_pred, 3), f1)
+    np.testing.assert_allclose(M.recall_per_class(y_true, y_pred, 3), np.where(support > 0, recall, np.nan))
+    assert M.confusion_matrix(y_true, y_pred, 3).tolist() == sk.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    assert M.accuracy(y_true, y_pred) == sk.accuracy_score(y_true, y_pred)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ranks_and_softmax_equal_scipys(seed):
+    from scipy.special import softmax
+    from scipy.stats import rankdata
+
+    from cxrlab.training.predict import softmax as our_softmax
+
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.random(500), 2)  # many ties
+    np.testing.assert_array_equal(M.average_ranks(values), rankdata(values))
+    np.testing.assert_array_equal(M.average_ranks(values.astype(np.float32)), rankdata(values.astype(np.float32)))
+    assert np.isnan(M.average_ranks(np.r_[values, np.nan])).all() and np.isnan(M.roc_auc([0, 1], [0.2, np.nan]))
+    logits = rng.normal(0, 30, (200, 3)).astype(np.float32)
+    np.testing.assert_array_equal(our_softmax(logits), softmax(logits, axis=1))
+
+
 def test_youden_threshold_maximises_j():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
@@ -323,3 +362,27 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() or list_runs(tmp_path / "runs") == []
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_optimisers_are_fused_on_the_cpu_and_step_as_torchs_default(optimizer):
+    from cxrlab.training.optim import OPTIMIZERS, make_optimizer, parameter_groups
+    from cxrlab.training.phases import plan_phases
+
+    config = TrainConfig(data=".", model="scratch_cnn", mode="finetune", optimizer=optimizer).resolved()
+    phase = next(p for p in plan_phases(config) if not p.head_only)
+    models = [build_model("scratch_cnn", num_classes=2) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = make_optimizer(config, models[0], phase)
+    default = OPTIMIZERS[optimizer](parameter_groups(config, models[1], phase), phase.lr, config)
+    assert all(group["fused"] for group in fused.param_groups)
+    assert not any(group["fused"] for group in default.param_groups)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for a, b in zip(models[0].parameters(), models[1].parameters()):
+            a.grad = torch.randn(a.shape, generator=generator)
+            b.grad = a.grad.clone()
+        fused.step()
+        default.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

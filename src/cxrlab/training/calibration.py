@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 # log T is searched in [-3, 3]: temperatures from 0.05 to 20, far beyond what fitted nets need.
 _LOG_T_BOUNDS = (-3.0, 3.0)
@@ -38,6 +37,8 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature:
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T that minimises the negative log-likelihood of ``softmax(logits / T)``
     on ``labels`` (Guo et al. 2017); it rescales confidence and keeps every ranking."""
+    from scipy.optimize import minimize_scalar  # here: most runs fit no temperature, and scipy costs ~1 s
+
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     result = minimize_scalar(
         lambda log_t: negative_log_likelihood(logits, labels, math.exp(log_t)),
