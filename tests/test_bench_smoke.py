@@ -29,6 +29,7 @@ import frozen_speedup  # noqa: E402
 import gpu  # noqa: E402
 import input_pipeline  # noqa: E402
 import memory  # noqa: E402
+import optimizer_step  # noqa: E402
 import tutorial  # noqa: E402
 
 TINY = ["--subset", "0", "--image-size", "32", "--repeats", "1", "--weights", "none"]
@@ -164,6 +165,15 @@ def test_fast_paths(bench_root, tmp_path):
     assert set(record["train_speedup"]) == {"plain", "channels_last"}
     assert set(record["inference_speedup"]) == {"plain", "channels_last", "batch 32", "channels_last+batch 32"}
     assert record["train_speedup"]["plain"] == record["inference_speedup"]["plain"] == 1.0
+
+
+def test_optimizer_step_fused_against_default(tmp_path):
+    record = optimizer_step.main(["--steps", "3", "--repeats", "1", "--results", str(tmp_path)])
+    assert record == _record(tmp_path, "optimizer_step")
+    assert set(record["figures"]) == {f"{m}/{o}" for m in optimizer_step.MODELS for o in ("sgd", "adam", "adamw")}
+    for figure in record["figures"].values():
+        assert figure["default_ms"] > 0 and figure["fused_ms"] > 0
+        assert figure["max_weight_difference"] < 1e-5  # the two implementations take the same steps
 
 
 def test_affine_grid_matches_torch():
