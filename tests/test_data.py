@@ -308,6 +308,28 @@ def test_a_link_from_one_class_folder_into_another_is_an_error(tmp_path):
     assert "(train, NORMAL)" in message and "(train, PNEUMONIA)" in message
 
 
+def test_real_paths_are_realpath(tmp_path, monkeypatch):
+    """Each folder resolved once gives what realpath gives each file: links to files, links to
+    folders, links to links, relative paths, and a file whose folder is reached through a link."""
+    from cxrlab.data.sources import real_paths
+
+    root = _small_root(tmp_path)
+    normal = sorted((root / "train" / "NORMAL").iterdir())
+    os.symlink(normal[0], root / "file-link.png")
+    os.symlink(root / "file-link.png", root / "link-to-link.png")
+    os.symlink(root / "train", tmp_path / "train-link")
+    monkeypatch.chdir(root / "train")
+    files = [
+        str(normal[1]),
+        str(root / "file-link.png"),
+        str(root / "link-to-link.png"),
+        str(tmp_path / "train-link" / "NORMAL" / normal[2].name),
+        f"NORMAL/{normal[3].name}",
+        f"../train/NORMAL/{normal[3].name}",
+    ]
+    assert list(real_paths(files)) == [os.path.realpath(f) for f in files]
+
+
 def test_a_class_folder_that_links_to_another_is_an_error(tmp_path):
     root = _small_root(tmp_path)
     os.symlink("NORMAL", root / "train" / "COVID")

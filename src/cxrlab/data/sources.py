@@ -16,6 +16,7 @@ folder into another, a class folder that links to another) is an error naming bo
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from cxrlab.core.errors import CxrlabError
@@ -64,8 +65,7 @@ def _place(listing: SourceListing, k: int) -> str:
 def _refuse_files_reached_twice(listing: SourceListing) -> None:
     """One file, one place, one label: links that reach a file a second time are an error."""
     first: dict[str, int] = {}
-    for i, file in enumerate(listing.files):
-        real = os.path.realpath(file)
+    for i, real in enumerate(real_paths(listing.files)):
         if real not in first:
             first[real] = i
             continue
@@ -75,6 +75,21 @@ def _refuse_files_reached_twice(listing: SourceListing) -> None:
             f"one file is reached twice: {places[0]} and {places[1]} are both {printable(real)}; "
             "a symbolic link gives a file a second place (and maybe a second label): remove the link"
         )
+
+
+def real_paths(files: list[str]) -> Iterator[str]:
+    """``os.path.realpath`` of each file, each folder resolved once: a file that is not itself
+    a link is its folder's real path plus its name. (realpath calls lstat on every part of
+    every path: a second per load of the 5216 Kermany images.)"""
+    real_folders: dict[str, str] = {}
+    for file in files:
+        if os.path.islink(file):
+            yield os.path.realpath(file)
+            continue
+        folder, name = os.path.split(file)
+        if folder not in real_folders:
+            real_folders[folder] = os.path.realpath(folder)
+        yield os.path.join(real_folders[folder], name)
 
 
 def _subdirs(path: Path) -> list[Path]:

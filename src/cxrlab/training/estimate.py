@@ -60,16 +60,17 @@ def duration(seconds: float) -> str:
 
 def estimate_run(config: TrainConfig, data: Dataset) -> RunEstimate | None:
     """The run's time on this machine from timed batches (``config`` is resolved), or None
-    for a run too short to be worth timing. The weights are loaded first, so that weights
-    that cannot be had fail at once rather than after the timing."""
-    device = resolve_device(config.device)
-    model = build_model(config.model, num_classes=len(data.classes))
-    assert config.weights is not None  # resolved() chooses the weights
-    load_weights(model, config.model, config.weights)
+    for a run too short to be worth timing (it builds no model: the run itself follows at once).
+    The weights are loaded before any timing, so that weights that cannot be had fail at once
+    rather than after it."""
     phases = plan_phases(config)
     steps = sum(p.epochs for p in phases) * max(1, data.count("train") // config.batch_size)
     if steps < WORTH_TIMING:
         return None
+    device = resolve_device(config.device)
+    model = build_model(config.model, num_classes=len(data.classes))
+    assert config.weights is not None  # resolved() chooses the weights
+    load_weights(model, config.model, config.weights)
     model.to(device)
     if use_channels_last(config.channels_last):
         model.to(memory_format=torch.channels_last)
