@@ -108,6 +108,25 @@ def test_estimate_scales_with_the_run(data_root):
     assert estimate.seconds >= 200 * per_epoch > 0
 
 
+def test_a_frozen_run_is_timed_by_its_one_pass_over_the_images(data_root, monkeypatch):
+    """A frozen run's head epochs train on features computed once: 200 of them are no reason
+    to time batches, while the images of one pass can be."""
+    from cxrlab.data.dataset import load_dataset
+    from cxrlab.training import estimate as estimate_module
+    from cxrlab.training.config import TrainConfig
+
+    monkeypatch.setattr(estimate_module, "WORTH_TIMING", 20)
+    data = load_dataset(str(data_root), 32)
+    n_images = data.count("train") + data.count("val") + data.count("test")
+    assert n_images * estimate_module.INFERENCE_STEP_SHARE >= 20 > n_images * estimate_module.INFERENCE_STEP_SHARE / 4
+    frozen = TrainConfig(data=str(data_root), model="scratch_cnn", mode="frozen", epochs=200, image_size=32)
+    assert estimate_module.estimate_run(frozen.model_copy(update={"batch_size": 4}).resolved(), data) is None
+    timed = estimate_module.estimate_run(frozen.model_copy(update={"batch_size": 1}).resolved(), data)
+    assert timed is not None and timed.step_seconds == 0 and timed.image_seconds > 0
+    finetune = frozen.model_copy(update={"mode": "finetune", "batch_size": 4}).resolved()
+    assert estimate_module.estimate_run(finetune, data) is not None  # its 200 epochs all train the network
+
+
 def test_messages_go_through_the_cxrlab_logger(data_root, tmp_path, caplog, capsys):
     with caplog.at_level(logging.INFO, logger="cxrlab"):
         cxrlab.train(

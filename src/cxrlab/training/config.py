@@ -33,7 +33,7 @@ EXECUTION_SETTINGS = frozenset(
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
     # What to train on and with
     data: str = Field(description="Dataset root, folder of class folders, .npz file or pneumoniamnist[:SIZE].")

@@ -20,13 +20,15 @@ from cxrlab.data.dataset import Dataset
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
 from cxrlab.training.config import TrainConfig
-from cxrlab.training.phases import plan_phases
+from cxrlab.training.phases import Phase, plan_phases
 from cxrlab.training.predict import autocast_for, default_eval_batch_size
 from cxrlab.training.runtime import resolve_device, use_channels_last
 
 TIMED_BATCHES = 2
-# A run of fewer training steps than this is over before timing it would pay off.
+# A run of less network work than this many training steps is over before timing it would pay off.
 WORTH_TIMING = 30
+# An inference batch (forward only) costs about a third of a training step (forward, backward, update).
+INFERENCE_STEP_SHARE = 1 / 3
 
 
 @dataclass
@@ -64,8 +66,7 @@ def estimate_run(config: TrainConfig, data: Dataset) -> RunEstimate | None:
     The weights are loaded before any timing, so that weights that cannot be had fail at once
     rather than after it."""
     phases = plan_phases(config)
-    steps = sum(p.epochs for p in phases) * max(1, data.count("train") // config.batch_size)
-    if steps < WORTH_TIMING:
+    if _work_in_steps(config, phases, data) < WORTH_TIMING:
         return None
     device = resolve_device(config.device)
     model = build_model(config.model, num_classes=len(data.classes))
@@ -94,6 +95,21 @@ def estimate_run(config: TrainConfig, data: Dataset) -> RunEstimate | None:
         image_seconds=image_seconds,
         device=device.type,
     )
+
+
+def _work_in_steps(config: TrainConfig, phases: list[Phase], data: Dataset) -> float:
+    """The run's passes through the network, counted in training steps: a phase on frozen
+    features runs the backbone once over the images (its head epochs cost next to nothing);
+    any other phase takes its steps every epoch."""
+    n_train = data.count("train")
+    work = 0.0
+    for phase in phases:
+        if phase.head_only and phase.on_features:
+            images = config.feature_views * n_train + data.count("val") + data.count("test")
+            work += INFERENCE_STEP_SHARE * images / config.batch_size
+        else:
+            work += phase.epochs * max(1, n_train // config.batch_size)
+    return work
 
 
 def _images(batch: int, size: int, device: torch.device) -> torch.Tensor:
