@@ -169,17 +169,18 @@ def cxrlab_run(
     weights: str,
     cache_dir: str | None,
     out: Path,
+    model: str = MODEL,
     **options,
 ) -> dict:
-    """One ``fit`` run in a scratch cache (cold features), its wall time, and what its run
-    directory recorded."""
+    """One ``fit`` run of ``model`` in a scratch cache (cold features), its wall time, and what
+    its run directory recorded."""
     # A folder of its own: run ids are unique per second and process, and tiny runs are faster.
     out.mkdir(parents=True, exist_ok=True)
     run_out = tempfile.mkdtemp(prefix=f"{mode}-", dir=out)
     with scratch_cache(cache_dir) as scratch:
         config = TrainConfig(
             data=str(root),
-            model=MODEL,
+            model=model,
             mode=mode,
             epochs=epochs,
             image_size=image_size,

@@ -8,7 +8,7 @@ off (--compile), evaluation batch 256 (TrainConfig.eval_batch_size). With --comp
 holds the compilation, so their rate is taken over the later epochs and the compile time is
 reported beside it (use --epochs 3 or more).
 
-    python bench/fast_paths.py [--subset 320] [--image-size 96] [--epochs 2] [--compile]
+    python bench/fast_paths.py [--model efficientnet_lite0] [--subset 320] [--image-size 96] [--epochs 2] [--compile]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import benchlib
-from benchlib import MODEL, alternate, cxrlab_run, eprint, median, pair_ratios
+from benchlib import alternate, cxrlab_run, eprint, median, pair_ratios
 from cxrlab.data.dataset import Dataset
 from cxrlab.models.registry import build_model
 from cxrlab.models.weights import load_weights
@@ -33,10 +33,10 @@ def train_rate(result: dict, skip_first: bool) -> float:
     return result["train_images_per_epoch"] * len(epochs) / sum(epochs)
 
 
-def inference(data: Dataset, weights: str, channels_last: bool, batch_size: int) -> dict:
+def inference(data: Dataset, model_name: str, weights: str, channels_last: bool, batch_size: int) -> dict:
     """Images/s of ``predict_logits`` over every image, the model as ``fit`` leaves it."""
-    model = build_model(MODEL, num_classes=len(data.classes))
-    load_weights(model, MODEL, weights)
+    model = build_model(model_name, num_classes=len(data.classes))
+    load_weights(model, model_name, weights)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     indices = torch.arange(len(data.paths)).numpy()
@@ -72,6 +72,7 @@ def measure(args) -> dict:
                 weights=args.weights,
                 cache_dir=args.cache_dir,
                 out=Path(out),
+                model=args.model,
                 **options,
             )
 
@@ -87,7 +88,7 @@ def measure(args) -> dict:
     }
     inferred = alternate(
         {
-            name: (lambda cl=cl, batch=batch: inference(data, args.weights, cl, batch))
+            name: (lambda cl=cl, batch=batch: inference(data, args.model, args.weights, cl, batch))
             for name, (cl, batch) in inference_variants.items()
         },
         args.repeats,
@@ -111,7 +112,7 @@ def measure(args) -> dict:
         for name, seconds in compile_seconds.items()
     ]
     line = (
-        f"fast paths against plain fp32 NCHW, {MODEL} at {args.image_size} px, {args.threads} CPU thread(s): "
+        f"fast paths against plain fp32 NCHW, {args.model} at {args.image_size} px, {args.threads} CPU thread(s): "
         f"{''.join(compiled)}inference at batch {small} instead of {args.eval_batch_size} "
         f"{infer_speedup[f'batch {small}']:.2f}x, channels_last inference {infer_speedup['channels_last']:.2f}x, "
         f"both {infer_speedup[f'channels_last+batch {small}']:.2f}x; "
@@ -131,6 +132,7 @@ def measure(args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = benchlib.parser(__doc__.splitlines()[0], subset=320, image_size=96, epochs=2)
+    p.add_argument("--model", default=benchlib.MODEL, help="the network (default: %(default)s)")
     p.add_argument("--compile", action="store_true", help="measure torch.compile too (minutes to compile here)")
     p.add_argument(
         "--eval-batch-size", type=int, default=256, help="the large evaluation batch (cxrlab's default on CUDA)"
