@@ -30,10 +30,12 @@ from cxrlab.training.phases import plan_phases
 MODELS = ("resnet18", "efficientnet_lite0")
 
 
-def timed_steps(model: torch.nn.Module, optimizer_name: str, fused: bool, steps: int) -> tuple[float, torch.Tensor]:
+def timed_steps(
+    model: torch.nn.Module, model_name: str, optimizer_name: str, fused: bool, steps: int
+) -> tuple[float, torch.Tensor]:
     """Median seconds of one ``step()``, and the weights after ``steps`` steps (same gradients
     whatever the implementation: drawn from a fixed seed)."""
-    config = TrainConfig(data=".", model="resnet18", mode="finetune", optimizer=optimizer_name).resolved()
+    config = TrainConfig(data=".", model=model_name, mode="finetune", optimizer=optimizer_name).resolved()
     phase = next(p for p in plan_phases(config) if not p.head_only)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = OPTIMIZERS[optimizer_name](parameter_groups(config, model, phase), phase.lr, config, fused=fused)
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
             weights: dict[bool, torch.Tensor] = {}
             for _ in range(args.repeats):  # alternated: default, fused, default, fused ...
                 for fused in (False, True):
-                    step, weights[fused] = timed_steps(model, optimizer_name, fused, args.steps)
+                    step, weights[fused] = timed_steps(model, model_name, optimizer_name, fused, args.steps)
                     seconds[fused].append(step)
             default, fused_step = statistics.median(seconds[False]), statistics.median(seconds[True])
             figures[f"{model_name}/{optimizer_name}"] = {

@@ -372,7 +372,8 @@ def _train_args(root: Path, out: Path, cache: Path, *extra: str) -> list[str]:
 def _predictions_match_model(run_dir: Path, root: Path, cache: Path) -> bool:
     """Whether predictions.csv is what model.pt predicts: records written by one process."""
     from cxrlab.data.dataset import load_dataset
-    from cxrlab.training.predict import predict_logits, softmax
+    from cxrlab.training.calibration import softmax
+    from cxrlab.training.predict import predict_logits
     from cxrlab.training.records import load_run
 
     run = load_run(run_dir)

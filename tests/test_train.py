@@ -260,7 +260,7 @@ def test_ranks_and_softmax_equal_scipys(seed):
     from scipy.special import softmax
     from scipy.stats import rankdata
 
-    from cxrlab.training.predict import softmax as our_softmax
+    from cxrlab.training.calibration import softmax as our_softmax
 
     rng = np.random.default_rng(seed)
     values = np.round(rng.random(500), 2)  # many ties

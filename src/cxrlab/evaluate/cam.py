@@ -19,7 +19,8 @@ from cxrlab.core.text import slug
 from cxrlab.data.images import decode_file, resize_array
 from cxrlab.evaluate.runs import decode_images, expand_images
 from cxrlab.models.registry import cam_target_layer, model_entry
-from cxrlab.training.predict import predict_logits, softmax
+from cxrlab.training.calibration import softmax
+from cxrlab.training.predict import predict_logits
 from cxrlab.training.records import RunRecord, load_run
 from cxrlab.training.runtime import resolve_device
 

@@ -205,7 +205,8 @@ def cam_figures(
     from cxrlab.evaluate.cam import cam_cells, cam_maps
     from cxrlab.evaluate.runs import decode_images, expand_images
     from cxrlab.models.registry import cam_target_layer, model_entry
-    from cxrlab.training.predict import predict_logits, softmax
+    from cxrlab.training.calibration import softmax
+    from cxrlab.training.predict import predict_logits
     from cxrlab.training.runtime import resolve_device
 
     files = expand_images([str(p) for p in image_paths])

@@ -24,9 +24,14 @@ def probabilities(logits: np.ndarray, temperature: float | None = None, log_weig
         z = z / temperature
     if log_weights is not None:
         z = z + np.asarray(log_weights, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    exp = np.exp(z)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return softmax(z)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of each row of ``logits``, in their dtype (scipy's ``softmax``,
+    without importing scipy)."""
+    shifted = np.exp(logits - np.max(logits, axis=1, keepdims=True))
+    return shifted / np.sum(shifted, axis=1, keepdims=True)
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:

@@ -66,7 +66,9 @@ def estimate_run(config: TrainConfig, data: Dataset) -> RunEstimate | None:
     The weights are loaded before any timing, so that weights that cannot be had fail at once
     rather than after it."""
     phases = plan_phases(config)
-    if _work_in_steps(config, phases, data) < WORTH_TIMING:
+    work = [_phase_work(config, phase, data) for phase in phases]
+    steps, feature_images, val_images = map(sum, zip((0, 0, 0), *work))
+    if steps + INFERENCE_STEP_SHARE * feature_images / config.batch_size < WORTH_TIMING:
         return None
     device = resolve_device(config.device)
     model = build_model(config.model, num_classes=len(data.classes))
@@ -77,18 +79,13 @@ def estimate_run(config: TrainConfig, data: Dataset) -> RunEstimate | None:
         model.to(memory_format=torch.channels_last)
     eval_batch = min(config.eval_batch_size or default_eval_batch_size(device), 32)
     image_seconds = _inference_seconds(model, eval_batch, config.image_size, device) / eval_batch
-    n_train, n_val, n_test = (data.count(s) for s in ("train", "val", "test"))
+    n_train, n_test = data.count("train"), data.count("test")
     step_seconds = 0.0
-    if any(not p.head_only or not p.on_features for p in phases):
+    if steps:
         step_seconds = _train_step_seconds(model, max(2, min(config.batch_size, n_train)), config.image_size, device)
-    total = (1 + config.tta) * n_test * image_seconds  # the final scoring
-    for phase in phases:
-        if phase.head_only and phase.on_features:
-            total += (config.feature_views * n_train + n_val + n_test) * image_seconds
-        else:
-            total += phase.epochs * (max(1, n_train // config.batch_size) * step_seconds + n_val * image_seconds)
+    scoring_images = (1 + config.tta) * n_test  # the final scoring
     return RunEstimate(
-        seconds=total,
+        seconds=steps * step_seconds + (feature_images + val_images + scoring_images) * image_seconds,
         epochs=sum(p.epochs for p in phases),
         n_train=n_train,
         step_seconds=step_seconds,
@@ -97,19 +94,14 @@ def estimate_run(config: TrainConfig, data: Dataset) -> RunEstimate | None:
     )
 
 
-def _work_in_steps(config: TrainConfig, phases: list[Phase], data: Dataset) -> float:
-    """The run's passes through the network, counted in training steps: a phase on frozen
-    features runs the backbone once over the images (its head epochs cost next to nothing);
-    any other phase takes its steps every epoch."""
+def _phase_work(config: TrainConfig, phase: Phase, data: Dataset) -> tuple[int, int, int]:
+    """A phase's training steps, images through the frozen backbone and validation images. A
+    phase on frozen features runs the backbone once over the images (its head epochs cost next
+    to nothing); any other phase takes its steps and validates every epoch."""
     n_train = data.count("train")
-    work = 0.0
-    for phase in phases:
-        if phase.head_only and phase.on_features:
-            images = config.feature_views * n_train + data.count("val") + data.count("test")
-            work += INFERENCE_STEP_SHARE * images / config.batch_size
-        else:
-            work += phase.epochs * max(1, n_train // config.batch_size)
-    return work
+    if phase.head_only and phase.on_features:
+        return 0, config.feature_views * n_train + data.count("val") + data.count("test"), 0
+    return phase.epochs * max(1, n_train // config.batch_size), 0, phase.epochs * data.count("val")
 
 
 def _images(batch: int, size: int, device: torch.device) -> torch.Tensor:

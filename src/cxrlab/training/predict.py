@@ -55,9 +55,3 @@ def predict_logits(
             out = np.zeros((len(indices), logits.shape[1]), dtype=np.float32)
         out[[position[int(r)] for r in rows]] = logits
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities of each row of ``logits`` (scipy's ``softmax``, without importing scipy)."""
-    shifted = np.exp(logits - np.max(logits, axis=1, keepdims=True))
-    return shifted / np.sum(shifted, axis=1, keepdims=True)
